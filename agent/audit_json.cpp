@@ -1,0 +1,121 @@
+#include "agent/audit_json.h"
+
+#include <ctime>
+
+#include "agent/version.h"
+
+namespace stackaudit {
+namespace {
+
+std::string hex(uint64_t v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace
+
+std::string rfc3339_utc(int64_t unix_ns) {
+  time_t secs = static_cast<time_t>(unix_ns / 1000000000);
+  tm utc;
+  gmtime_r(&secs, &utc);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &utc);
+  char frac[16];
+  std::snprintf(frac, sizeof frac, ".%06dZ", static_cast<int>((unix_ns / 1000) % 1000000));
+  return std::string(buf) + frac;
+}
+
+nlohmann::json frame_json(const Frame& f) {
+  return {
+      {"kind", f.kind == Frame::Kind::kPython ? "python" : "native"},
+      {"function", f.function},
+      {"module", f.module},
+      {"file", f.file},
+      {"line", f.line},
+      {"inlined", f.inlined},
+      {"ip", hex(f.ip)},
+      {"module_offset", hex(f.module_offset)},
+  };
+}
+
+nlohmann::json audit_json(const Snapshot& s) {
+  using nlohmann::json;
+  json threads = json::array();
+  for (const Thread& t : s.threads) {
+    json syscall = nullptr;
+    if (t.syscall) {
+      json args = json::array();
+      for (uint64_t a : t.syscall->args) args.push_back(hex(a));
+      json fd = nullptr;
+      if (t.syscall->fd)
+        fd = {{"fd", t.syscall->fd->fd},
+              {"kind", t.syscall->fd->kind},
+              {"detail", t.syscall->fd->detail},
+              {"target", t.syscall->fd->target}};
+      syscall = {{"nr", t.syscall->nr}, {"name", t.syscall->name}, {"args", args}, {"fd", fd}};
+    }
+    json blocking = nullptr;
+    if (t.blocking) {
+      blocking = {{"category", t.blocking->category},
+                  {"primitive", t.blocking->primitive},
+                  {"site", t.blocking->site ? frame_json(*t.blocking->site) : json(nullptr)},
+                  {"idle", t.blocking->idle},
+                  {"rule", t.blocking->rule}};
+    }
+    json frames = json::array();
+    for (const Frame& f : t.frames) frames.push_back(frame_json(f));
+    json thread = {{"tid", t.tid},
+                   {"name", t.name},
+                   {"state", t.state},
+                   {"wchan", t.wchan},
+                   {"syscall", syscall},
+                   {"blocking", blocking},
+                   {"frames", frames},
+                   {"truncated", t.truncated},
+                   {"captured", t.captured},
+                   {"stop_us", (t.stop_ns + 500) / 1000}};
+    if (!t.note.empty()) thread["note"] = t.note;
+    threads.push_back(std::move(thread));
+  }
+  json by_category = json::object();
+  for (const auto& [k, v] : s.summary.by_category) by_category[k] = v;
+  json runtime = {{"kind", s.target.runtime_kind}};
+  runtime["version"] = s.target.runtime_version.empty() ? json(nullptr)
+                                                        : json(s.target.runtime_version);
+  return {
+      {"schema", kAuditSchema},
+      {"tool", {{"name", "stackaudit"}, {"version", kVersion}}},
+      {"captured_at", rfc3339_utc(s.captured_at_unix_ns)},
+      {"target",
+       {{"pid", s.target.pid},
+        {"comm", s.target.comm},
+        {"exe", s.target.exe},
+        {"cmdline", s.target.cmdline},
+        {"rss_bytes", s.target.rss_bytes},
+        {"threads", s.target.threads},
+        {"runtime", runtime},
+        {"exited_during_capture", s.target.exited}}},
+      {"capture",
+       {{"mode", s.capture.mode},
+        {"duration_us", s.capture.duration_us},
+        {"threads_stopped", s.capture.threads_stopped},
+        {"threads_not_stopped", s.capture.threads_not_stopped},
+        {"threads_failed", s.capture.threads_failed},
+        {"threads_exited", s.capture.threads_exited},
+        {"stop_us",
+         {{"max", s.capture.stop_us.max_us},
+          {"p50", s.capture.stop_us.p50_us},
+          {"p99", s.capture.stop_us.p99_us},
+          {"total", s.capture.stop_us.total_us}}}}},
+      {"threads", threads},
+      {"summary",
+       {{"threads", s.summary.threads},
+        {"blocked", s.summary.blocked},
+        {"idle", s.summary.idle},
+        {"by_category", by_category}}},
+      {"warnings", s.warnings},
+  };
+}
+
+}  // namespace stackaudit

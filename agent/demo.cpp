@@ -1,0 +1,98 @@
+#include "agent/demo.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include "agent/atomic_file.h"
+#include "agent/audit_json.h"
+#include "agent/dump.h"
+#include "agent/exit_codes.h"
+#include "agent/text_report.h"
+
+namespace stackaudit {
+namespace {
+
+std::string demo_target_path() {
+  char self[4096];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return "stackaudit-demo-target";
+  std::string dir(self, static_cast<size_t>(n));
+  return dir.substr(0, dir.rfind('/')) + "/stackaudit-demo-target";
+}
+
+// Stops the demo target however the audit ends.
+class DemoTarget {
+ public:
+  DemoTarget() {
+    std::string path = demo_target_path();
+    if (::access(path.c_str(), X_OK) != 0)
+      throw UserError{kExitUsage, "the demo target " + path +
+                                      " is missing; build it with 'cmake --build build'"};
+    int fds[2];
+    if (::pipe(fds) != 0) throw UserError{kExitUsage, "cannot create a pipe for the demo target"};
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::close(fds[0]);
+      sigset_t none;
+      sigemptyset(&none);
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);  // do not pass our blocked SIGCHLD on
+      std::string fd = std::to_string(fds[1]);
+      ::execl(path.c_str(), path.c_str(), fd.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    pollfd p{fds[0], POLLIN, 0};
+    char buf[16] = {};
+    bool ready = ::poll(&p, 1, 10000) == 1 && ::read(fds[0], buf, sizeof buf) > 0;
+    ::close(fds[0]);
+    if (!ready) {
+      stop();
+      throw UserError{kExitTarget, "the demo target did not start"};
+    }
+  }
+  ~DemoTarget() { stop(); }
+  pid_t pid() const { return pid_; }
+
+ private:
+  void stop() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    for (int i = 0; i < 200; ++i) {
+      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+        pid_ = 0;
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = 0;
+  }
+  pid_t pid_ = 0;
+};
+
+}  // namespace
+
+int run_demo() {
+  DemoTarget target;
+  std::printf("Started the demo target, PID %d: a small threaded service with threads in a\n"
+              "worker pool, a contended lock, a socket, a pipe, a sleep, an epoll loop, a\n"
+              "child wait and a busy loop. Auditing it:\n\n",
+              target.pid());
+  Snapshot snapshot = audit_process(target.pid(), RuleSet::builtin());
+  std::string report = text_report(snapshot);
+  std::fwrite(report.data(), 1, report.size(), stdout);
+  write_file_atomically("audit.json", audit_json(snapshot).dump(2) + "\n");
+  std::printf("\nWrote audit.json (schema stackaudit.audit/v1). Audit your own process with:\n"
+              "  stackaudit dump --pid PID [--format json -o audit.json]\n");
+  return audit_exit_code(snapshot);
+}
+
+}  // namespace stackaudit

@@ -1,0 +1,80 @@
+#include "agent/dump.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "agent/atomic_file.h"
+#include "agent/audit_json.h"
+#include "agent/exit_codes.h"
+#include "agent/text_report.h"
+#include "collector/snapshot_builder.h"
+#include "injector/capture.h"
+#include "injector/proc.h"
+#include "injector/target.h"
+
+namespace stackaudit {
+
+RuleSet load_rules(const std::string& rules_file) {
+  RuleSet rules = RuleSet::builtin();
+  if (rules_file.empty()) return rules;
+  auto text = proc::read_file(rules_file);
+  if (!text) throw UserError{kExitUsage, "cannot read the rules file " + rules_file};
+  try {
+    rules.add_user_rules(RuleSet::parse(*text, rules_file));
+  } catch (const RulesError& e) {
+    throw UserError{kExitUsage, std::string("malformed rules file: ") + e.what()};
+  }
+  return rules;
+}
+
+Snapshot audit_process(pid_t pid, const RuleSet& rules) {
+  try {
+    check_target(pid);
+  } catch (const TargetError& e) {
+    throw UserError{kExitTarget, e.what()};
+  }
+  SnapshotBuilder builder(pid, rules);
+  ProcessCapturer capturer(pid, CaptureOptions{});
+  RawCapture raw = capturer.capture();
+  bool any_captured = false;
+  bool denied = false;
+  for (const RawThread& t : raw.threads) {
+    any_captured |= !t.vanished && t.mode != CaptureMode::kFailed;
+    denied |= t.failure == to_string(StopOutcome::kPermissionDenied);
+  }
+  if (!any_captured && denied)
+    throw UserError{kExitTarget,
+                    "permission denied to trace PID " + std::to_string(pid) + ": " +
+                        permission_hint()};
+  if (!any_captured && raw.target_exited)
+    throw UserError{kExitTarget,
+                    "PID " + std::to_string(pid) + " exited before any thread could be captured"};
+  return builder.build(raw);
+}
+
+int audit_exit_code(const Snapshot& s) {
+  return (s.capture.threads_failed > 0 || s.target.exited) ? kExitPartial : kExitOk;
+}
+
+int run_dump(const DumpOptions& o) {
+  if (o.format != "text" && o.format != "json")
+    throw UserError{kExitUsage, "unknown --format '" + o.format + "' (text or json)"};
+  RuleSet rules = load_rules(o.rules_file);
+  Snapshot snapshot = audit_process(o.pid, rules);
+  std::string out = o.format == "json" ? audit_json(snapshot).dump(2) + "\n" : text_report(snapshot);
+  if (o.output.empty() || o.output == "-") {
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    std::fflush(stdout);
+  } else {
+    try {
+      write_file_atomically(o.output, out);
+    } catch (const std::exception& e) {
+      throw UserError{kExitUsage, e.what()};
+    }
+  }
+  return audit_exit_code(snapshot);
+}
+
+}  // namespace stackaudit

@@ -1,0 +1,105 @@
+#include "agent/text_report.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <sstream>
+
+#include "agent/audit_json.h"
+#include "agent/version.h"
+
+namespace stackaudit {
+namespace {
+
+std::string where(const Frame& f) {
+  std::string out = f.function.empty() ? "??" : f.function;
+  if (f.inlined) out += " [inlined]";
+  if (!f.file.empty()) {
+    out += " (" + f.file;
+    if (f.line > 0) out += ":" + std::to_string(f.line);
+    out += ")";
+  } else if (!f.module.empty()) {
+    char off[32];
+    std::snprintf(off, sizeof off, "+0x%llx", static_cast<unsigned long long>(f.module_offset));
+    out += " (" + f.module + off + ")";
+  }
+  return out;
+}
+
+std::string join(const std::vector<std::string>& v, const char* sep = " ") {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
+  return out;
+}
+
+}  // namespace
+
+std::string text_report(const Snapshot& s) {
+  std::ostringstream out;
+  out << "stackaudit " << kVersion << " | PID " << s.target.pid << " (" << s.target.comm << ") "
+      << join(s.target.cmdline) << "\n";
+  out << "runtime " << s.target.runtime_kind
+      << (s.target.runtime_version.empty() ? "" : " " + s.target.runtime_version) << ", RSS "
+      << s.target.rss_bytes / (1024 * 1024) << " MiB, " << s.threads.size()
+      << " threads, captured " << rfc3339_utc(s.captured_at_unix_ns) << " in "
+      << s.capture.duration_us / 1000.0 << " ms\n";
+  out << "pause: " << s.capture.threads_stopped << " threads stopped one at a time (p50 "
+      << s.capture.stop_us.p50_us << " us, p99 " << s.capture.stop_us.p99_us << " us, max "
+      << s.capture.stop_us.max_us << " us), " << s.capture.threads_not_stopped
+      << " read without a stop\n";
+  for (const auto& w : s.warnings) out << "warning: " << w << "\n";
+
+  for (const Thread& t : s.threads) {
+    out << "\nThread " << t.tid << " \"" << t.name << "\" " << t.state;
+    if (t.blocking) {
+      out << " | " << t.blocking->category << ": " << t.blocking->primitive;
+      if (t.blocking->idle) out << " (idle)";
+    } else if (t.state == "running") {
+      out << " | on CPU";
+    }
+    out << "\n";
+    if (t.blocking) {
+      if (t.blocking->site) out << "    site: " << where(*t.blocking->site) << "\n";
+      else out << "    site: (no frame of the program's own code)\n";
+    }
+    if (t.syscall) {
+      out << "    syscall: " << (t.syscall->name.empty() ? "?" : t.syscall->name);
+      if (t.syscall->fd) {
+        out << " on fd " << t.syscall->fd->fd << " (" << t.syscall->fd->kind << " "
+            << t.syscall->fd->detail << ")";
+      }
+      out << "\n";
+    }
+    if (t.captured == "failed") {
+      out << "    not captured: " << t.note << "\n";
+      continue;
+    }
+    for (size_t i = 0; i < t.frames.size(); ++i) {
+      char ip[32];
+      std::snprintf(ip, sizeof ip, "0x%012llx", static_cast<unsigned long long>(t.frames[i].ip));
+      out << "    #" << i << (i < 10 ? "  " : " ") << ip << " " << where(t.frames[i]) << "\n";
+    }
+    if (t.truncated) out << "    ... stack truncated: " << t.note << "\n";
+  }
+
+  out << "\nSummary: " << s.summary.threads << " threads, " << s.summary.blocked << " blocked ("
+      << s.summary.idle << " idle), " << s.summary.threads - s.summary.blocked
+      << " not blocked\n";
+  std::vector<std::pair<std::string, size_t>> cats(s.summary.by_category.begin(),
+                                                   s.summary.by_category.end());
+  std::stable_sort(cats.begin(), cats.end(),
+                   [](const auto& a, const auto& b) { return a.second > b.second; });
+  for (const auto& [cat, n] : cats) {
+    if (n == 0) continue;
+    out << "  " << cat << std::string(cat.size() < 10 ? 10 - cat.size() : 1, ' ') << n;
+    std::vector<std::string> sites;
+    for (const Thread& t : s.threads) {
+      if (!t.blocking || t.blocking->category != cat) continue;
+      std::string site = t.blocking->site ? t.blocking->site->function : "?";
+      if (std::find(sites.begin(), sites.end(), site) == sites.end()) sites.push_back(site);
+    }
+    out << "   at " << join(sites, ", ") << "\n";
+  }
+  return out.str();
+}
+
+}  // namespace stackaudit

@@ -1,0 +1,52 @@
+// A mapped ELF file of the target, opened once and kept: its load segments (to
+// serve read-only bytes without touching the target) and where its unwind
+// table (.eh_frame_hdr) is.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace stackaudit {
+
+class ElfFile {
+ public:
+  // Returns null when the file cannot be opened or is not a 64-bit ELF.
+  static std::shared_ptr<ElfFile> open(const std::string& path);
+  ~ElfFile();
+  ElfFile(const ElfFile&) = delete;
+  ElfFile& operator=(const ElfFile&) = delete;
+
+  struct Segment {
+    uint64_t vaddr, memsz, offset, filesz;
+    bool writable, executable;
+  };
+
+  const std::string& path() const { return path_; }
+  const std::vector<Segment>& segments() const { return segments_; }
+
+  // Link-time address of .eh_frame_hdr (PT_GNU_EH_FRAME), 0 when absent.
+  uint64_t eh_frame_hdr_vaddr() const { return eh_frame_hdr_vaddr_; }
+
+  // Load bias of this file given one of its mappings (start address and file
+  // offset): runtime address = link-time address + bias.
+  bool load_bias(uint64_t map_start, uint64_t map_offset, uint64_t* bias) const;
+
+  // Copies bytes at a link-time address from a read-only segment. False when
+  // the range is not file-backed read-only data (writable data must come from
+  // the live process).
+  bool read_readonly(uint64_t vaddr, void* out, size_t len) const;
+
+ private:
+  ElfFile() = default;
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  std::vector<Segment> segments_;
+  uint64_t eh_frame_hdr_vaddr_ = 0;
+};
+
+}  // namespace stackaudit

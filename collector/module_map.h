@@ -1,0 +1,52 @@
+// The target's loaded ELF modules (executable and shared libraries), built from
+// its mappings: where each is loaded, its load bias and its file. Files are
+// opened through /proc/PID/root so targets in containers resolve to their own
+// files.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "collector/elf_file.h"
+#include "injector/capture_types.h"
+
+namespace stackaudit {
+
+struct Module {
+  std::string path;       // as the target sees it, e.g. /usr/lib/x86_64-linux-gnu/libc.so.6
+  std::string open_path;  // how we open it, e.g. /proc/123/root/usr/lib/...
+  std::string name;       // basename
+  uint64_t start = 0;     // lowest mapped address
+  uint64_t end = 0;       // highest mapped address
+  uint64_t bias = 0;
+  std::shared_ptr<ElfFile> elf;  // null when the file could not be opened
+};
+
+class ModuleMap {
+ public:
+  explicit ModuleMap(pid_t pid) : pid_(pid) {}
+
+  // Rebuilds from a fresh read of the maps. Already opened files are kept.
+  // Returns true when the set of modules changed.
+  bool update(const std::vector<Mapping>& maps);
+
+  const Module* find(uint64_t addr) const;
+  bool is_executable(uint64_t addr) const;
+  const std::vector<Module>& modules() const { return modules_; }
+
+  // Reads read-only file-backed bytes at a runtime address, if a module has them.
+  bool read_readonly(uint64_t addr, void* out, size_t len) const;
+
+ private:
+  pid_t pid_;
+  std::vector<Module> modules_;                 // sorted by start
+  std::vector<std::pair<uint64_t, uint64_t>> exec_ranges_;  // sorted executable mappings
+  std::map<std::string, std::shared_ptr<ElfFile>> files_;  // by open_path + inode
+};
+
+}  // namespace stackaudit

@@ -1,0 +1,272 @@
+#include "collector/rules.h"
+
+#include <fnmatch.h>
+
+#include <algorithm>
+#include <sstream>
+
+namespace stackaudit {
+namespace {
+
+struct BuiltinRule {
+  const char* category;
+  Rule::Match match;
+  const char* pattern;
+  const char* fd_kind;
+  const char* primitive;
+  bool idle;
+};
+
+constexpr auto F = Rule::Match::kFunction;
+constexpr auto S = Rule::Match::kSyscall;
+
+// Function names are as the symbolizer prints them: demangled, without
+// parameters. glibc exports some functions under several names
+// (__pthread_mutex_lock and pthread_mutex_lock), hence the leading '*'.
+constexpr BuiltinRule kBuiltinRules[] = {
+    // lock
+    {"lock", F, "*pthread_mutex_lock", "", "pthread_mutex_lock", false},
+    {"lock", F, "*pthread_mutex_timedlock", "", "pthread_mutex_timedlock", false},
+    {"lock", F, "*pthread_mutex_clocklock", "", "pthread_mutex_clocklock", false},
+    {"lock", F, "*__lll_lock_wait*", "", "pthread_mutex_lock", false},
+    {"lock", F, "*pthread_rwlock_*lock", "", "", false},
+    {"lock", F, "*pthread_rwlock_timed*lock", "", "", false},
+    {"lock", F, "*pthread_rwlock_clock*lock", "", "", false},
+    {"lock", F, "std::mutex::lock", "", "", false},
+    {"lock", F, "std::recursive_mutex::lock", "", "", false},
+    {"lock", F, "std::timed_mutex::*lock*", "", "", false},
+    {"lock", F, "std::shared_mutex::lock*", "", "", false},
+    {"lock", F, "std::shared_timed_mutex::*lock*", "", "", false},
+    {"lock", F, "std::sys::*::locks::*::lock*", "", "", false},  // Rust std
+    {"lock", F, "sem_wait", "", "", false},
+    {"lock", F, "sem_timedwait", "", "", false},
+    {"lock", F, "sem_clockwait", "", "", false},
+    {"lock", F, "PyThread_acquire_lock_timed", "", "", false},
+    {"lock", F, "take_gil", "", "GIL", false},
+    {"lock", S, "semop", "", "", false},
+    {"lock", S, "semtimedop", "", "", false},
+    {"lock", S, "flock", "", "", false},
+    // condition
+    {"condition", F, "*pthread_cond_wait*", "", "pthread_cond_wait", false},
+    {"condition", F, "*pthread_cond_timedwait*", "", "pthread_cond_timedwait", false},
+    {"condition", F, "*pthread_cond_clockwait*", "", "pthread_cond_clockwait", false},
+    {"condition", F, "std::condition_variable::wait*", "", "", false},
+    {"condition", F, "std::_V2::condition_variable_any::wait*", "", "", false},
+    {"condition", F, "std::condition_variable_any::wait*", "", "", false},
+    {"condition", F, "std::sys::*::condvar::*::wait*", "", "", false},  // Rust std
+    // queue
+    {"queue", S, "msgrcv", "", "", false},
+    {"queue", S, "mq_timedreceive", "", "", false},
+    // sleep
+    {"sleep", F, "std::this_thread::sleep_for*", "", "", false},
+    {"sleep", F, "std::this_thread::sleep_until*", "", "", false},
+    {"sleep", F, "std::thread::sleep*", "", "", false},  // Rust std
+    {"sleep", F, "usleep", "", "", false},
+    {"sleep", F, "sleep", "", "", false},
+    {"sleep", S, "nanosleep", "", "", false},
+    {"sleep", S, "clock_nanosleep", "", "", false},
+    // socket
+    {"socket", S, "recvfrom", "", "recv", false},
+    {"socket", S, "recvmsg", "", "", false},
+    {"socket", S, "recvmmsg", "", "", false},
+    {"socket", S, "sendto", "", "send", false},
+    {"socket", S, "sendmsg", "", "", false},
+    {"socket", S, "sendmmsg", "", "", false},
+    {"socket", S, "accept", "", "", false},
+    {"socket", S, "accept4", "", "accept", false},
+    {"socket", S, "connect", "", "", false},
+    {"socket", S, "read", "socket", "", false},
+    {"socket", S, "readv", "socket", "", false},
+    {"socket", S, "write", "socket", "", false},
+    {"socket", S, "writev", "socket", "", false},
+    // file (pipes, FIFOs, ttys, regular files)
+    {"file", S, "read", "!socket", "", false},
+    {"file", S, "readv", "!socket", "", false},
+    {"file", S, "write", "!socket", "", false},
+    {"file", S, "writev", "!socket", "", false},
+    {"file", S, "pread64", "", "pread", false},
+    {"file", S, "pwrite64", "", "pwrite", false},
+    {"file", S, "preadv", "", "", false},
+    {"file", S, "pwritev", "", "", false},
+    {"file", S, "fsync", "", "", false},
+    {"file", S, "fdatasync", "", "", false},
+    {"file", S, "fcntl", "", "", false},
+    {"file", S, "openat", "", "open", false},
+    {"file", S, "open", "", "", false},
+    {"file", S, "splice", "", "", false},
+    {"file", S, "sendfile", "", "", false},
+    {"file", S, "io_getevents", "", "", false},
+    {"file", S, "io_pgetevents", "", "", false},
+    // poll: an event loop's own wait
+    {"poll", S, "epoll_wait", "", "", true},
+    {"poll", S, "epoll_pwait", "", "", true},
+    {"poll", S, "epoll_pwait2", "", "", true},
+    {"poll", S, "io_uring_enter", "", "", false},
+    {"poll", S, "poll", "", "", false},
+    {"poll", S, "ppoll", "", "", false},
+    {"poll", S, "select", "", "", false},
+    {"poll", S, "pselect6", "", "pselect", false},
+    // process
+    {"process", F, "waitpid", "", "", false},
+    {"process", F, "__waitpid", "", "waitpid", false},
+    {"process", F, "waitid", "", "", false},
+    {"process", S, "wait4", "", "", false},
+    {"process", S, "waitid", "", "", false},
+    // futex
+    {"futex", F, "*pthread_*join*", "", "pthread_join", false},
+    {"futex", S, "futex", "", "", false},
+    {"futex", S, "futex_waitv", "", "", false},
+};
+
+bool glob(const std::string& pattern, const std::string& text) {
+  return ::fnmatch(pattern.c_str(), text.c_str(), FNM_NOESCAPE) == 0;
+}
+
+bool fd_matches(const std::string& want, const std::optional<FdInfo>& fd) {
+  if (want.empty()) return true;
+  std::string kind = fd ? fd->kind : "";
+  if (want[0] == '!') return kind != want.substr(1);
+  return kind == want;
+}
+
+std::string rule_name(const Rule& r) {
+  std::string kind = r.match == Rule::Match::kFunction ? "function" : "syscall";
+  std::string name = r.origin + ": " + r.category + " " + kind + " " + r.pattern;
+  if (!r.fd_kind.empty()) name += " fd=" + r.fd_kind;
+  return name;
+}
+
+// Runtime libraries and interpreters: never the "site" of a wait.
+constexpr const char* kRuntimeModules[] = {
+    "libc.so*",      "libpthread.so*", "libstdc++.so*", "libc++.so*", "libc++abi.so*",
+    "libgcc_s.so*",  "ld-linux*",      "libm.so*",      "libdl.so*",  "librt.so*",
+    "libpython*.so*", "python[0-9]*",   "libunwind*.so*", "libuv.so*", "libevent*.so*",
+    "libssl.so*",    "libcrypto.so*",  "libglib-*.so*",  "libffi.so*", "libz.so*",
+};
+constexpr const char* kSystemSourcePrefixes[] = {"/usr/include/", "/usr/lib/gcc/",
+                                                 "/usr/local/include/", "/rustc/"};
+
+}  // namespace
+
+const std::vector<std::string>& categories() {
+  static const std::vector<std::string> kCategories = {
+      "lock", "condition", "queue", "sleep", "socket", "file", "poll", "process", "futex", "other"};
+  return kCategories;
+}
+
+bool is_category(std::string_view name) {
+  const auto& c = categories();
+  return std::find(c.begin(), c.end(), name) != c.end();
+}
+
+bool is_user_frame(const Frame& f) {
+  if (f.function.empty() && f.file.empty()) return false;
+  for (const char* p : kRuntimeModules)
+    if (glob(p, f.module)) return false;
+  for (const char* prefix : kSystemSourcePrefixes)
+    if (f.file.starts_with(prefix)) return false;
+  return true;
+}
+
+RuleSet RuleSet::builtin() {
+  RuleSet set;
+  for (const auto& b : kBuiltinRules)
+    set.rules_.push_back(
+        Rule{b.category, b.match, b.pattern, b.fd_kind, b.primitive, b.idle, "builtin"});
+  return set;
+}
+
+void RuleSet::add_user_rules(std::vector<Rule> rules) {
+  rules.insert(rules.end(), rules_.begin(), rules_.end());
+  rules_ = std::move(rules);
+}
+
+std::vector<Rule> RuleSet::parse(const std::string& text, const std::string& file_name) {
+  std::vector<Rule> out;
+  std::istringstream in(text);
+  std::string line;
+  int number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    auto hash = line.find('#');
+    if (hash != std::string::npos) line.resize(hash);
+    std::istringstream words(line);
+    std::vector<std::string> w;
+    for (std::string s; words >> s;) w.push_back(s);
+    if (w.empty()) continue;
+    std::string where = file_name + ":" + std::to_string(number);
+    auto fail = [&](const std::string& why) { throw RulesError(where + ": " + why); };
+    if (w.size() < 3) fail("expected '<category> function|syscall <pattern> [options]'");
+    Rule r;
+    r.origin = where;
+    r.category = w[0];
+    if (!is_category(r.category))
+      fail("unknown category '" + r.category +
+           "' (one of lock, condition, queue, sleep, socket, file, poll, process, futex, other)");
+    if (w[1] == "function") r.match = Rule::Match::kFunction;
+    else if (w[1] == "syscall") r.match = Rule::Match::kSyscall;
+    else fail("unknown match kind '" + w[1] + "' (function or syscall)");
+    r.pattern = w[2];
+    for (size_t i = 3; i < w.size(); ++i) {
+      const std::string& opt = w[i];
+      if (opt == "idle") r.idle = true;
+      else if (opt.starts_with("primitive=") && opt.size() > 10) r.primitive = opt.substr(10);
+      else if (opt.starts_with("fd=") && opt.size() > 3 && r.match == Rule::Match::kSyscall)
+        r.fd_kind = opt.substr(3);
+      else fail("unknown option '" + opt + "' (idle, primitive=NAME, fd=KIND for syscall rules)");
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::optional<Blocking> RuleSet::classify(const Thread& t) const {
+  // Only a thread that waits in the kernel is blocked; a running thread, or a
+  // stopped one, is not.
+  if (t.state != "sleeping" && t.state != "disk_sleep") return std::nullopt;
+  if (!t.syscall) return std::nullopt;
+
+  Blocking b;
+  const Rule* matched = nullptr;
+  size_t matched_frame = 0;
+  for (size_t i = 0; i < t.frames.size() && !matched; ++i) {
+    for (const Rule& r : rules_) {
+      if (r.match != Rule::Match::kFunction || t.frames[i].function.empty()) continue;
+      if (glob(r.pattern, t.frames[i].function)) {
+        matched = &r;
+        matched_frame = i;
+        b.primitive = r.primitive.empty() ? t.frames[i].function : r.primitive;
+        break;
+      }
+    }
+  }
+  if (!matched) {
+    for (const Rule& r : rules_) {
+      if (r.match != Rule::Match::kSyscall) continue;
+      if (glob(r.pattern, t.syscall->name) && fd_matches(r.fd_kind, t.syscall->fd)) {
+        matched = &r;
+        b.primitive = r.primitive.empty() ? t.syscall->name : r.primitive;
+        break;
+      }
+    }
+  }
+  if (matched) {
+    b.category = matched->category;
+    b.idle = matched->idle;
+    b.rule = rule_name(*matched);
+  } else {
+    b.category = "other";
+    b.primitive = t.syscall->name.empty() ? "syscall " + std::to_string(t.syscall->nr)
+                                          : t.syscall->name;
+    b.rule = "fallback: blocked in a syscall no rule names";
+  }
+  for (size_t i = matched_frame; i < t.frames.size(); ++i) {
+    if (is_user_frame(t.frames[i])) {
+      b.site = t.frames[i];
+      break;
+    }
+  }
+  return b;
+}
+
+}  // namespace stackaudit

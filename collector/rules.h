@@ -1,0 +1,59 @@
+// Classification rules: data, not code. A built-in table plus an optional user
+// rules file (format in docs/rules.md). For one thread, the innermost frame
+// that any function rule matches wins; when no frame matches, the syscall the
+// thread is blocked in decides; user rules are tried before built-in ones.
+#pragma once
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "collector/snapshot.h"
+
+namespace stackaudit {
+
+// The closed set of categories (ARCHITECTURE §4).
+const std::vector<std::string>& categories();
+bool is_category(std::string_view name);
+
+struct Rule {
+  enum class Match { kFunction, kSyscall };
+  std::string category;
+  Match match = Match::kFunction;
+  std::string pattern;    // glob over a frame's function name, or a syscall name
+  std::string fd_kind;    // syscall rules: "socket", "!socket", or "" for any fd
+  std::string primitive;  // what to call it; "" means the matched name
+  bool idle = false;
+  std::string origin;     // "builtin" or "FILE:LINE"
+};
+
+// A malformed rules file. The message names the file and the line.
+class RulesError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class RuleSet {
+ public:
+  static RuleSet builtin();
+  // Parses a rules file; throws RulesError naming FILE:LINE on a bad line.
+  static std::vector<Rule> parse(const std::string& text, const std::string& file_name);
+  void add_user_rules(std::vector<Rule> rules);  // tried before built-in rules
+
+  // A blocking record for a thread that waits (state sleeping/disk_sleep, in a
+  // syscall), or nullopt for a thread that runs.
+  std::optional<Blocking> classify(const Thread& thread) const;
+
+  const std::vector<Rule>& rules() const { return rules_; }
+
+ private:
+  std::vector<Rule> rules_;  // user rules first
+};
+
+// Whether a frame is the user's own code rather than libc, the C++ runtime, an
+// interpreter or a system header inlined into user code.
+bool is_user_frame(const Frame& frame);
+
+}  // namespace stackaudit

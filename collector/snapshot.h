@@ -1,0 +1,107 @@
+// The understood snapshot: what the collector makes of a raw capture, and what
+// the agent prints, exports and compares. Plain data.
+#pragma once
+
+#include <sys/types.h>
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace stackaudit {
+
+struct Frame {
+  enum class Kind { kNative, kPython };
+  Kind kind = Kind::kNative;
+  std::string function;  // demangled, without the parameter list; "" when unknown
+  std::string module;    // basename of the ELF module
+  std::string module_path;
+  std::string file;      // source file, when debug info has it
+  int line = 0;
+  bool inlined = false;  // an inlined call; the next frame is the function it was inlined into
+  uint64_t ip = 0;
+  uint64_t module_offset = 0;  // ip relative to the module's load address
+};
+
+struct FdInfo {
+  int fd = -1;
+  std::string kind;    // socket, pipe, fifo, file, tty, epoll, eventfd, ...
+  std::string target;  // the readlink text
+  std::string detail;  // "tcp 127.0.0.1:40312 -> 127.0.0.1:5432 ESTABLISHED", a path...
+};
+
+struct SyscallInfo {
+  long nr = -1;
+  std::string name;
+  std::array<uint64_t, 6> args{};
+  std::optional<FdInfo> fd;
+};
+
+struct Blocking {
+  std::string category;   // lock condition queue sleep socket file poll process futex other
+  std::string primitive;  // the matched frame's function or the syscall
+  std::optional<Frame> site;  // innermost frame of the user's own code
+  bool idle = false;      // a known "waiting for work" pattern
+  std::string rule;       // which rule matched: "builtin:<pattern>" or "FILE:LINE"
+};
+
+struct Thread {
+  pid_t tid = 0;
+  std::string name;   // OS thread name (comm)
+  std::string state;  // running sleeping disk_sleep stopped zombie
+  std::string wchan;  // kernel wait function
+  std::optional<SyscallInfo> syscall;
+  std::optional<Blocking> blocking;
+  std::vector<Frame> frames;  // frames[0] is innermost
+  bool truncated = false;
+  std::string captured;  // stopped nonstop reused failed
+  std::string note;      // why failed / truncated
+  uint64_t stop_ns = 0;
+};
+
+struct StopStats {
+  uint64_t max_us = 0, p50_us = 0, p99_us = 0, total_us = 0;
+};
+
+struct CaptureSummary {
+  std::string mode = "seize-per-thread";
+  uint64_t duration_us = 0;
+  size_t threads_stopped = 0;
+  size_t threads_not_stopped = 0;  // captured without a stop (nonstop or reused)
+  size_t threads_failed = 0;
+  size_t threads_exited = 0;
+  StopStats stop_us;
+};
+
+struct Target {
+  pid_t pid = 0;
+  std::string comm;
+  std::string exe;
+  std::vector<std::string> cmdline;
+  uint64_t rss_bytes = 0;
+  uint64_t threads = 0;
+  std::string runtime_kind = "native";
+  std::string runtime_version;
+  bool exited = false;  // the process ended during the capture
+};
+
+struct Summary {
+  size_t threads = 0;
+  size_t blocked = 0;
+  size_t idle = 0;
+  std::map<std::string, size_t> by_category;
+};
+
+struct Snapshot {
+  int64_t captured_at_unix_ns = 0;
+  Target target;
+  CaptureSummary capture;
+  std::vector<Thread> threads;
+  Summary summary;
+  std::vector<std::string> warnings;
+};
+
+}  // namespace stackaudit

@@ -1,0 +1,206 @@
+#include "collector/snapshot_builder.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <regex>
+
+#include "injector/syscalls.h"
+
+namespace stackaudit {
+namespace {
+
+const char* capture_mode_name(CaptureMode m) {
+  switch (m) {
+    case CaptureMode::kStopped: return "stopped";
+    case CaptureMode::kNonStop: return "nonstop";
+    case CaptureMode::kReused: return "reused";
+    case CaptureMode::kFailed: return "failed";
+  }
+  return "failed";
+}
+
+uint64_t inode_in(const std::string& link) {
+  auto open = link.find('[');
+  if (open == std::string::npos) return 0;
+  return std::strtoull(link.c_str() + open + 1, nullptr, 10);
+}
+
+// "python3.11" or a mapped "libpython3.11.so.1.0" -> "3.11".
+std::string python_version(const std::string& name) {
+  static const std::regex re(R"((?:^|lib)python(3\.\d+))");
+  std::smatch m;
+  if (std::regex_search(name, m, re)) return m[1];
+  return "";
+}
+
+}  // namespace
+
+std::string state_name(char s) {
+  switch (s) {
+    case 'R': return "running";
+    case 'S': case 'I': return "sleeping";
+    case 'D': return "disk_sleep";
+    case 'T': case 't': return "stopped";
+    case 'Z': case 'X': return "zombie";
+    default: return "unknown";
+  }
+}
+
+FdInfo describe_fd(const FdLink& link, const std::vector<SocketEntry>& sockets) {
+  FdInfo info;
+  info.fd = link.fd;
+  info.target = link.target;
+  const std::string& t = link.target;
+  if (t.starts_with("socket:")) {
+    info.kind = "socket";
+    uint64_t ino = inode_in(t);
+    for (const SocketEntry& s : sockets) {
+      if (s.inode != ino) continue;
+      info.detail = s.protocol + " " + s.local;
+      if (!s.remote.empty() && s.protocol != "unix") info.detail += " -> " + s.remote;
+      if (s.protocol == "unix" && s.local.empty()) info.detail += "(unnamed)";
+      info.detail += " " + s.state;
+      break;
+    }
+    if (info.detail.empty()) info.detail = t;
+  } else if (t.starts_with("pipe:")) {
+    info.kind = "pipe";
+    info.detail = t;
+  } else if (t.starts_with("anon_inode:")) {
+    std::string what = t.substr(11);
+    what.erase(std::remove(what.begin(), what.end(), '['), what.end());
+    what.erase(std::remove(what.begin(), what.end(), ']'), what.end());
+    info.kind = what == "eventpoll" ? "epoll" : what;
+    info.detail = t;
+  } else {
+    if (S_ISFIFO(link.mode)) info.kind = "fifo";
+    else if (S_ISCHR(link.mode)) info.kind = "chr";
+    else if (S_ISBLK(link.mode)) info.kind = "block";
+    else if (S_ISDIR(link.mode)) info.kind = "dir";
+    else info.kind = "file";
+    info.detail = t;
+  }
+  return info;
+}
+
+StopStats stop_stats(std::vector<uint64_t> ns) {
+  StopStats s;
+  if (ns.empty()) return s;
+  std::sort(ns.begin(), ns.end());
+  auto us = [](uint64_t v) { return (v + 500) / 1000; };
+  auto pct = [&](double p) {
+    size_t idx = static_cast<size_t>(p * static_cast<double>(ns.size() - 1) + 0.5);
+    return us(ns[std::min(idx, ns.size() - 1)]);
+  };
+  s.max_us = us(ns.back());
+  s.p50_us = pct(0.50);
+  s.p99_us = pct(0.99);
+  uint64_t total = 0;
+  for (uint64_t v : ns) total += v;
+  s.total_us = us(total);
+  return s;
+}
+
+SnapshotBuilder::SnapshotBuilder(pid_t pid, RuleSet rules)
+    : pid_(pid),
+      rules_(std::move(rules)),
+      modules_(pid),
+      memory_(pid),
+      unwinder_(modules_, memory_),
+      symbolizer_(modules_) {}
+
+Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& capture) {
+  Thread t;
+  t.tid = raw.tid;
+  t.name = raw.stat.comm;
+  t.state = state_name(raw.stat.state);
+  t.wchan = raw.wchan;
+  t.captured = capture_mode_name(raw.mode);
+  t.note = raw.failure;
+  t.stop_ns = raw.stop_ns;
+  if (raw.syscall.kind == SyscallState::Kind::kInSyscall) {
+    SyscallInfo sc;
+    sc.nr = raw.syscall.nr;
+    sc.name = std::string(syscall_name(raw.syscall.nr));
+    sc.args = raw.syscall.args;
+    if (!raw.fds.empty()) sc.fd = describe_fd(raw.fds.front(), capture.sockets);
+    t.syscall = std::move(sc);
+  }
+  if (raw.mode != CaptureMode::kFailed) {
+    UnwindResult u = unwinder_.unwind(raw);
+    t.truncated = u.truncated;
+    if (u.truncated && t.note.empty()) t.note = u.reason;
+    for (size_t i = 0; i < u.ips.size(); ++i) {
+      const auto& frames = symbolizer_.symbolize(u.ips[i], i > 0);
+      t.frames.insert(t.frames.end(), frames.begin(), frames.end());
+    }
+  } else {
+    t.truncated = true;
+  }
+  t.blocking = rules_.classify(t);
+  return t;
+}
+
+Snapshot SnapshotBuilder::build(const RawCapture& raw) {
+  if (modules_.update(raw.maps)) {
+    unwinder_.flush();
+    symbolizer_.reload();
+  }
+  Snapshot s;
+  s.captured_at_unix_ns = raw.started_unix_ns;
+  const ProcessInfo& p = raw.process;
+  s.target = Target{p.pid, p.comm, p.exe, p.cmdline, p.rss_bytes, p.threads, "native", "", false};
+  s.target.exited = raw.target_exited;
+  for (const Module& m : modules_.modules()) {
+    std::string v = python_version(m.name);
+    if (!v.empty()) {
+      s.target.runtime_kind = "cpython";
+      s.target.runtime_version = v;
+      break;
+    }
+  }
+
+  std::vector<uint64_t> stops;
+  for (const RawThread& r : raw.threads) {
+    if (r.vanished) {
+      ++s.capture.threads_exited;
+      continue;  // said in the summary; nothing to show for it
+    }
+    switch (r.mode) {
+      case CaptureMode::kStopped:
+        ++s.capture.threads_stopped;
+        stops.push_back(r.stop_ns);
+        break;
+      case CaptureMode::kNonStop:
+      case CaptureMode::kReused:
+        ++s.capture.threads_not_stopped;
+        break;
+      case CaptureMode::kFailed:
+        ++s.capture.threads_failed;
+        break;
+    }
+    s.threads.push_back(build_thread(r, raw));
+  }
+  s.capture.duration_us = raw.duration_ns / 1000;
+  s.capture.stop_us = stop_stats(std::move(stops));
+
+  s.summary.threads = s.threads.size();
+  for (const auto& c : categories()) s.summary.by_category[c] = 0;
+  for (const Thread& t : s.threads) {
+    if (!t.blocking) continue;
+    ++s.summary.blocked;
+    if (t.blocking->idle) ++s.summary.idle;
+    ++s.summary.by_category[t.blocking->category];
+  }
+  if (raw.target_exited) s.warnings.push_back("the target exited during the capture");
+  if (s.capture.threads_exited > 0)
+    s.warnings.push_back(std::to_string(s.capture.threads_exited) +
+                         " thread(s) exited during the capture and are not shown");
+  if (s.capture.threads_failed > 0)
+    s.warnings.push_back(std::to_string(s.capture.threads_failed) +
+                         " thread(s) could not be captured (see their note)");
+  return s;
+}
+
+}  // namespace stackaudit

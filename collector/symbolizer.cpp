@@ -1,0 +1,197 @@
+#include "collector/symbolizer.h"
+
+#include <cxxabi.h>
+#include <dwarf.h>
+#include <elfutils/libdw.h>
+#include <elfutils/libdwfl.h>
+
+#include <cstdlib>
+#include <cstring>
+
+namespace stackaudit {
+namespace {
+
+// Where separate debug info is looked for; null means libdw's default
+// ":.debug:/usr/lib/debug". STACKAUDIT_DEBUGINFO_PATH overrides it.
+char* g_debuginfo_path = nullptr;
+
+const Dwfl_Callbacks kCallbacks = {
+    .find_elf = nullptr,  // every module is reported with its file
+    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .section_address = nullptr,
+    .debuginfo_path = &g_debuginfo_path,
+};
+
+// A symbol as people read it: demangled, no parameters, no symbol version
+// ("pthread_cond_wait@@GLIBC_2.3.2" -> "pthread_cond_wait").
+std::string function_name(const char* symbol) {
+  std::string s = symbol;
+  if (auto at = s.find('@'); at != std::string::npos && at > 0) s.resize(at);
+  return strip_parameters(demangle(s.c_str()));
+}
+
+std::string die_function_name(Dwarf_Die* die) {
+  Dwarf_Attribute attr;
+  const char* linkage = nullptr;
+  if (dwarf_attr_integrate(die, DW_AT_linkage_name, &attr) ||
+      dwarf_attr_integrate(die, DW_AT_MIPS_linkage_name, &attr))
+    linkage = dwarf_formstring(&attr);
+  if (linkage) return function_name(linkage);
+  const char* name = dwarf_diename(die);
+  if (!name && dwarf_attr_integrate(die, DW_AT_name, &attr)) name = dwarf_formstring(&attr);
+  return name ? name : "";
+}
+
+// The file named by a DW_AT_call_file index of this CU.
+std::string call_file(Dwarf_Die* cudie, Dwarf_Word index) {
+  Dwarf_Files* files;
+  size_t count;
+  if (dwarf_getsrcfiles(cudie, &files, &count) != 0 || index >= count) return "";
+  const char* name = dwarf_filesrc(files, index, nullptr, nullptr);
+  return name ? name : "";
+}
+
+}  // namespace
+
+std::string demangle(const char* name) {
+  if (!name) return "";
+  if (name[0] == '_' && name[1] == 'Z') {
+    int status = 0;
+    char* out = abi::__cxa_demangle(name, nullptr, nullptr, &status);
+    if (status == 0 && out) {
+      std::string s(out);
+      std::free(out);
+      return s;
+    }
+  }
+  return name;
+}
+
+std::string strip_parameters(const std::string& s) {
+  // Drop suffixes like " [clone .cold]", then the last balanced "(...)" and
+  // whatever qualifiers follow it.
+  std::string text = s;
+  if (auto clone = text.find(" [clone"); clone != std::string::npos) text.resize(clone);
+  size_t close = text.rfind(')');
+  if (close == std::string::npos) return text;
+  int depth = 0;
+  for (size_t i = close + 1; i-- > 0;) {
+    if (text[i] == ')') ++depth;
+    else if (text[i] == '(' && --depth == 0) {
+      if (i == 0) return text;
+      // "operator()" keeps its own parentheses.
+      return text.substr(0, i);
+    }
+  }
+  return text;
+}
+
+Symbolizer::Symbolizer(const ModuleMap& modules) : modules_(modules) {
+  // No network lookups, ever: libdw consults debuginfod when this is set.
+  ::unsetenv("DEBUGINFOD_URLS");
+  g_debuginfo_path = std::getenv("STACKAUDIT_DEBUGINFO_PATH");
+  dwfl_ = dwfl_begin(&kCallbacks);
+  reload();
+}
+
+Symbolizer::~Symbolizer() {
+  if (dwfl_) dwfl_end(dwfl_);
+}
+
+void Symbolizer::reload() {
+  dwfl_report_begin(dwfl_);
+  for (const Module& m : modules_.modules()) {
+    if (!m.elf) continue;
+    dwfl_report_elf(dwfl_, m.name.c_str(), m.open_path.c_str(), -1, m.bias, true);
+  }
+  dwfl_report_end(dwfl_, nullptr, nullptr);
+  cache_.clear();
+}
+
+const std::vector<Frame>& Symbolizer::symbolize(uint64_t ip, bool return_address) {
+  uint64_t pc = return_address && ip > 0 ? ip - 1 : ip;
+  auto it = cache_.find(pc);
+  if (it != cache_.end()) {
+    return it->second;
+  }
+  auto frames = lookup(ip, pc);
+  return cache_.emplace(pc, std::move(frames)).first->second;
+}
+
+std::vector<Frame> Symbolizer::lookup(uint64_t ip, uint64_t pc) {
+  std::vector<Frame> out;
+  Frame base;
+  base.ip = ip;
+  const Module* mod = modules_.find(pc);
+  if (mod) {
+    base.module = mod->name;
+    base.module_path = mod->path;
+    base.module_offset = ip - mod->start;
+  }
+  Dwfl_Module* dm = dwfl_addrmodule(dwfl_, pc);
+  if (!dm) {
+    out.push_back(base);
+    return out;
+  }
+
+  GElf_Off offset;
+  GElf_Sym sym;
+  const char* symname = dwfl_module_addrinfo(dm, pc, &offset, &sym, nullptr, nullptr, nullptr);
+  std::string sym_function = symname ? function_name(symname) : "";
+
+  std::string file;
+  int line = 0;
+  if (Dwfl_Line* l = dwfl_module_getsrc(dm, pc)) {
+    const char* f = dwfl_lineinfo(l, nullptr, &line, nullptr, nullptr, nullptr);
+    if (f) file = f;
+  }
+
+  Dwarf_Addr bias = 0;
+  Dwarf_Die* cudie = dwfl_module_addrdie(dm, pc, &bias);
+  // dwarf_getscopes gives the innermost scope at pc; past an inlined call it
+  // follows the abstract origin, so the concrete chain of calls inlined into
+  // each other comes from dwarf_getscopes_die on that innermost scope.
+  Dwarf_Die* innermost = nullptr;
+  Dwarf_Die* scopes = nullptr;
+  int nscopes = 0;
+  if (cudie && dwarf_getscopes(cudie, pc - bias, &innermost) > 0)
+    nscopes = dwarf_getscopes_die(&innermost[0], &scopes);
+  std::free(innermost);
+  bool found_function = false;
+  for (int i = 0; i < nscopes; ++i) {
+    int tag = dwarf_tag(&scopes[i]);
+    if (tag != DW_TAG_inlined_subroutine && tag != DW_TAG_subprogram) continue;
+    Frame f = base;
+    f.file = file;
+    f.line = line;
+    if (tag == DW_TAG_subprogram) {
+      f.function = sym_function.empty() ? die_function_name(&scopes[i]) : sym_function;
+      out.push_back(std::move(f));
+      found_function = true;
+      break;
+    }
+    f.function = die_function_name(&scopes[i]);
+    f.inlined = true;
+    out.push_back(std::move(f));
+    // The caller's position is where this call was inlined.
+    Dwarf_Attribute attr;
+    Dwarf_Word value;
+    file = dwarf_formudata(dwarf_attr(&scopes[i], DW_AT_call_file, &attr), &value) == 0
+               ? call_file(cudie, value)
+               : "";
+    line = dwarf_formudata(dwarf_attr(&scopes[i], DW_AT_call_line, &attr), &value) == 0
+               ? static_cast<int>(value)
+               : 0;
+  }
+  std::free(scopes);
+  if (!found_function) {
+    Frame f = base;
+    f.function = sym_function;
+    f.file = file;
+    f.line = line;
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
+}  // namespace stackaudit

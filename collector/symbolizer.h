@@ -1,0 +1,47 @@
+// Turns addresses into functions, files and lines with elfutils libdw, inlined
+// calls included. Debug info is looked up locally only: next to the file, by
+// .gnu_debuglink and by build-id under /usr/lib/debug, and the embedded
+// .gnu_debugdata (MiniDebugInfo); never over the network (debuginfod is off).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "collector/module_map.h"
+#include "collector/snapshot.h"
+
+typedef struct Dwfl Dwfl;
+
+namespace stackaudit {
+
+class Symbolizer {
+ public:
+  explicit Symbolizer(const ModuleMap& modules);
+  ~Symbolizer();
+  Symbolizer(const Symbolizer&) = delete;
+  Symbolizer& operator=(const Symbolizer&) = delete;
+
+  // Re-reports the modules after ModuleMap changed; keeps the cache of
+  // modules that are still loaded at the same place.
+  void reload();
+
+  // The frames for one address, innermost first: calls inlined at that
+  // address, then the function that contains it. A return address (every frame
+  // but a thread's first) is looked up at ip - 1, inside the call instruction.
+  const std::vector<Frame>& symbolize(uint64_t ip, bool return_address);
+
+ private:
+  std::vector<Frame> lookup(uint64_t ip, uint64_t pc);
+  const ModuleMap& modules_;
+  Dwfl* dwfl_ = nullptr;
+  std::unordered_map<uint64_t, std::vector<Frame>> cache_;
+};
+
+// "std::mutex::lock()" -> "std::mutex::lock"; "f(int) const" -> "f".
+std::string strip_parameters(const std::string& demangled);
+// Demangles an Itanium C++ name; returns the input when it is not one.
+std::string demangle(const char* name);
+
+}  // namespace stackaudit

@@ -1,0 +1,181 @@
+#include "collector/unwinder.h"
+
+#include <libunwind.h>
+
+#include <cstdlib>
+#include <cstring>
+
+// Exported by libunwind-x86_64 (it is what _UPT_find_proc_info uses) but not
+// declared in its public headers.
+extern "C" int _Ux86_64_dwarf_search_unwind_table(unw_addr_space_t as, unw_word_t ip,
+                                                  unw_dyn_info_t* di, unw_proc_info_t* pi,
+                                                  int need_unwind_info, void* arg);
+
+namespace stackaudit {
+
+struct Unwinder::Context {
+  Unwinder* unwinder;
+  const RawThread* thread;
+};
+
+namespace {
+
+using Context = Unwinder::Context;
+
+// DWARF .eh_frame_hdr as GCC and LLVM emit it: version 1, eh_frame_ptr
+// pcrel|sdata4, fde_count udata4, table datarel|sdata4 (a binary search table
+// of {initial location, FDE address} pairs relative to the header).
+constexpr uint8_t kPeUdata4 = 0x03, kPeSdata4 = 0x0b, kPePcrel = 0x10, kPeDatarel = 0x30;
+
+bool table_info(const Module& m, unw_dyn_info_t* di) {
+  if (!m.elf || m.elf->eh_frame_hdr_vaddr() == 0) return false;
+  uint8_t hdr[12];
+  if (!m.elf->read_readonly(m.elf->eh_frame_hdr_vaddr(), hdr, sizeof hdr)) return false;
+  if (hdr[0] != 1 || hdr[1] != (kPePcrel | kPeSdata4) || hdr[2] != kPeUdata4 ||
+      hdr[3] != (kPeDatarel | kPeSdata4))
+    return false;
+  uint32_t fde_count;
+  std::memcpy(&fde_count, hdr + 8, 4);
+  uint64_t hdr_addr = m.elf->eh_frame_hdr_vaddr() + m.bias;
+  std::memset(di, 0, sizeof *di);
+  di->format = UNW_INFO_FORMAT_REMOTE_TABLE;
+  di->start_ip = m.start;
+  di->end_ip = m.end;
+  di->u.rti.segbase = hdr_addr;
+  di->u.rti.table_data = hdr_addr + sizeof hdr;
+  // libunwind counts the table in words; one entry is two int32, one word.
+  di->u.rti.table_len = fde_count * 8 / sizeof(unw_word_t);
+  return true;
+}
+
+int find_proc_info(unw_addr_space_t as, unw_word_t ip, unw_proc_info_t* pi, int need_unwind_info,
+                   void* arg) {
+  auto* ctx = static_cast<Context*>(arg);
+  const Module* m = ctx->unwinder->modules().find(ip);
+  unw_dyn_info_t di;
+  if (!m || !table_info(*m, &di)) return -UNW_ENOINFO;
+  return _Ux86_64_dwarf_search_unwind_table(as, ip, &di, pi, need_unwind_info, arg);
+}
+
+void put_unwind_info(unw_addr_space_t, unw_proc_info_t* pi, void*) {
+  std::free(pi->unwind_info);
+  pi->unwind_info = nullptr;
+}
+
+int get_dyn_info_list_addr(unw_addr_space_t, unw_word_t*, void*) { return -UNW_ENOINFO; }
+
+int access_mem(unw_addr_space_t, unw_word_t addr, unw_word_t* val, int write, void* arg) {
+  if (write) return -UNW_EINVAL;
+  auto* ctx = static_cast<Context*>(arg);
+  const RawThread& t = *ctx->thread;
+  if (addr >= t.stack_start && addr + sizeof *val <= t.stack_start + t.stack.size()) {
+    std::memcpy(val, t.stack.data() + (addr - t.stack_start), sizeof *val);
+    return 0;
+  }
+  if (ctx->unwinder->modules().read_readonly(addr, val, sizeof *val)) return 0;
+  if (ctx->unwinder->memory().read_exact(addr, val, sizeof *val)) return 0;
+  return -UNW_EINVAL;
+}
+
+int access_reg(unw_addr_space_t, unw_regnum_t reg, unw_word_t* val, int write, void* arg) {
+  if (write) return -UNW_EINVAL;
+  const RawThread& t = *static_cast<Context*>(arg)->thread;
+  const user_regs_struct& r = t.regs;
+  if (reg == UNW_X86_64_RIP) return *val = r.rip, 0;
+  if (reg == UNW_X86_64_RSP) return *val = r.rsp, 0;
+  // A thread captured without a stop has only sp and pc (from /proc syscall).
+  if (!t.full_registers) return -UNW_EBADREG;
+  switch (reg) {
+    case UNW_X86_64_RAX: *val = r.rax; return 0;
+    case UNW_X86_64_RDX: *val = r.rdx; return 0;
+    case UNW_X86_64_RCX: *val = r.rcx; return 0;
+    case UNW_X86_64_RBX: *val = r.rbx; return 0;
+    case UNW_X86_64_RSI: *val = r.rsi; return 0;
+    case UNW_X86_64_RDI: *val = r.rdi; return 0;
+    case UNW_X86_64_RBP: *val = r.rbp; return 0;
+    case UNW_X86_64_R8: *val = r.r8; return 0;
+    case UNW_X86_64_R9: *val = r.r9; return 0;
+    case UNW_X86_64_R10: *val = r.r10; return 0;
+    case UNW_X86_64_R11: *val = r.r11; return 0;
+    case UNW_X86_64_R12: *val = r.r12; return 0;
+    case UNW_X86_64_R13: *val = r.r13; return 0;
+    case UNW_X86_64_R14: *val = r.r14; return 0;
+    case UNW_X86_64_R15: *val = r.r15; return 0;
+    default: return -UNW_EBADREG;
+  }
+}
+
+int access_fpreg(unw_addr_space_t, unw_regnum_t, unw_fpreg_t*, int, void*) {
+  return -UNW_EBADREG;
+}
+
+int resume(unw_addr_space_t, unw_cursor_t*, void*) { return -UNW_EINVAL; }
+
+int get_proc_name(unw_addr_space_t, unw_word_t, char*, size_t, unw_word_t*, void*) {
+  return -UNW_ENOINFO;  // symbolization is libdw's job
+}
+
+unw_accessors_t kAccessors = {find_proc_info, put_unwind_info, get_dyn_info_list_addr,
+                              access_mem,     access_reg,      access_fpreg,
+                              resume,         get_proc_name};
+
+}  // namespace
+
+Unwinder::Unwinder(const ModuleMap& modules, RemoteMemory& memory, size_t max_frames)
+    : modules_(modules), memory_(memory), max_frames_(max_frames) {
+  space_ = unw_create_addr_space(&kAccessors, 0);
+  unw_set_caching_policy(space_, UNW_CACHE_GLOBAL);
+}
+
+Unwinder::~Unwinder() {
+  if (space_) unw_destroy_addr_space(space_);
+}
+
+void Unwinder::flush() { unw_flush_cache(space_, 0, 0); }
+
+UnwindResult Unwinder::unwind(const RawThread& thread) {
+  UnwindResult out;
+  Context ctx{this, &thread};
+  unw_cursor_t cursor;
+  if (thread.regs.rip == 0 || unw_init_remote(&cursor, space_, &ctx) < 0) {
+    out.truncated = true;
+    out.reason = "no registers";
+    return out;
+  }
+  uint64_t last_sp = 0;
+  for (;;) {
+    unw_word_t ip = 0, sp = 0;
+    unw_get_reg(&cursor, UNW_REG_IP, &ip);
+    unw_get_reg(&cursor, UNW_REG_SP, &sp);
+    if (ip == 0) break;  // the outermost frame's return address
+    if (!modules_.is_executable(ip)) {
+      out.truncated = true;
+      out.reason = "return address outside any executable mapping";
+      break;
+    }
+    if (!out.ips.empty() && sp <= last_sp) {
+      out.truncated = true;
+      out.reason = "stack pointer did not move outward";
+      break;
+    }
+    out.ips.push_back(ip);
+    last_sp = sp;
+    if (out.ips.size() >= max_frames_) {
+      out.truncated = true;
+      out.reason = "frame limit reached";
+      break;
+    }
+    int r = unw_step(&cursor);
+    if (r == 0) break;  // clean end: the outermost frame has no caller
+    if (r < 0) {
+      out.truncated = true;
+      out.reason = thread.full_registers ? "no unwind information for a frame"
+                                         : "no unwind information for a frame (captured without "
+                                           "a stop: only sp and pc are known)";
+      break;
+    }
+  }
+  return out;
+}
+
+}  // namespace stackaudit

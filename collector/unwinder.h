@@ -1,0 +1,50 @@
+// Unwinds a captured thread with libunwind, after the thread runs again, from
+// the copy of its stack and its saved registers. Unwind tables (.eh_frame_hdr
+// and .eh_frame) are read from the module files we keep open, not from the
+// target; only addresses outside the copy and outside read-only file data are
+// read live (process_vm_readv).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "collector/module_map.h"
+#include "injector/capture_types.h"
+#include "injector/remote_memory.h"
+
+typedef struct unw_addr_space* unw_addr_space_t;
+
+namespace stackaudit {
+
+struct UnwindResult {
+  std::vector<uint64_t> ips;  // ips[0] is the thread's pc; the rest are return addresses
+  bool truncated = false;
+  std::string reason;         // why it stopped early, when truncated
+};
+
+class Unwinder {
+ public:
+  Unwinder(const ModuleMap& modules, RemoteMemory& memory, size_t max_frames = 256);
+  ~Unwinder();
+  Unwinder(const Unwinder&) = delete;
+  Unwinder& operator=(const Unwinder&) = delete;
+
+  UnwindResult unwind(const RawThread& thread);
+
+  // Forget cached unwind info (after the module set changed).
+  void flush();
+
+  // libunwind callbacks reach these through the context pointer.
+  struct Context;
+  const ModuleMap& modules() const { return modules_; }
+  RemoteMemory& memory() { return memory_; }
+
+ private:
+  const ModuleMap& modules_;
+  RemoteMemory& memory_;
+  size_t max_frames_;
+  unw_addr_space_t space_ = nullptr;
+};
+
+}  // namespace stackaudit

@@ -1,0 +1,250 @@
+#include "injector/capture.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+#include "injector/proc.h"
+#include "injector/syscalls.h"
+
+namespace stackaudit {
+namespace {
+
+// The x86-64 ABI lets leaf code use 128 bytes below rsp (the red zone).
+constexpr uint64_t kRedZone = 128;
+
+uint64_t monotonic_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+int64_t wall_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000ll + ts.tv_nsec;
+}
+
+const Mapping* find_mapping(const std::vector<Mapping>& maps, uint64_t addr) {
+  auto it = std::upper_bound(maps.begin(), maps.end(), addr,
+                             [](uint64_t a, const Mapping& m) { return a < m.start; });
+  if (it == maps.begin()) return nullptr;
+  --it;
+  return it->contains(addr) ? &*it : nullptr;
+}
+
+bool is_socket(const std::vector<FdLink>& fds) {
+  return std::any_of(fds.begin(), fds.end(),
+                     [](const FdLink& f) { return f.target.starts_with("socket:"); });
+}
+
+}  // namespace
+
+bool stop_would_interrupt(const SyscallState& sc, const std::vector<FdLink>& fds) {
+  if (sc.kind != SyscallState::Kind::kInSyscall) return false;
+  switch (stop_effect(sc.nr)) {
+    case StopEffect::kRestarts: return false;
+    case StopEffect::kEintr: return true;
+    case StopEffect::kEintrOnSocket: return is_socket(fds);
+  }
+  return true;
+}
+
+// Runs inside the stop window: copies registers and the stack into memory
+// allocated beforehand.
+class ProcessCapturer::CopyWindow final : public StopWindow {
+ public:
+  explicit CopyWindow(ProcessCapturer& owner) : owner_(owner) {}
+  void on_stopped(const user_regs_struct& regs) override {
+    regs_ = regs;
+    bytes_ = owner_.copy_stack(regs.rsp, &start_);
+  }
+  user_regs_struct regs_{};
+  uint64_t start_ = 0;
+  size_t bytes_ = 0;
+
+ private:
+  ProcessCapturer& owner_;
+};
+
+ProcessCapturer::ProcessCapturer(pid_t pid, CaptureOptions options)
+    : pid_(pid),
+      options_(options),
+      memory_(pid),
+      stopper_(options.stop_deadline),
+      scratch_(new uint8_t[options.max_stack_bytes]) {}
+
+size_t ProcessCapturer::copy_stack(uint64_t sp, uint64_t* start) {
+  uint64_t lo = sp > kRedZone ? sp - kRedZone : 0;
+  uint64_t hi = lo + options_.max_stack_bytes;
+  if (const Mapping* m = find_mapping(maps_, sp)) {
+    lo = std::max(lo, m->start);
+    hi = std::min(hi, m->end);
+  } else {
+    maps_stale_ = true;  // a stack mapped after we read the maps
+  }
+  *start = lo;
+  ssize_t n = memory_.read(lo, scratch_.get(), hi - lo);
+  return n > 0 ? static_cast<size_t>(n) : 0;
+}
+
+bool ProcessCapturer::try_reuse(RawThread& t, const RawCapture* previous) {
+  if (!previous || t.syscall.kind != SyscallState::Kind::kInSyscall) return false;
+  for (const RawThread& p : previous->threads) {
+    if (p.tid != t.tid) continue;
+    bool same = p.syscall.line == t.syscall.line && p.schedstat == t.schedstat &&
+                p.stat.start_time_ticks == t.stat.start_time_ticks && !p.stack.empty() &&
+                p.mode != CaptureMode::kFailed;
+    if (!same) return false;
+    t.regs = p.regs;
+    t.full_registers = p.full_registers;
+    t.stack_start = p.stack_start;
+    t.stack = p.stack;
+    t.mode = CaptureMode::kReused;
+    return true;
+  }
+  return false;
+}
+
+bool ProcessCapturer::capture_nonstop(RawThread& t) {
+  for (int attempt = 0; attempt < options_.nonstop_attempts; ++attempt) {
+    uint64_t start = 0;
+    size_t bytes = copy_stack(t.syscall.sp, &start);
+    auto after = proc::read_syscall(pid_, t.tid);
+    auto sched_after = proc::read_schedstat(pid_, t.tid);
+    if (!after || !sched_after) {
+      t.vanished = true;
+      return false;
+    }
+    // Same syscall line (number, arguments, sp, pc) and no CPU time used: the
+    // thread did not run while we copied, so the copy is one consistent stack.
+    if (after->line == t.syscall.line && *sched_after == t.schedstat && bytes > 0) {
+      t.regs = user_regs_struct{};
+      t.regs.rip = t.syscall.pc;
+      t.regs.rsp = t.syscall.sp;
+      t.full_registers = false;
+      t.stack_start = start;
+      t.stack.assign(scratch_.get(), scratch_.get() + bytes);
+      t.mode = CaptureMode::kNonStop;
+      return true;
+    }
+    t.syscall = *after;
+    t.schedstat = *sched_after;
+    if (!stop_would_interrupt(t.syscall, t.fds)) return false;  // now safe to stop
+  }
+  t.mode = CaptureMode::kFailed;
+  t.failure = "kept waking up in a call a stop would interrupt (EINTR); not stopped";
+  return true;
+}
+
+void ProcessCapturer::capture_stopped(RawThread& t) {
+  CopyWindow window(*this);
+  auto r = stopper_.stop(t.tid, window);
+  t.stop_ns = r.stop_ns;
+  t.stop_signal = r.pending_signal != 0;
+  switch (r.outcome) {
+    case StopOutcome::kStopped:
+      t.regs = window.regs_;
+      t.full_registers = true;
+      t.stack_start = window.start_;
+      t.stack.assign(scratch_.get(), scratch_.get() + window.bytes_);
+      t.mode = CaptureMode::kStopped;
+      return;
+    case StopOutcome::kVanished:
+      t.vanished = true;
+      break;
+    default:
+      break;
+  }
+  t.mode = CaptureMode::kFailed;
+  t.failure = to_string(r.outcome);
+  if (r.outcome == StopOutcome::kError) t.failure += std::string(": ") + std::strerror(r.error);
+}
+
+RawThread ProcessCapturer::capture_thread(pid_t tid, const RawCapture* previous) {
+  RawThread t;
+  t.tid = tid;
+  auto stat = proc::read_stat(pid_, tid);
+  auto sc = proc::read_syscall(pid_, tid);
+  auto sched = proc::read_schedstat(pid_, tid);
+  if (!stat || !sc || !sched || stat->state == 'Z' || stat->state == 'X') {
+    t.vanished = true;
+    t.failure = "thread exited";
+    if (stat) t.stat = *stat;
+    return t;
+  }
+  t.stat = *stat;
+  t.syscall = *sc;
+  t.schedstat = *sched;
+  t.wchan = proc::read_wchan(pid_, tid);
+  if (sc->kind == SyscallState::Kind::kInSyscall) {
+    int idx = fd_argument(sc->nr);
+    if (idx >= 0) {
+      if (auto link = proc::read_fd_link(pid_, static_cast<int>(sc->args[idx])))
+        t.fds.push_back(std::move(*link));
+    }
+  }
+
+  if (try_reuse(t, previous)) return t;
+
+  // A thread in uninterruptible sleep would not reach a stop until it wakes;
+  // one blocked in an EINTR-prone call must not be stopped at all. Both are
+  // blocked in the kernel, so their user stack is still: copy it as it is.
+  bool blocked = sc->kind == SyscallState::Kind::kInSyscall;
+  if (blocked && (stop_would_interrupt(t.syscall, t.fds) || t.stat.state == 'D')) {
+    if (capture_nonstop(t)) return t;
+    if (t.vanished) {
+      t.mode = CaptureMode::kFailed;
+      t.failure = "thread exited";
+      return t;
+    }
+  }
+  capture_stopped(t);
+  if (t.vanished) t.failure = "thread exited";
+  return t;
+}
+
+RawCapture ProcessCapturer::capture(const RawCapture* previous) {
+  RawCapture cap;
+  cap.started_unix_ns = wall_ns();
+  uint64_t start = monotonic_ns();
+  if (auto info = proc::read_process_info(pid_)) cap.process = *info;
+  if (maps_.empty() || maps_stale_) {
+    maps_ = proc::read_maps(pid_);
+    maps_stale_ = false;
+  }
+
+  std::set<pid_t> seen;
+  for (int round = 0; round < options_.list_rounds; ++round) {
+    auto tids = proc::list_tasks(pid_);
+    if (tids.empty()) break;
+    bool found_new = false;
+    for (pid_t tid : tids) {
+      if (!seen.insert(tid).second) continue;
+      found_new = true;
+      cap.threads.push_back(capture_thread(tid, previous));
+    }
+    if (!found_new) break;
+  }
+  if (!proc::process_exists(pid_)) cap.target_exited = true;
+
+  if (maps_stale_) {
+    maps_ = proc::read_maps(pid_);
+    maps_stale_ = false;
+  }
+  cap.maps = maps_;
+  bool any_socket = std::any_of(cap.threads.begin(), cap.threads.end(), [](const RawThread& t) {
+    return is_socket(t.fds);
+  });
+  if (any_socket) cap.sockets = proc::read_sockets(pid_);
+  if (auto info = proc::read_process_info(pid_)) {
+    cap.process.rss_bytes = info->rss_bytes;
+    cap.process.threads = info->threads;
+  }
+  cap.duration_ns = monotonic_ns() - start;
+  return cap;
+}
+
+}  // namespace stackaudit

@@ -1,0 +1,58 @@
+// Captures every thread of a process per the capture policy (ARCHITECTURE §3):
+// one thread at a time, registers plus a copy of the top of its stack; a
+// thread blocked in a call that a stop would break with EINTR is copied
+// without being stopped; a thread that did not run since the previous capture
+// is reused without being touched.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+
+#include "injector/capture_types.h"
+#include "injector/ptrace_stopper.h"
+#include "injector/remote_memory.h"
+
+namespace stackaudit {
+
+struct CaptureOptions {
+  size_t max_stack_bytes = 64 * 1024;
+  std::chrono::microseconds stop_deadline{20'000};
+  int list_rounds = 8;       // re-list tasks until no new thread shows up
+  int nonstop_attempts = 3;  // copies of a blocked thread's stack to get a stable one
+};
+
+class ProcessCapturer {
+ public:
+  ProcessCapturer(pid_t pid, CaptureOptions options);
+
+  // previous: the last capture of the same process, for reuse (may be null).
+  RawCapture capture(const RawCapture* previous = nullptr);
+
+  pid_t pid() const { return pid_; }
+
+ private:
+  class CopyWindow;
+  RawThread capture_thread(pid_t tid, const RawCapture* previous);
+  bool capture_nonstop(RawThread& t);
+  void capture_stopped(RawThread& t);
+  bool try_reuse(RawThread& t, const RawCapture* previous);
+  // Copies [sp - 128, sp - 128 + max) bounded by the stack's mapping into
+  // scratch_; returns the start address and the byte count. Allocation-free.
+  size_t copy_stack(uint64_t sp, uint64_t* start);
+
+  pid_t pid_;
+  CaptureOptions options_;
+  RemoteMemory memory_;
+  PtraceStopper stopper_;
+  std::vector<Mapping> maps_;
+  bool maps_stale_ = false;
+  std::unique_ptr<uint8_t[]> scratch_;
+};
+
+// A thread is "blocked in a syscall that a stop would interrupt" (EINTR).
+bool stop_would_interrupt(const SyscallState& sc, const std::vector<FdLink>& fds);
+
+}  // namespace stackaudit

@@ -1,0 +1,127 @@
+// Plain data produced by the injector: what the OS told us about a process and
+// its threads at capture time. No behaviour here; the collector interprets it.
+#pragma once
+
+#include <sys/types.h>
+#include <sys/user.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace stackaudit {
+
+// One line of /proc/PID/maps.
+struct Mapping {
+  uint64_t start = 0;
+  uint64_t end = 0;
+  uint64_t offset = 0;
+  bool readable = false;
+  bool writable = false;
+  bool executable = false;
+  uint64_t inode = 0;
+  std::string path;  // empty for anonymous mappings; "[stack]", "[vdso]"...
+
+  bool contains(uint64_t addr) const { return addr >= start && addr < end; }
+};
+
+// /proc/PID/task/TID/syscall, parsed.
+struct SyscallState {
+  enum class Kind { kUnknown, kRunning, kOutsideSyscall, kInSyscall };
+  Kind kind = Kind::kUnknown;
+  long nr = -1;
+  std::array<uint64_t, 6> args{};
+  uint64_t sp = 0;
+  uint64_t pc = 0;
+  std::string line;  // raw text, compared to detect that a thread did not move
+};
+
+// The few fields of /proc/PID/task/TID/stat that we use.
+struct TaskStat {
+  char state = '?';  // R S D T t Z X I
+  std::string comm;
+  uint64_t flags = 0;
+  uint64_t utime_ticks = 0;
+  uint64_t stime_ticks = 0;
+  uint64_t start_time_ticks = 0;
+};
+
+// /proc/PID/task/TID/schedstat: cpu ns, run-queue wait ns, timeslices.
+struct SchedStat {
+  uint64_t cpu_ns = 0;
+  uint64_t wait_ns = 0;
+  uint64_t timeslices = 0;
+  bool operator==(const SchedStat&) const = default;
+};
+
+// What an fd argument of a blocked syscall points at, from readlink.
+struct FdLink {
+  int fd = -1;
+  std::string target;  // "socket:[123]", "pipe:[45]", "anon_inode:[eventpoll]", "/path"
+  uint32_t mode = 0;   // st_mode of what it points at (S_IFIFO for a FIFO, ...)
+};
+
+// One socket from /proc/PID/net/{tcp,tcp6,udp,udp6,unix}.
+struct SocketEntry {
+  uint64_t inode = 0;
+  std::string protocol;  // tcp, tcp6, udp, udp6, unix
+  std::string local;     // "127.0.0.1:5432", or a unix path
+  std::string remote;
+  std::string state;     // "ESTABLISHED", "LISTEN", ...
+};
+
+enum class CaptureMode {
+  kStopped,  // ptrace-stopped for a few microseconds: full registers
+  kNonStop,  // never stopped: sp/pc from /proc syscall, stack copied while blocked
+  kReused,   // unchanged since a previous capture; its stack was reused
+  kFailed,   // could not be captured (reason in RawThread::failure)
+};
+
+// Everything captured about one thread.
+struct RawThread {
+  pid_t tid = 0;
+  TaskStat stat;
+  SyscallState syscall;
+  SchedStat schedstat;
+  std::string wchan;
+  std::vector<FdLink> fds;  // fd arguments of the current syscall, if any
+
+  CaptureMode mode = CaptureMode::kFailed;
+  std::string failure;        // why mode == kFailed, or a note (e.g. "exited")
+  bool vanished = false;      // the thread exited during the capture
+  bool stop_signal = false;   // the stop reported a pending signal, re-injected
+  user_regs_struct regs{};    // valid when full_registers, else only rip/rsp
+  bool full_registers = false;
+  uint64_t stack_start = 0;   // target address of stack[0]
+  std::vector<uint8_t> stack;
+  uint64_t stop_ns = 0;       // how long this thread was stopped (0 if never)
+};
+
+// Process-wide facts read around the capture.
+struct ProcessInfo {
+  pid_t pid = 0;
+  std::string comm;
+  std::string exe;
+  std::vector<std::string> cmdline;
+  char state = '?';
+  uint64_t rss_bytes = 0;
+  uint64_t threads = 0;
+  pid_t tracer_pid = 0;
+  uint64_t voluntary_ctxt_switches = 0;
+  uint64_t nonvoluntary_ctxt_switches = 0;
+  uint64_t utime_ticks = 0;
+  uint64_t stime_ticks = 0;
+};
+
+struct RawCapture {
+  ProcessInfo process;
+  std::vector<Mapping> maps;
+  std::vector<RawThread> threads;
+  std::vector<SocketEntry> sockets;
+  int64_t started_unix_ns = 0;  // wall clock, for captured_at
+  uint64_t duration_ns = 0;     // monotonic, whole capture
+  bool target_exited = false;   // the process went away during the capture
+};
+
+}  // namespace stackaudit

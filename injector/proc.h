@@ -1,0 +1,43 @@
+// Readers for /proc. Every function here reads exactly one /proc file; none
+// stops or signals the target. Missing files (a thread that exited) give
+// std::nullopt or an empty result, never an exception.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "injector/capture_types.h"
+
+namespace stackaudit::proc {
+
+// Reads a small /proc file whole with plain open/read (no iostreams).
+std::optional<std::string> read_file(const std::string& path);
+
+bool process_exists(pid_t pid);
+std::vector<pid_t> list_tasks(pid_t pid);
+
+std::optional<TaskStat> read_stat(pid_t pid, pid_t tid);
+std::optional<SyscallState> read_syscall(pid_t pid, pid_t tid);
+std::optional<SchedStat> read_schedstat(pid_t pid, pid_t tid);
+std::string read_wchan(pid_t pid, pid_t tid);
+std::optional<ProcessInfo> read_process_info(pid_t pid);
+std::vector<Mapping> read_maps(pid_t pid);
+std::optional<FdLink> read_fd_link(pid_t pid, int fd);
+std::vector<SocketEntry> read_sockets(pid_t pid);
+
+// Parsers, public so the collector's tests can feed canned text.
+std::optional<TaskStat> parse_stat(const std::string& text);
+std::optional<SyscallState> parse_syscall(const std::string& text);
+std::optional<SchedStat> parse_schedstat(const std::string& text);
+std::vector<Mapping> parse_maps(const std::string& text);
+void parse_inet_sockets(const std::string& text, const std::string& protocol,
+                        std::vector<SocketEntry>& out);
+void parse_unix_sockets(const std::string& text, std::vector<SocketEntry>& out);
+
+// /proc/sys/kernel/yama/ptrace_scope, or -1 when Yama is not there.
+int yama_ptrace_scope();
+
+}  // namespace stackaudit::proc

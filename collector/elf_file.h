@@ -38,7 +38,12 @@ class ElfFile {
   // Copies bytes at a link-time address from a read-only segment. False when
   // the range is not file-backed read-only data (writable data must come from
   // the live process).
-  bool read_readonly(uint64_t vaddr, void* out, size_t len) const;
+  bool read_readonly(uint64_t vaddr, void* out, size_t len) const {
+    return read(vaddr, out, len, false);
+  }
+  // Copies bytes from any file-backed segment, writable ones included: what the
+  // file holds, not what the process may have written there since.
+  bool read(uint64_t vaddr, void* out, size_t len, bool include_writable) const;
 
  private:
   ElfFile() = default;

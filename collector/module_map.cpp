@@ -66,4 +66,9 @@ bool ModuleMap::read_readonly(uint64_t addr, void* out, size_t len) const {
   return m && m->elf && m->elf->read_readonly(addr - m->bias, out, len);
 }
 
+bool ModuleMap::read_file_image(uint64_t addr, void* out, size_t len) const {
+  const Module* m = find(addr);
+  return m && m->elf && m->elf->read(addr - m->bias, out, len, true);
+}
+
 }  // namespace stackaudit

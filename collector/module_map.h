@@ -41,6 +41,8 @@ class ModuleMap {
 
   // Reads read-only file-backed bytes at a runtime address, if a module has them.
   bool read_readonly(uint64_t addr, void* out, size_t len) const;
+  // Reads file-backed bytes, writable segments included (their initial contents).
+  bool read_file_image(uint64_t addr, void* out, size_t len) const;
 
  private:
   pid_t pid_;

@@ -226,29 +226,34 @@ std::optional<Blocking> RuleSet::classify(const Thread& t) const {
   if (t.state != "sleeping" && t.state != "disk_sleep") return std::nullopt;
   if (!t.syscall) return std::nullopt;
 
+  // User rules first, so that they can name an application-level wait (a queue
+  // built on a condition variable) above the libc frame a built-in rule
+  // matches. Within a tier, the innermost matching frame wins, then the syscall.
   Blocking b;
   const Rule* matched = nullptr;
   size_t matched_frame = 0;
-  for (size_t i = 0; i < t.frames.size() && !matched; ++i) {
-    for (const Rule& r : rules_) {
-      if (r.match != Rule::Match::kFunction || t.frames[i].function.empty()) continue;
-      if (glob(r.pattern, t.frames[i].function)) {
-        matched = &r;
-        matched_frame = i;
-        b.primitive = r.primitive.empty() ? t.frames[i].function : r.primitive;
-        break;
+  for (bool user_tier : {true, false}) {
+    for (size_t i = 0; i < t.frames.size() && !matched; ++i) {
+      if (t.frames[i].function.empty()) continue;
+      for (const Rule& r : rules_) {
+        if (r.match != Rule::Match::kFunction || r.is_user() != user_tier) continue;
+        if (glob(r.pattern, t.frames[i].function)) {
+          matched = &r;
+          matched_frame = i;
+          b.primitive = r.primitive.empty() ? t.frames[i].function : r.primitive;
+          break;
+        }
       }
     }
-  }
-  if (!matched) {
     for (const Rule& r : rules_) {
-      if (r.match != Rule::Match::kSyscall) continue;
+      if (matched) break;
+      if (r.match != Rule::Match::kSyscall || r.is_user() != user_tier) continue;
       if (glob(r.pattern, t.syscall->name) && fd_matches(r.fd_kind, t.syscall->fd)) {
         matched = &r;
         b.primitive = r.primitive.empty() ? t.syscall->name : r.primitive;
-        break;
       }
     }
+    if (matched) break;
   }
   if (matched) {
     b.category = matched->category;

@@ -1,7 +1,7 @@
 // Classification rules: data, not code. A built-in table plus an optional user
-// rules file (format in docs/rules.md). For one thread, the innermost frame
-// that any function rule matches wins; when no frame matches, the syscall the
-// thread is blocked in decides; user rules are tried before built-in ones.
+// rules file (format in docs/rules.md). User rules are tried before built-in
+// ones; within each, the innermost frame that a function rule matches wins,
+// and when no frame matches, the syscall the thread is blocked in decides.
 #pragma once
 
 #include <optional>
@@ -27,6 +27,7 @@ struct Rule {
   std::string primitive;  // what to call it; "" means the matched name
   bool idle = false;
   std::string origin;     // "builtin" or "FILE:LINE"
+  bool is_user() const { return origin != "builtin"; }
 };
 
 // A malformed rules file. The message names the file and the line.

@@ -74,6 +74,10 @@ int access_mem(unw_addr_space_t, unw_word_t addr, unw_word_t* val, int write, vo
   }
   if (ctx->unwinder->modules().read_readonly(addr, val, sizeof *val)) return 0;
   if (ctx->unwinder->memory().read_exact(addr, val, sizeof *val)) return 0;
+  // A CIE's personality pointer is often indirect, through writable .data
+  // (DW.ref.__gxx_personality_v0). Unwinding never uses its value, so when the
+  // live read fails (the process is gone) the file's bytes will do.
+  if (ctx->unwinder->modules().read_file_image(addr, val, sizeof *val)) return 0;
   return -UNW_EINVAL;
 }
 
@@ -169,9 +173,8 @@ UnwindResult Unwinder::unwind(const RawThread& thread) {
     if (r == 0) break;  // clean end: the outermost frame has no caller
     if (r < 0) {
       out.truncated = true;
-      out.reason = thread.full_registers ? "no unwind information for a frame"
-                                         : "no unwind information for a frame (captured without "
-                                           "a stop: only sp and pc are known)";
+      out.reason = std::string("unwinding stopped: ") + unw_strerror(r);
+      if (!thread.full_registers) out.reason += " (captured without a stop: only sp and pc known)";
       break;
     }
   }

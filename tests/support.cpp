@@ -1,0 +1,216 @@
+#include "tests/support.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <stdexcept>
+
+namespace stackaudit::test {
+
+const char* const kStackaudit = STACKAUDIT_BIN;
+const char* const kParkThreads = PARK_THREADS_BIN;
+const char* const kParkThreadsSource = PARK_THREADS_SOURCE;
+const char* const kPyPark = PY_PARK_SCRIPT;
+
+namespace {
+
+std::vector<char*> c_argv(const std::vector<std::string>& argv) {
+  std::vector<char*> out;
+  for (const auto& a : argv) out.push_back(const_cast<char*>(a.c_str()));
+  out.push_back(nullptr);
+  return out;
+}
+
+void exec_child(const std::vector<std::string>& argv) {
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  auto args = c_argv(argv);
+  execv(args[0], args.data());
+  _exit(127);
+}
+
+}  // namespace
+
+Child::Child(const std::vector<std::string>& argv) {
+  int in[2], out[2];
+  if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+  pid_ = fork();
+  if (pid_ == 0) {
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    exec_child(argv);
+  }
+  close(in[0]);
+  close(out[1]);
+  in_ = in[1];
+  out_ = out[0];
+}
+
+Child::~Child() {
+  kill_and_reap();
+  if (in_ >= 0) close(in_);
+  if (out_ >= 0) close(out_);
+}
+
+void Child::kill_and_reap() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+std::optional<std::string> Child::read_line(std::chrono::milliseconds timeout) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto nl = buffer_.find('\n');
+    if (nl != std::string::npos) {
+      std::string line = buffer_.substr(0, nl);
+      buffer_.erase(0, nl + 1);
+      return line;
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        end - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return std::nullopt;
+    pollfd p{out_, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
+    char buf[4096];
+    ssize_t n = read(out_, buf, sizeof buf);
+    if (n <= 0) return std::nullopt;
+    buffer_.append(buf, static_cast<size_t>(n));
+  }
+}
+
+std::optional<std::string> Child::wait_for(const std::string& prefix,
+                                           std::chrono::milliseconds timeout) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    auto line = read_line(std::chrono::duration_cast<std::chrono::milliseconds>(
+        end - std::chrono::steady_clock::now()));
+    if (!line) return std::nullopt;
+    if (line->starts_with(prefix)) return line;
+  }
+  return std::nullopt;
+}
+
+void Child::write_line(const std::string& line) {
+  std::string s = line + "\n";
+  if (write(in_, s.data(), s.size()) < 0) throw std::runtime_error("write to child");
+}
+
+RunResult run(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
+  int out[2], err[2];
+  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+  pid_t pid = fork();
+  if (pid == 0) {
+    int devnull = open("/dev/null", O_RDONLY);
+    dup2(devnull, 0);
+    dup2(out[1], 1);
+    dup2(err[1], 2);
+    exec_child(argv);
+  }
+  close(out[1]);
+  close(err[1]);
+  RunResult r;
+  auto end = std::chrono::steady_clock::now() + timeout;
+  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  int open_fds = 2;
+  bool killed = false;
+  while (open_fds > 0) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        end - std::chrono::steady_clock::now());
+    if (left.count() <= 0 && !killed) {
+      kill(pid, SIGKILL);
+      killed = true;
+    }
+    if (poll(fds, 2, killed ? 1000 : static_cast<int>(left.count())) <= 0 && killed) break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP))) continue;
+      char buf[65536];
+      ssize_t n = read(fds[i].fd, buf, sizeof buf);
+      if (n <= 0) {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+      } else {
+        (i == 0 ? r.out : r.err).append(buf, static_cast<size_t>(n));
+      }
+    }
+  }
+  for (auto& f : fds)
+    if (f.fd >= 0) close(f.fd);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
+  return r;
+}
+
+nlohmann::json dump_json(pid_t pid, RunResult* result) {
+  RunResult r = run({kStackaudit, "dump", "--pid", std::to_string(pid), "--format", "json"});
+  if (result) *result = r;
+  if (r.exit_code != 0 && r.exit_code != 1)
+    throw std::runtime_error("stackaudit dump failed (" + std::to_string(r.exit_code) +
+                             "): " + r.err);
+  return nlohmann::json::parse(r.out);
+}
+
+int tagged_line(const std::string& source, const std::string& tag) {
+  std::ifstream in(source);
+  std::string line;
+  std::string marker = "@line:" + tag;
+  for (int n = 1; std::getline(in, line); ++n) {
+    auto pos = line.find(marker);
+    if (pos == std::string::npos) continue;
+    size_t end = pos + marker.size();
+    if (end == line.size() || (!std::isalnum(line[end]) && line[end] != '_')) return n;
+  }
+  throw std::runtime_error("no @line:" + tag + " in " + source);
+}
+
+std::map<pid_t, char> thread_states(pid_t pid) {
+  std::map<pid_t, char> out;
+  std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = opendir(dir.c_str());
+  if (!d) return out;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::ifstream stat(dir + "/" + e->d_name + "/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    auto close = text.rfind(')');
+    if (close != std::string::npos && close + 2 < text.size())
+      out[static_cast<pid_t>(std::atoi(e->d_name))] = text[close + 2];
+  }
+  closedir(d);
+  return out;
+}
+
+const nlohmann::json* thread_named(const nlohmann::json& audit, const std::string& name) {
+  for (const auto& t : audit["threads"])
+    if (t["name"] == name) return &t;
+  return nullptr;
+}
+
+const nlohmann::json* thread_with_tid(const nlohmann::json& audit, long tid) {
+  for (const auto& t : audit["threads"])
+    if (t["tid"] == tid) return &t;
+  return nullptr;
+}
+
+bool function_is(const nlohmann::json& frame, const std::string& function) {
+  std::string f = frame["function"];
+  return f == function || f.ends_with("::" + function);
+}
+
+const nlohmann::json* frame_named(const nlohmann::json& thread, const std::string& function) {
+  for (const auto& f : thread["frames"])
+    if (function_is(f, function)) return &f;
+  return nullptr;
+}
+
+}  // namespace stackaudit::test

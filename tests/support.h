@@ -1,0 +1,89 @@
+// Helpers for tests that start real processes: fixtures and the stackaudit
+// binary itself.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace stackaudit::test {
+
+// A child process with its stdin and stdout connected to pipes. Killed with
+// SIGKILL (and reaped) when destroyed.
+class Child {
+ public:
+  explicit Child(const std::vector<std::string>& argv);
+  ~Child();
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  pid_t pid() const { return pid_; }
+  // Next line from the child's stdout, without the newline; nullopt on EOF or timeout.
+  std::optional<std::string> read_line(std::chrono::milliseconds timeout);
+  // Reads lines until one starts with prefix; returns it.
+  std::optional<std::string> wait_for(const std::string& prefix, std::chrono::milliseconds timeout);
+  void write_line(const std::string& line);
+  void kill_and_reap();
+
+ private:
+  pid_t pid_ = -1;
+  int in_ = -1;
+  int out_ = -1;
+  std::string buffer_;
+};
+
+struct RunResult {
+  int exit_code = -1;  // -1 when killed by a signal
+  int signal = 0;
+  std::string out;
+  std::string err;
+};
+
+// Runs a command to completion (bounded by timeout: killed after it).
+RunResult run(const std::vector<std::string>& argv,
+              std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
+// `stackaudit dump --pid PID --format json`, parsed.
+nlohmann::json dump_json(pid_t pid, RunResult* result = nullptr);
+
+// The line of `// @line:TAG` in a source file.
+int tagged_line(const std::string& source, const std::string& tag);
+
+// The /proc state letter of every thread of pid, by tid.
+std::map<pid_t, char> thread_states(pid_t pid);
+
+// Waits until pred() holds or the timeout passes; returns pred().
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+// The thread with this OS name in an audit JSON, or null json.
+const nlohmann::json* thread_named(const nlohmann::json& audit, const std::string& name);
+const nlohmann::json* thread_with_tid(const nlohmann::json& audit, long tid);
+// Whether a frame's function is `function`, possibly qualified ("ns::function").
+bool function_is(const nlohmann::json& frame, const std::string& function);
+// The first frame whose function is `function` (see function_is), or nullptr.
+const nlohmann::json* frame_named(const nlohmann::json& thread, const std::string& function);
+
+extern const char* const kStackaudit;
+extern const char* const kParkThreads;
+extern const char* const kParkThreadsSource;
+extern const char* const kPyPark;
+
+}  // namespace stackaudit::test
+
+#include <thread>
+
+template <class Pred>
+bool stackaudit::test::eventually(Pred pred, std::chrono::milliseconds timeout) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
+}

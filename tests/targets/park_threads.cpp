@@ -1,0 +1,246 @@
+// Test fixture: parks named threads in known primitives and says "ready".
+//
+//   park_threads [--extra N] [--exit-after-ms MS]
+//
+// Every blocking call sits on a line tagged "@line:TAG" so tests can look the
+// expected line up in this file. Threads in calls that a ptrace stop would
+// break (epoll_wait, recv with SO_RCVTIMEO, sigwaitinfo) count the EINTRs
+// they see; "eintr" on stdin prints the total. --extra N adds N more threads
+// (condition waits and sleeps) for tests that need a crowd. --exit-after-ms
+// makes the process exit on its own, for "target exits mid-capture" tests.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+std::atomic<int> g_parked{0};
+std::atomic<long> g_eintr{0};
+std::atomic<long> g_sink{0};
+std::mutex g_held;           // held forever by the holder thread
+std::mutex g_cv_mutex;
+std::condition_variable g_cv;  // never notified
+
+void named(const char* name) {
+  pthread_setname_np(pthread_self(), name);
+  ++g_parked;
+}
+
+__attribute__((noinline)) void park_mutex_holder() {
+  named("mutex_holder");
+  std::lock_guard hold(g_held);
+  std::unique_lock lock(g_cv_mutex);
+  g_cv.wait(lock);  // @line:mutex_holder
+}
+
+__attribute__((noinline)) void park_mutex_wait() {
+  named("mutex_wait");
+  while (g_parked.load() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the holder has it by now
+  g_held.lock();  // @line:mutex_wait
+  g_sink++;
+}
+
+__attribute__((noinline)) void park_cond_wait() {
+  named("cond_wait");
+  std::unique_lock lock(g_cv_mutex);
+  g_cv.wait(lock);  // @line:cond_wait
+  g_sink++;
+}
+
+// Always inlined into park_sleep: the test expects it as a frame of its own.
+__attribute__((always_inline)) inline void inlined_nap() {
+  std::this_thread::sleep_for(std::chrono::hours(1));  // @line:inlined_nap
+}
+
+__attribute__((noinline)) void park_sleep() {
+  named("sleeper");
+  inlined_nap();  // @line:sleep_call
+  g_sink++;
+}
+
+__attribute__((noinline)) void park_tcp_recv(int fd) {
+  named("tcp_recv");
+  char buf[64];
+  ssize_t n = recv(fd, buf, sizeof buf, 0);  // @line:tcp_recv
+  g_sink += n;
+}
+
+__attribute__((noinline)) void park_pipe_read(int fd) {
+  named("pipe_read");
+  char buf[64];
+  ssize_t n = read(fd, buf, sizeof buf);  // @line:pipe_read
+  g_sink += n;
+}
+
+__attribute__((noinline)) void park_epoll(int fd) {
+  named("epoll_wait");
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+  for (;;) {
+    epoll_event out[4];
+    int n = epoll_wait(ep, out, 4, -1);  // @line:epoll_wait
+    if (n < 0 && errno == EINTR) ++g_eintr;
+  }
+}
+
+__attribute__((noinline)) void park_poll(int fd) {
+  named("poll_wait");
+  pollfd p{fd, POLLIN, 0};
+  int n = poll(&p, 1, -1);  // @line:poll_wait
+  g_sink += n;
+}
+
+__attribute__((noinline)) void park_child_wait(pid_t child) {
+  named("child_wait");
+  int status = 0;
+  waitpid(child, &status, 0);  // @line:child_wait
+  g_sink++;
+}
+
+__attribute__((noinline)) void park_accept(int listener) {
+  named("acceptor");
+  int c = accept(listener, nullptr, nullptr);  // @line:acceptor
+  g_sink += c;
+}
+
+__attribute__((noinline)) void park_recv_timeout(int fd) {
+  named("recv_timeo");
+  timeval tv{3600, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  for (;;) {
+    char buf[64];
+    ssize_t n = recv(fd, buf, sizeof buf, 0);  // @line:recv_timeo
+    if (n < 0 && errno == EINTR) ++g_eintr;
+  }
+}
+
+__attribute__((noinline)) void park_sigwait() {
+  named("sigwait");
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGUSR2);
+  for (;;) {
+    siginfo_t info;
+    int r = sigwaitinfo(&set, &info);  // @line:sigwait
+    if (r < 0 && errno == EINTR) ++g_eintr;
+  }
+}
+
+__attribute__((noinline)) void park_busy() {
+  named("busy");
+  volatile uint64_t x = 1;
+  for (;;) x = x * 2862933555777941757ull + 3037000493ull;  // @line:busy
+}
+
+void park_extra(int i) {
+  char name[16];
+  std::snprintf(name, sizeof name, "extra_%d", i);
+  named(name);
+  if (i % 2 == 0) {
+    std::unique_lock lock(g_cv_mutex);
+    g_cv.wait(lock);
+  } else {
+    std::this_thread::sleep_for(std::chrono::hours(1));
+  }
+}
+
+// A connected loopback TCP pair: returns the client side; the server side is
+// kept open and never written.
+int silent_tcp_peer(int listener, const sockaddr_in& addr) {
+  int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  connect(c, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+  int s = accept(listener, nullptr, nullptr);
+  (void)s;
+  return c;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int extra = 0;
+  long exit_after_ms = -1;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (std::strcmp(argv[i], "--extra") == 0) extra = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--exit-after-ms") == 0) exit_after_ms = std::atol(argv[i + 1]);
+  }
+  // sigwaitinfo needs the signal blocked everywhere.
+  sigset_t usr2;
+  sigemptyset(&usr2);
+  sigaddset(&usr2, SIGUSR2);
+  pthread_sigmask(SIG_BLOCK, &usr2, nullptr);
+
+  pid_t child = fork();
+  if (child == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    for (;;) pause();
+  }
+
+  int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  listen(listener, 64);
+  socklen_t len = sizeof addr;
+  getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  int tcp_client = silent_tcp_peer(listener, addr);
+  int timeo_client = silent_tcp_peer(listener, addr);
+  int pipe_a[2], pipe_b[2];
+  if (pipe(pipe_a) != 0 || pipe(pipe_b) != 0) return 1;
+
+  std::vector<std::thread> threads;
+  threads.emplace_back(park_mutex_holder);
+  threads.emplace_back(park_mutex_wait);
+  threads.emplace_back(park_cond_wait);
+  threads.emplace_back(park_sleep);
+  threads.emplace_back(park_tcp_recv, tcp_client);
+  threads.emplace_back(park_pipe_read, pipe_a[0]);
+  threads.emplace_back(park_epoll, pipe_a[0]);
+  threads.emplace_back(park_poll, pipe_b[0]);
+  threads.emplace_back(park_child_wait, child);
+  threads.emplace_back(park_accept, listener);
+  threads.emplace_back(park_recv_timeout, timeo_client);
+  threads.emplace_back(park_sigwait);
+  threads.emplace_back(park_busy);
+  for (int i = 0; i < extra; ++i) threads.emplace_back(park_extra, i);
+  const int expected = static_cast<int>(threads.size());
+  while (g_parked.load() < expected) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let them reach their waits
+  std::printf("ready %d\n", static_cast<int>(getpid()));
+  std::fflush(stdout);
+
+  if (exit_after_ms >= 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(exit_after_ms));
+    std::_Exit(0);
+  }
+  char line[64];
+  while (std::fgets(line, sizeof line, stdin)) {
+    if (std::strncmp(line, "eintr", 5) == 0) {
+      std::printf("eintr %ld\n", g_eintr.load());
+      std::fflush(stdout);
+    }
+  }
+  std::_Exit(0);
+}

@@ -1,0 +1,212 @@
+// `stackaudit dump` on a real native process whose threads are parked in known
+// primitives: category, primitive, the fixture's own function with its file
+// and line from debug info, inlined frames, fd details, capture mode.
+#include <gtest/gtest.h>
+
+#include "tests/support.h"
+
+namespace stackaudit::test {
+namespace {
+
+struct Expect {
+  const char* thread;     // OS thread name set by the fixture
+  const char* category;   // expected blocking category
+  const char* primitive;
+  const char* function;   // the fixture function that must be on the stack
+  const char* line_tag;   // @line tag of the blocking call in that function
+  const char* captured;   // stopped / nonstop
+};
+
+// Threads in calls that a ptrace stop would break with EINTR must be captured
+// without a stop ("nonstop"); the rest are stopped for a few microseconds.
+const Expect kExpected[] = {
+    {"mutex_holder", "condition", "pthread_cond_wait", "park_mutex_holder", "mutex_holder",
+     "stopped"},
+    {"mutex_wait", "lock", "pthread_mutex_lock", "park_mutex_wait", "mutex_wait", "stopped"},
+    {"cond_wait", "condition", "pthread_cond_wait", "park_cond_wait", "cond_wait", "stopped"},
+    {"sleeper", "sleep", "clock_nanosleep", "park_sleep", "sleep_call", "stopped"},
+    {"tcp_recv", "socket", "recv", "park_tcp_recv", "tcp_recv", "nonstop"},
+    {"pipe_read", "file", "read", "park_pipe_read", "pipe_read", "stopped"},
+    {"epoll_wait", "poll", "epoll_wait", "park_epoll", "epoll_wait", "nonstop"},
+    {"poll_wait", "poll", "poll", "park_poll", "poll_wait", "stopped"},
+    {"child_wait", "process", "wait4", "park_child_wait", "child_wait", "stopped"},
+    {"acceptor", "socket", "accept", "park_accept", "acceptor", "nonstop"},
+    {"recv_timeo", "socket", "recv", "park_recv_timeout", "recv_timeo", "nonstop"},
+    {"sigwait", "other", "rt_sigtimedwait", "park_sigwait", "sigwait", "nonstop"},
+};
+
+class DumpNative : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    fixture_ = new Child({kParkThreads});
+    ASSERT_TRUE(fixture_->wait_for("ready", std::chrono::seconds(10)));
+    RunResult r;
+    audit_ = new nlohmann::json(dump_json(fixture_->pid(), &r));
+    exit_code_ = r.exit_code;
+    text_ = new RunResult(run({kStackaudit, "dump", "--pid", std::to_string(fixture_->pid())}));
+  }
+  static void TearDownTestSuite() {
+    delete fixture_;
+    delete audit_;
+    delete text_;
+  }
+  static Child* fixture_;
+  static nlohmann::json* audit_;
+  static RunResult* text_;
+  static int exit_code_;
+};
+
+Child* DumpNative::fixture_ = nullptr;
+nlohmann::json* DumpNative::audit_ = nullptr;
+RunResult* DumpNative::text_ = nullptr;
+int DumpNative::exit_code_ = -1;
+
+TEST_F(DumpNative, ExitsZeroWithEveryThread) {
+  EXPECT_EQ(exit_code_, 0);
+  const auto& a = *audit_;
+  EXPECT_EQ(a["schema"], "stackaudit.audit/v1");
+  EXPECT_EQ(a["target"]["pid"], fixture_->pid());
+  EXPECT_EQ(a["target"]["runtime"]["kind"], "native");
+  // main + 13 parked threads.
+  EXPECT_EQ(a["threads"].size(), 14u);
+  EXPECT_EQ(a["summary"]["threads"], 14);
+  EXPECT_EQ(a["capture"]["threads_failed"], 0);
+  EXPECT_EQ(a["capture"]["threads_not_stopped"], 5);  // the five EINTR-prone threads
+}
+
+TEST_F(DumpNative, EachParkedThreadIsClassifiedWithItsCallSite) {
+  for (const Expect& e : kExpected) {
+    SCOPED_TRACE(e.thread);
+    const nlohmann::json* t = thread_named(*audit_, e.thread);
+    ASSERT_NE(t, nullptr);
+    EXPECT_EQ((*t)["state"], "sleeping");
+    EXPECT_EQ((*t)["captured"], e.captured);
+    EXPECT_FALSE((*t)["truncated"]) << (*t).value("note", "");
+    ASSERT_FALSE((*t)["blocking"].is_null());
+    EXPECT_EQ((*t)["blocking"]["category"], e.category);
+    EXPECT_EQ((*t)["blocking"]["primitive"], e.primitive);
+
+    const nlohmann::json* f = frame_named(*t, e.function);
+    ASSERT_NE(f, nullptr) << t->dump(1);
+    EXPECT_TRUE(std::string((*f)["file"]).ends_with("tests/targets/park_threads.cpp"));
+    EXPECT_EQ((*f)["line"], tagged_line(kParkThreadsSource, e.line_tag));
+    EXPECT_EQ((*f)["module"], "park_threads");
+  }
+}
+
+TEST_F(DumpNative, SiteIsTheInnermostFrameOfTheProgramsOwnCode) {
+  for (const Expect& e : kExpected) {
+    SCOPED_TRACE(e.thread);
+    const nlohmann::json* t = thread_named(*audit_, e.thread);
+    ASSERT_NE(t, nullptr);
+    const auto& site = (*t)["blocking"]["site"];
+    ASSERT_FALSE(site.is_null());
+    if (std::string(e.thread) == "sleeper") {
+      // The sleep is inside an always-inlined helper of the program: that is the site.
+      EXPECT_TRUE(function_is(site, "inlined_nap"));
+      EXPECT_EQ(site["line"], tagged_line(kParkThreadsSource, "inlined_nap"));
+    } else {
+      EXPECT_TRUE(function_is(site, e.function)) << site.dump();
+      EXPECT_EQ(site["line"], tagged_line(kParkThreadsSource, e.line_tag));
+    }
+  }
+}
+
+TEST_F(DumpNative, AlwaysInlinedFunctionIsAFrameOfItsOwn) {
+  const nlohmann::json* t = thread_named(*audit_, "sleeper");
+  ASSERT_NE(t, nullptr);
+  const auto& frames = (*t)["frames"];
+  size_t inlined = frames.size(), outer = frames.size();
+  for (size_t i = 0; i < frames.size(); ++i) {
+    if (function_is(frames[i], "inlined_nap")) inlined = i;
+    if (function_is(frames[i], "park_sleep")) outer = i;
+  }
+  ASSERT_LT(inlined, frames.size());
+  ASSERT_LT(outer, frames.size());
+  EXPECT_EQ(outer, inlined + 1);  // inlined_nap is called by park_sleep
+  EXPECT_TRUE(frames[inlined]["inlined"]);
+  EXPECT_FALSE(frames[outer]["inlined"]);
+  EXPECT_EQ(frames[inlined]["line"], tagged_line(kParkThreadsSource, "inlined_nap"));
+  EXPECT_EQ(frames[outer]["line"], tagged_line(kParkThreadsSource, "sleep_call"));
+  // Both come from one return address.
+  EXPECT_EQ(frames[inlined]["ip"], frames[outer]["ip"]);
+}
+
+TEST_F(DumpNative, StdMutexLockIsShownAsAnInlinedFrame) {
+  const nlohmann::json* t = thread_named(*audit_, "mutex_wait");
+  ASSERT_NE(t, nullptr);
+  const nlohmann::json* lock = frame_named(*t, "std::mutex::lock");
+  ASSERT_NE(lock, nullptr) << t->dump(1);
+  EXPECT_TRUE((*lock)["inlined"]);
+}
+
+TEST_F(DumpNative, FdOfTheBlockedCallIsDescribed) {
+  const nlohmann::json* tcp = thread_named(*audit_, "tcp_recv");
+  ASSERT_NE(tcp, nullptr);
+  const auto& fd = (*tcp)["syscall"]["fd"];
+  ASSERT_FALSE(fd.is_null());
+  EXPECT_EQ(fd["kind"], "socket");
+  EXPECT_TRUE(std::string(fd["detail"]).starts_with("tcp 127.0.0.1:")) << fd.dump();
+  EXPECT_NE(std::string(fd["detail"]).find("-> 127.0.0.1:"), std::string::npos);
+  EXPECT_NE(std::string(fd["detail"]).find("ESTABLISHED"), std::string::npos);
+
+  const nlohmann::json* pipe = thread_named(*audit_, "pipe_read");
+  ASSERT_NE(pipe, nullptr);
+  EXPECT_EQ((*pipe)["syscall"]["fd"]["kind"], "pipe");
+  EXPECT_EQ((*pipe)["syscall"]["name"], "read");
+
+  const nlohmann::json* acceptor = thread_named(*audit_, "acceptor");
+  ASSERT_NE(acceptor, nullptr);
+  EXPECT_NE(std::string((*acceptor)["syscall"]["fd"]["detail"]).find("LISTEN"), std::string::npos);
+}
+
+TEST_F(DumpNative, BusyThreadIsNotBlocked) {
+  const nlohmann::json* t = thread_named(*audit_, "busy");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ((*t)["state"], "running");
+  EXPECT_TRUE((*t)["blocking"].is_null());
+  EXPECT_EQ((*t)["captured"], "stopped");
+  EXPECT_NE(frame_named(*t, "park_busy"), nullptr);
+}
+
+TEST_F(DumpNative, StopTimesAreReported) {
+  const auto& stop = (*audit_)["capture"]["stop_us"];
+  EXPECT_EQ((*audit_)["capture"]["threads_stopped"], 9);
+  EXPECT_GT(stop["total"], 0);
+  EXPECT_LE(stop["p50"], stop["p99"]);
+  EXPECT_LE(stop["p99"], stop["max"]);
+  for (const auto& t : (*audit_)["threads"])
+    if (t["captured"] == "nonstop") {
+      EXPECT_EQ(t["stop_us"], 0) << t["name"];
+    }
+}
+
+TEST_F(DumpNative, SummaryCountsCategories) {
+  const auto& by = (*audit_)["summary"]["by_category"];
+  EXPECT_EQ(by["lock"], 1);
+  EXPECT_EQ(by["condition"], 2);
+  EXPECT_EQ(by["sleep"], 1);
+  EXPECT_EQ(by["socket"], 3);
+  EXPECT_EQ(by["file"], 2);  // the pipe reader and the main thread reading stdin
+  EXPECT_EQ(by["poll"], 2);
+  EXPECT_EQ(by["process"], 1);
+  EXPECT_EQ(by["other"], 1);
+  EXPECT_EQ((*audit_)["summary"]["blocked"], 13);
+}
+
+TEST_F(DumpNative, TextReportShowsCategorySiteAndStack) {
+  ASSERT_EQ(text_->exit_code, 0) << text_->err;
+  const std::string& out = text_->out;
+  EXPECT_NE(out.find("\"mutex_wait\" sleeping | lock: pthread_mutex_lock"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("site: (anonymous namespace)::park_mutex_wait (" +
+                     std::string(kParkThreadsSource) + ":" +
+                     std::to_string(tagged_line(kParkThreadsSource, "mutex_wait")) + ")"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("\"epoll_wait\" sleeping | poll: epoll_wait (idle)"), std::string::npos);
+  EXPECT_NE(out.find("Summary: 14 threads, 13 blocked"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace stackaudit::test

@@ -1,0 +1,96 @@
+// `stackaudit dump` on Debian's stripped /usr/bin/python3.11 running a threaded
+// service: every thread classified from native frames and the syscall alone.
+// Run twice: with the machine's separate debug info, and with none at all (as
+// on a production host without -dbg packages).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <sstream>
+
+#include "tests/support.h"
+
+namespace stackaudit::test {
+namespace {
+
+struct PyExpect {
+  const char* thread;
+  const char* category;
+  const char* primitive;  // "" when it depends on which libc symbol is visible
+  const char* fd_kind;    // "" when no fd
+};
+
+const PyExpect kPyExpected[] = {
+    {"py_sleep", "sleep", "clock_nanosleep", ""},
+    {"py_lock", "lock", "", ""},
+    {"py_recv", "socket", "recv", "socket"},
+    // queue.get waits in Condition.wait on a lock: natively it is a lock
+    // acquisition; Python frames (the Python-aware issue) name it a queue wait.
+    {"py_queue", "lock", "", ""},
+    {"py_subprocess", "process", "wait4", ""},
+    {"py_fifo", "file", "read", "fifo"},
+    {"py_fifo_writer", "sleep", "clock_nanosleep", ""},
+};
+
+class DumpPython : public ::testing::TestWithParam<bool> {};
+
+TEST_P(DumpPython, ThreadsAreClassifiedFromNativeFramesAndSyscalls) {
+  bool with_debug_info = GetParam();
+  ASSERT_TRUE(std::filesystem::exists("/usr/bin/python3.11"));
+  Child py({"/usr/bin/python3.11", kPyPark});
+  std::map<std::string, long> tids;
+  for (;;) {
+    auto line = py.read_line(std::chrono::seconds(20));
+    ASSERT_TRUE(line) << "the Python fixture did not get ready";
+    if (line->starts_with("ready")) break;
+    std::istringstream in(*line);
+    std::string word, name;
+    long tid;
+    in >> word >> name >> tid;
+    if (word == "thread") tids[name] = tid;
+  }
+  ASSERT_EQ(tids.size(), std::size(kPyExpected));
+
+  std::string empty_dir = testing::TempDir() + "no-debuginfo";
+  std::filesystem::create_directories(empty_dir);
+  std::vector<std::string> argv = {kStackaudit, "dump", "--pid", std::to_string(py.pid()),
+                                   "--format", "json"};
+  if (!with_debug_info)
+    argv.insert(argv.begin(), {"/usr/bin/env", "STACKAUDIT_DEBUGINFO_PATH=" + empty_dir});
+  RunResult r = run(argv);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto audit = nlohmann::json::parse(r.out);
+
+  EXPECT_EQ(audit["target"]["runtime"]["kind"], "cpython");
+  EXPECT_EQ(audit["target"]["runtime"]["version"], "3.11");
+  for (const PyExpect& e : kPyExpected) {
+    SCOPED_TRACE(e.thread);
+    const nlohmann::json* t = thread_with_tid(audit, tids[e.thread]);
+    ASSERT_NE(t, nullptr);
+    ASSERT_FALSE((*t)["blocking"].is_null()) << t->dump(1);
+    EXPECT_EQ((*t)["blocking"]["category"], e.category) << t->dump(1);
+    if (*e.primitive) {
+      EXPECT_EQ((*t)["blocking"]["primitive"], e.primitive);
+    }
+    if (*e.fd_kind) {
+      EXPECT_EQ((*t)["syscall"]["fd"]["kind"], e.fd_kind);
+    }
+    EXPECT_FALSE((*t)["truncated"]) << (*t).value("note", "");
+    // The unwinder went through the stripped interpreter to the thread's start.
+    bool in_eval_loop = false;
+    for (const auto& f : (*t)["frames"])
+      in_eval_loop |= f["module"] == "python3.11" && f["function"] == "_PyEval_EvalFrameDefault";
+    EXPECT_TRUE(in_eval_loop) << t->dump(1);
+  }
+  // The main thread reads stdin, a pipe.
+  const nlohmann::json* main_thread = thread_with_tid(audit, py.pid());
+  ASSERT_NE(main_thread, nullptr);
+  EXPECT_EQ((*main_thread)["blocking"]["category"], "file");
+}
+
+INSTANTIATE_TEST_SUITE_P(DebugInfo, DumpPython, ::testing::Values(true, false),
+                         [](const auto& info) {
+                           return info.param ? "WithDebugInfo" : "WithoutDebugInfo";
+                         });
+
+}  // namespace
+}  // namespace stackaudit::test

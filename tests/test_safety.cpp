@@ -1,0 +1,132 @@
+// The capture policy (ARCHITECTURE §3) on real processes: no EINTR inflicted,
+// no thread left stopped even when stackaudit is SIGKILLed mid-capture, and a
+// target found stopped is left stopped.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "tests/support.h"
+
+namespace stackaudit::test {
+namespace {
+
+long eintr_count(Child& fixture) {
+  fixture.write_line("eintr");
+  auto line = fixture.wait_for("eintr ", std::chrono::seconds(5));
+  if (!line) return -1;
+  return std::stol(line->substr(6));
+}
+
+pid_t tracer_of(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.starts_with("TracerPid:")) return std::stoi(line.substr(10));
+  return -1;
+}
+
+// No thread in a job stop (T) or a ptrace stop (t), and no tracer.
+bool nothing_stopped(pid_t pid) {
+  for (const auto& [tid, state] : thread_states(pid))
+    if (state == 't' || state == 'T') return false;
+  return tracer_of(pid) == 0;
+}
+
+TEST(Safety, TwentyDumpsInflictNoEintr) {
+  Child fixture({kParkThreads});
+  ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));
+  ASSERT_EQ(eintr_count(fixture), 0);
+  for (int i = 0; i < 20; ++i) {
+    RunResult r = run({kStackaudit, "dump", "--pid", std::to_string(fixture.pid()), "--format",
+                       "json"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  // epoll_wait, recv with SO_RCVTIMEO and sigwaitinfo each count every EINTR.
+  EXPECT_EQ(eintr_count(fixture), 0);
+}
+
+TEST(Safety, SigkillAtAnyMomentLeavesNoThreadStopped) {
+  Child fixture({kParkThreads, "--extra", "300"});
+  ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(20)));
+  pid_t target = fixture.pid();
+
+  // How long one full capture takes here, to spread the kills over it.
+  auto t0 = std::chrono::steady_clock::now();
+  RunResult full = run({kStackaudit, "dump", "--pid", std::to_string(target), "--format", "json"});
+  auto full_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                     std::chrono::steady_clock::now() - t0)
+                     .count();
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+
+  const int kKills = 25;
+  int killed_mid_run = 0;
+  for (int i = 0; i < kKills; ++i) {
+    long delay_us = full_us * i / kKills;
+    pid_t pid = fork();
+    if (pid == 0) {
+      int devnull = open("/dev/null", O_WRONLY);
+      dup2(devnull, 1);
+      dup2(devnull, 2);
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
+      execl(kStackaudit, kStackaudit, "dump", "--pid", std::to_string(target).c_str(),
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    usleep(static_cast<useconds_t>(delay_us));
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (WIFSIGNALED(status)) ++killed_mid_run;
+    // The kernel detaches a dead tracer's tracees and resumes them; give the
+    // woken threads a moment to leave the stop state.
+    EXPECT_TRUE(eventually([&] { return nothing_stopped(target); }, std::chrono::seconds(5)))
+        << "a thread was left stopped after killing stackaudit " << delay_us << " us in";
+  }
+  // Most kills landed while stackaudit was running (the rest after it ended).
+  EXPECT_GE(killed_mid_run, kKills / 2);
+  // And the target still works: every thread is there and answers.
+  fixture.write_line("eintr");
+  EXPECT_TRUE(fixture.wait_for("eintr ", std::chrono::seconds(5)));
+}
+
+TEST(Safety, StoppedTargetStaysStoppedAndRunningStaysRunning) {
+  Child fixture({kParkThreads});
+  ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));
+  pid_t target = fixture.pid();
+
+  RunResult r = run({kStackaudit, "dump", "--pid", std::to_string(target), "--format", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(nothing_stopped(target));
+
+  kill(target, SIGSTOP);
+  auto all_stopped = [&] {
+    for (const auto& [tid, state] : thread_states(target))
+      if (state != 'T') return false;
+    return true;
+  };
+  ASSERT_TRUE(eventually(all_stopped));
+  r = run({kStackaudit, "dump", "--pid", std::to_string(target), "--format", "json"});
+  EXPECT_TRUE(r.exit_code == 0 || r.exit_code == 1) << r.err;
+  auto audit = nlohmann::json::parse(r.out);
+  EXPECT_EQ(audit["threads"].size(), 14u);
+  for (const auto& t : audit["threads"]) EXPECT_EQ(t["state"], "stopped") << t["name"];
+  // Still stopped, each thread, a while after the dump.
+  usleep(200 * 1000);
+  EXPECT_TRUE(all_stopped());
+  EXPECT_EQ(tracer_of(target), 0);
+
+  kill(target, SIGCONT);
+  EXPECT_TRUE(eventually([&] { return nothing_stopped(target); }));
+  // It runs again (SIGSTOP itself interrupts epoll_wait, so no EINTR count here).
+  fixture.write_line("eintr");
+  EXPECT_TRUE(fixture.wait_for("eintr ", std::chrono::seconds(5)));
+}
+
+}  // namespace
+}  // namespace stackaudit::test

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Sets stackaudit up on Debian 12 and runs it.
+#
+#   ./setup.sh demo    install what is missing, build, run `stackaudit demo`
+#   ./setup.sh test    install what is missing, build with ASan+UBSan, run every test
+#   ./setup.sh build   install what is missing, build build/stackaudit
+#
+# Installing needs root (apt-get); with everything present it installs nothing
+# and says nothing about packages.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PACKAGES=(
+  build-essential cmake pkg-config
+  libunwind-dev libdw-dev libelf-dev          # unwinding, symbols
+  libspdlog-dev prometheus-cpp-dev            # logging, metrics
+  nlohmann-json3-dev libcli11-dev             # JSON, command line
+  libgtest-dev libgmock-dev                   # tests
+  python3.11 util-linux                       # Python fixture; setpriv for permission tests
+  prometheus                                  # promtool and the server, for metrics tests
+  elfutils gdb                                # eu-stack and gdb, for the benchmarks
+)
+
+install_missing() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup.sh: missing Debian packages: ${missing[*]}; run as root to install them" >&2
+    exit 1
+  fi
+  echo "setup.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+jobs=$(nproc 2>/dev/null || echo 2)
+
+build_release() {
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTACKAUDIT_TESTS=OFF >/dev/null
+  cmake --build build -j "$jobs" >/dev/null
+}
+
+case "${1:-}" in
+  demo)
+    install_missing
+    build_release
+    exec ./build/stackaudit demo
+    ;;
+  build)
+    install_missing
+    build_release
+    echo "built build/stackaudit"
+    ;;
+  test)
+    install_missing
+    cmake -S . -B build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTACKAUDIT_SANITIZE=ON >/dev/null
+    cmake --build build-test -j "$jobs" >/dev/null
+    exec ctest --test-dir build-test --output-on-failure -j "$jobs"
+    ;;
+  *)
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac

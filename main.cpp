@@ -1,3 +1,5 @@
 #include "agent/cli.h"
 
-int main(int argc, char** argv) { return stackaudit::run_cli(argc, argv); }
+int main(int argc, char** argv) {
+  return stackaudit::run_cli(argc, argv);
+}

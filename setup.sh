@@ -17,6 +17,7 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev             # JSON, command line
   libgtest-dev libgmock-dev                   # tests
   python3.11 util-linux                       # Python fixture; setpriv for permission tests
+  libc6-dbg binutils xz-utils                 # debug-info tests: libc by build-id, stripped fixtures
   prometheus                                  # promtool and the server, for metrics tests
   elfutils gdb                                # eu-stack and gdb, for the benchmarks
 )

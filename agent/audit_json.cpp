@@ -65,24 +65,19 @@ nlohmann::json audit_json(const Snapshot& s) {
     }
     json frames = json::array();
     for (const Frame& f : t.frames) frames.push_back(frame_json(f));
-    json thread = {{"tid", t.tid},
-                   {"name", t.name},
-                   {"state", t.state},
-                   {"wchan", t.wchan},
-                   {"syscall", syscall},
-                   {"blocking", blocking},
-                   {"frames", frames},
-                   {"truncated", t.truncated},
-                   {"captured", t.captured},
-                   {"stop_us", (t.stop_ns + 500) / 1000}};
+    json thread = {{"tid", t.tid},           {"name", t.name},
+                   {"state", t.state},       {"wchan", t.wchan},
+                   {"syscall", syscall},     {"blocking", blocking},
+                   {"frames", frames},       {"truncated", t.truncated},
+                   {"captured", t.captured}, {"stop_us", (t.stop_ns + 500) / 1000}};
     if (!t.note.empty()) thread["note"] = t.note;
     threads.push_back(std::move(thread));
   }
   json by_category = json::object();
   for (const auto& [k, v] : s.summary.by_category) by_category[k] = v;
   json runtime = {{"kind", s.target.runtime_kind}};
-  runtime["version"] = s.target.runtime_version.empty() ? json(nullptr)
-                                                        : json(s.target.runtime_version);
+  runtime["version"] =
+      s.target.runtime_version.empty() ? json(nullptr) : json(s.target.runtime_version);
   return {
       {"schema", kAuditSchema},
       {"tool", {{"name", "stackaudit"}, {"version", kVersion}}},

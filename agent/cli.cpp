@@ -50,9 +50,10 @@ int run_cli(int argc, char** argv) {
   CLI::App* dump_cmd = app.add_subcommand(
       "dump", "Audit every thread of a running process once and print the report.");
   dump_cmd->add_option("-p,--pid", dump.pid, "Process to audit")->required();
-  dump_cmd->add_option("-f,--format", dump.format,
-                       "text: a report for people (default); json: the audit JSON "
-                       "(schema stackaudit.audit/v1, see docs/audit-json.md)")
+  dump_cmd
+      ->add_option("-f,--format", dump.format,
+                   "text: a report for people (default); json: the audit JSON "
+                   "(schema stackaudit.audit/v1, see docs/audit-json.md)")
       ->check(CLI::IsMember({"text", "json"}));
   dump_cmd->add_option("-o,--output", dump.output,
                        "Write to FILE (atomically: temp file + rename) instead of stdout");

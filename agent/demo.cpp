@@ -82,16 +82,18 @@ class DemoTarget {
 
 int run_demo() {
   DemoTarget target;
-  std::printf("Started the demo target, PID %d: a small threaded service with threads in a\n"
-              "worker pool, a contended lock, a socket, a pipe, a sleep, an epoll loop, a\n"
-              "child wait and a busy loop. Auditing it:\n\n",
-              target.pid());
+  std::printf(
+      "Started the demo target, PID %d: a small threaded service with threads in a\n"
+      "worker pool, a contended lock, a socket, a pipe, a sleep, an epoll loop, a\n"
+      "child wait and a busy loop. Auditing it:\n\n",
+      target.pid());
   Snapshot snapshot = audit_process(target.pid(), RuleSet::builtin());
   std::string report = text_report(snapshot);
   std::fwrite(report.data(), 1, report.size(), stdout);
   write_file_atomically("audit.json", audit_json(snapshot).dump(2) + "\n");
-  std::printf("\nWrote audit.json (schema stackaudit.audit/v1). Audit your own process with:\n"
-              "  stackaudit dump --pid PID [--format json -o audit.json]\n");
+  std::printf(
+      "\nWrote audit.json (schema stackaudit.audit/v1). Audit your own process with:\n"
+      "  stackaudit dump --pid PID [--format json -o audit.json]\n");
   return audit_exit_code(snapshot);
 }
 

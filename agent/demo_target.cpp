@@ -32,7 +32,9 @@ std::condition_variable g_jobs_ready;
 std::deque<std::function<void()>> g_jobs;
 std::mutex g_cache_mutex;  // held forever by the cache refresher
 
-void name_thread(const char* name) { pthread_setname_np(pthread_self(), name); }
+void name_thread(const char* name) {
+  pthread_setname_np(pthread_self(), name);
+}
 
 void pool_worker(int index) {
   char name[16];

@@ -45,9 +45,8 @@ Snapshot audit_process(pid_t pid, const RuleSet& rules) {
     denied |= t.failure == to_string(StopOutcome::kPermissionDenied);
   }
   if (!any_captured && denied)
-    throw UserError{kExitTarget,
-                    "permission denied to trace PID " + std::to_string(pid) + ": " +
-                        permission_hint()};
+    throw UserError{kExitTarget, "permission denied to trace PID " + std::to_string(pid) + ": " +
+                                     permission_hint()};
   if (!any_captured && raw.target_exited)
     throw UserError{kExitTarget,
                     "PID " + std::to_string(pid) + " exited before any thread could be captured"};
@@ -63,7 +62,8 @@ int run_dump(const DumpOptions& o) {
     throw UserError{kExitUsage, "unknown --format '" + o.format + "' (text or json)"};
   RuleSet rules = load_rules(o.rules_file);
   Snapshot snapshot = audit_process(o.pid, rules);
-  std::string out = o.format == "json" ? audit_json(snapshot).dump(2) + "\n" : text_report(snapshot);
+  std::string out =
+      o.format == "json" ? audit_json(snapshot).dump(2) + "\n" : text_report(snapshot);
   if (o.output.empty() || o.output == "-") {
     std::fwrite(out.data(), 1, out.size(), stdout);
     std::fflush(stdout);

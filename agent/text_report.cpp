@@ -39,9 +39,8 @@ std::string text_report(const Snapshot& s) {
       << join(s.target.cmdline) << "\n";
   out << "runtime " << s.target.runtime_kind
       << (s.target.runtime_version.empty() ? "" : " " + s.target.runtime_version) << ", RSS "
-      << s.target.rss_bytes / (1024 * 1024) << " MiB, " << s.threads.size()
-      << " threads, captured " << rfc3339_utc(s.captured_at_unix_ns) << " in "
-      << s.capture.duration_us / 1000.0 << " ms\n";
+      << s.target.rss_bytes / (1024 * 1024) << " MiB, " << s.threads.size() << " threads, captured "
+      << rfc3339_utc(s.captured_at_unix_ns) << " in " << s.capture.duration_us / 1000.0 << " ms\n";
   out << "pause: " << s.capture.threads_stopped << " threads stopped one at a time (p50 "
       << s.capture.stop_us.p50_us << " us, p99 " << s.capture.stop_us.p99_us << " us, max "
       << s.capture.stop_us.max_us << " us), " << s.capture.threads_not_stopped
@@ -58,8 +57,10 @@ std::string text_report(const Snapshot& s) {
     }
     out << "\n";
     if (t.blocking) {
-      if (t.blocking->site) out << "    site: " << where(*t.blocking->site) << "\n";
-      else out << "    site: (no frame of the program's own code)\n";
+      if (t.blocking->site)
+        out << "    site: " << where(*t.blocking->site) << "\n";
+      else
+        out << "    site: (no frame of the program's own code)\n";
     }
     if (t.syscall) {
       out << "    syscall: " << (t.syscall->name.empty() ? "?" : t.syscall->name);
@@ -82,8 +83,7 @@ std::string text_report(const Snapshot& s) {
   }
 
   out << "\nSummary: " << s.summary.threads << " threads, " << s.summary.blocked << " blocked ("
-      << s.summary.idle << " idle), " << s.summary.threads - s.summary.blocked
-      << " not blocked\n";
+      << s.summary.idle << " idle), " << s.summary.threads - s.summary.blocked << " not blocked\n";
   std::vector<std::pair<std::string, size_t>> cats(s.summary.by_category.begin(),
                                                    s.summary.by_category.end());
   std::stable_sort(cats.begin(), cats.end(),

@@ -62,7 +62,8 @@ bool ElfFile::load_bias(uint64_t map_start, uint64_t map_offset, uint64_t* bias)
 
 bool ElfFile::read(uint64_t vaddr, void* out, size_t len, bool include_writable) const {
   for (const auto& s : segments_) {
-    if ((s.writable && !include_writable) || vaddr < s.vaddr || vaddr + len > s.vaddr + s.filesz) continue;
+    if ((s.writable && !include_writable) || vaddr < s.vaddr || vaddr + len > s.vaddr + s.filesz)
+      continue;
     uint64_t off = s.offset + (vaddr - s.vaddr);
     if (off + len > size_) return false;
     std::memcpy(out, data_ + off, len);

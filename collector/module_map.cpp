@@ -54,8 +54,8 @@ const Module* ModuleMap::find(uint64_t addr) const {
 }
 
 bool ModuleMap::is_executable(uint64_t addr) const {
-  auto it = std::upper_bound(exec_ranges_.begin(), exec_ranges_.end(),
-                             std::make_pair(addr, UINT64_MAX));
+  auto it =
+      std::upper_bound(exec_ranges_.begin(), exec_ranges_.end(), std::make_pair(addr, UINT64_MAX));
   if (it == exec_ranges_.begin()) return false;
   --it;
   return addr >= it->first && addr < it->second;

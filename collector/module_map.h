@@ -46,9 +46,9 @@ class ModuleMap {
 
  private:
   pid_t pid_;
-  std::vector<Module> modules_;                 // sorted by start
+  std::vector<Module> modules_;                             // sorted by start
   std::vector<std::pair<uint64_t, uint64_t>> exec_ranges_;  // sorted executable mappings
-  std::map<std::string, std::shared_ptr<ElfFile>> files_;  // by open_path + inode
+  std::map<std::string, std::shared_ptr<ElfFile>> files_;   // by open_path + inode
 };
 
 }  // namespace stackaudit

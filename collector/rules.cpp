@@ -138,10 +138,10 @@ std::string rule_name(const Rule& r) {
 
 // Runtime libraries and interpreters: never the "site" of a wait.
 constexpr const char* kRuntimeModules[] = {
-    "libc.so*",      "libpthread.so*", "libstdc++.so*", "libc++.so*", "libc++abi.so*",
-    "libgcc_s.so*",  "ld-linux*",      "libm.so*",      "libdl.so*",  "librt.so*",
-    "libpython*.so*", "python[0-9]*",   "libunwind*.so*", "libuv.so*", "libevent*.so*",
-    "libssl.so*",    "libcrypto.so*",  "libglib-*.so*",  "libffi.so*", "libz.so*",
+    "libc.so*",       "libpthread.so*", "libstdc++.so*",  "libc++.so*", "libc++abi.so*",
+    "libgcc_s.so*",   "ld-linux*",      "libm.so*",       "libdl.so*",  "librt.so*",
+    "libpython*.so*", "python[0-9]*",   "libunwind*.so*", "libuv.so*",  "libevent*.so*",
+    "libssl.so*",     "libcrypto.so*",  "libglib-*.so*",  "libffi.so*", "libz.so*",
 };
 constexpr const char* kSystemSourcePrefixes[] = {"/usr/include/", "/usr/lib/gcc/",
                                                  "/usr/local/include/", "/rustc/"};
@@ -203,17 +203,23 @@ std::vector<Rule> RuleSet::parse(const std::string& text, const std::string& fil
     if (!is_category(r.category))
       fail("unknown category '" + r.category +
            "' (one of lock, condition, queue, sleep, socket, file, poll, process, futex, other)");
-    if (w[1] == "function") r.match = Rule::Match::kFunction;
-    else if (w[1] == "syscall") r.match = Rule::Match::kSyscall;
-    else fail("unknown match kind '" + w[1] + "' (function or syscall)");
+    if (w[1] == "function")
+      r.match = Rule::Match::kFunction;
+    else if (w[1] == "syscall")
+      r.match = Rule::Match::kSyscall;
+    else
+      fail("unknown match kind '" + w[1] + "' (function or syscall)");
     r.pattern = w[2];
     for (size_t i = 3; i < w.size(); ++i) {
       const std::string& opt = w[i];
-      if (opt == "idle") r.idle = true;
-      else if (opt.starts_with("primitive=") && opt.size() > 10) r.primitive = opt.substr(10);
+      if (opt == "idle")
+        r.idle = true;
+      else if (opt.starts_with("primitive=") && opt.size() > 10)
+        r.primitive = opt.substr(10);
       else if (opt.starts_with("fd=") && opt.size() > 3 && r.match == Rule::Match::kSyscall)
         r.fd_kind = opt.substr(3);
-      else fail("unknown option '" + opt + "' (idle, primitive=NAME, fd=KIND for syscall rules)");
+      else
+        fail("unknown option '" + opt + "' (idle, primitive=NAME, fd=KIND for syscall rules)");
     }
     out.push_back(std::move(r));
   }
@@ -261,8 +267,8 @@ std::optional<Blocking> RuleSet::classify(const Thread& t) const {
     b.rule = rule_name(*matched);
   } else {
     b.category = "other";
-    b.primitive = t.syscall->name.empty() ? "syscall " + std::to_string(t.syscall->nr)
-                                          : t.syscall->name;
+    b.primitive =
+        t.syscall->name.empty() ? "syscall " + std::to_string(t.syscall->nr) : t.syscall->name;
     b.rule = "fallback: blocked in a syscall no rule names";
   }
   for (size_t i = matched_frame; i < t.frames.size(); ++i) {

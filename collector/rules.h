@@ -26,7 +26,7 @@ struct Rule {
   std::string fd_kind;    // syscall rules: "socket", "!socket", or "" for any fd
   std::string primitive;  // what to call it; "" means the matched name
   bool idle = false;
-  std::string origin;     // "builtin" or "FILE:LINE"
+  std::string origin;  // "builtin" or "FILE:LINE"
   bool is_user() const { return origin != "builtin"; }
 };
 

@@ -19,7 +19,7 @@ struct Frame {
   std::string function;  // demangled, without the parameter list; "" when unknown
   std::string module;    // basename of the ELF module
   std::string module_path;
-  std::string file;      // source file, when debug info has it
+  std::string file;  // source file, when debug info has it
   int line = 0;
   bool inlined = false;  // an inlined call; the next frame is the function it was inlined into
   uint64_t ip = 0;
@@ -41,11 +41,11 @@ struct SyscallInfo {
 };
 
 struct Blocking {
-  std::string category;   // lock condition queue sleep socket file poll process futex other
-  std::string primitive;  // the matched frame's function or the syscall
+  std::string category;       // lock condition queue sleep socket file poll process futex other
+  std::string primitive;      // the matched frame's function or the syscall
   std::optional<Frame> site;  // innermost frame of the user's own code
-  bool idle = false;      // a known "waiting for work" pattern
-  std::string rule;       // which rule matched: "builtin:<pattern>" or "FILE:LINE"
+  bool idle = false;          // a known "waiting for work" pattern
+  std::string rule;           // which rule matched: "builtin:<pattern>" or "FILE:LINE"
 };
 
 struct Thread {

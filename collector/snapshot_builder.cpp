@@ -12,10 +12,14 @@ namespace {
 
 const char* capture_mode_name(CaptureMode m) {
   switch (m) {
-    case CaptureMode::kStopped: return "stopped";
-    case CaptureMode::kNonStop: return "nonstop";
-    case CaptureMode::kReused: return "reused";
-    case CaptureMode::kFailed: return "failed";
+    case CaptureMode::kStopped:
+      return "stopped";
+    case CaptureMode::kNonStop:
+      return "nonstop";
+    case CaptureMode::kReused:
+      return "reused";
+    case CaptureMode::kFailed:
+      return "failed";
   }
   return "failed";
 }
@@ -38,12 +42,21 @@ std::string python_version(const std::string& name) {
 
 std::string state_name(char s) {
   switch (s) {
-    case 'R': return "running";
-    case 'S': case 'I': return "sleeping";
-    case 'D': return "disk_sleep";
-    case 'T': case 't': return "stopped";
-    case 'Z': case 'X': return "zombie";
-    default: return "unknown";
+    case 'R':
+      return "running";
+    case 'S':
+    case 'I':
+      return "sleeping";
+    case 'D':
+      return "disk_sleep";
+    case 'T':
+    case 't':
+      return "stopped";
+    case 'Z':
+    case 'X':
+      return "zombie";
+    default:
+      return "unknown";
   }
 }
 
@@ -74,11 +87,16 @@ FdInfo describe_fd(const FdLink& link, const std::vector<SocketEntry>& sockets) 
     info.kind = what == "eventpoll" ? "epoll" : what;
     info.detail = t;
   } else {
-    if (S_ISFIFO(link.mode)) info.kind = "fifo";
-    else if (S_ISCHR(link.mode)) info.kind = "chr";
-    else if (S_ISBLK(link.mode)) info.kind = "block";
-    else if (S_ISDIR(link.mode)) info.kind = "dir";
-    else info.kind = "file";
+    if (S_ISFIFO(link.mode))
+      info.kind = "fifo";
+    else if (S_ISCHR(link.mode))
+      info.kind = "chr";
+    else if (S_ISBLK(link.mode))
+      info.kind = "block";
+    else if (S_ISDIR(link.mode))
+      info.kind = "dir";
+    else
+      info.kind = "file";
     info.detail = t;
   }
   return info;

@@ -76,7 +76,8 @@ std::string strip_parameters(const std::string& s) {
   if (close == std::string::npos) return text;
   int depth = 0;
   for (size_t i = close + 1; i-- > 0;) {
-    if (text[i] == ')') ++depth;
+    if (text[i] == ')')
+      ++depth;
     else if (text[i] == '(' && --depth == 0) {
       if (i == 0) return text;
       // "operator()" keeps its own parentheses.

@@ -62,7 +62,9 @@ void put_unwind_info(unw_addr_space_t, unw_proc_info_t* pi, void*) {
   pi->unwind_info = nullptr;
 }
 
-int get_dyn_info_list_addr(unw_addr_space_t, unw_word_t*, void*) { return -UNW_ENOINFO; }
+int get_dyn_info_list_addr(unw_addr_space_t, unw_word_t*, void*) {
+  return -UNW_ENOINFO;
+}
 
 int access_mem(unw_addr_space_t, unw_word_t addr, unw_word_t* val, int write, void* arg) {
   if (write) return -UNW_EINVAL;
@@ -90,22 +92,53 @@ int access_reg(unw_addr_space_t, unw_regnum_t reg, unw_word_t* val, int write, v
   // A thread captured without a stop has only sp and pc (from /proc syscall).
   if (!t.full_registers) return -UNW_EBADREG;
   switch (reg) {
-    case UNW_X86_64_RAX: *val = r.rax; return 0;
-    case UNW_X86_64_RDX: *val = r.rdx; return 0;
-    case UNW_X86_64_RCX: *val = r.rcx; return 0;
-    case UNW_X86_64_RBX: *val = r.rbx; return 0;
-    case UNW_X86_64_RSI: *val = r.rsi; return 0;
-    case UNW_X86_64_RDI: *val = r.rdi; return 0;
-    case UNW_X86_64_RBP: *val = r.rbp; return 0;
-    case UNW_X86_64_R8: *val = r.r8; return 0;
-    case UNW_X86_64_R9: *val = r.r9; return 0;
-    case UNW_X86_64_R10: *val = r.r10; return 0;
-    case UNW_X86_64_R11: *val = r.r11; return 0;
-    case UNW_X86_64_R12: *val = r.r12; return 0;
-    case UNW_X86_64_R13: *val = r.r13; return 0;
-    case UNW_X86_64_R14: *val = r.r14; return 0;
-    case UNW_X86_64_R15: *val = r.r15; return 0;
-    default: return -UNW_EBADREG;
+    case UNW_X86_64_RAX:
+      *val = r.rax;
+      return 0;
+    case UNW_X86_64_RDX:
+      *val = r.rdx;
+      return 0;
+    case UNW_X86_64_RCX:
+      *val = r.rcx;
+      return 0;
+    case UNW_X86_64_RBX:
+      *val = r.rbx;
+      return 0;
+    case UNW_X86_64_RSI:
+      *val = r.rsi;
+      return 0;
+    case UNW_X86_64_RDI:
+      *val = r.rdi;
+      return 0;
+    case UNW_X86_64_RBP:
+      *val = r.rbp;
+      return 0;
+    case UNW_X86_64_R8:
+      *val = r.r8;
+      return 0;
+    case UNW_X86_64_R9:
+      *val = r.r9;
+      return 0;
+    case UNW_X86_64_R10:
+      *val = r.r10;
+      return 0;
+    case UNW_X86_64_R11:
+      *val = r.r11;
+      return 0;
+    case UNW_X86_64_R12:
+      *val = r.r12;
+      return 0;
+    case UNW_X86_64_R13:
+      *val = r.r13;
+      return 0;
+    case UNW_X86_64_R14:
+      *val = r.r14;
+      return 0;
+    case UNW_X86_64_R15:
+      *val = r.r15;
+      return 0;
+    default:
+      return -UNW_EBADREG;
   }
 }
 
@@ -113,7 +146,9 @@ int access_fpreg(unw_addr_space_t, unw_regnum_t, unw_fpreg_t*, int, void*) {
   return -UNW_EBADREG;
 }
 
-int resume(unw_addr_space_t, unw_cursor_t*, void*) { return -UNW_EINVAL; }
+int resume(unw_addr_space_t, unw_cursor_t*, void*) {
+  return -UNW_EINVAL;
+}
 
 int get_proc_name(unw_addr_space_t, unw_word_t, char*, size_t, unw_word_t*, void*) {
   return -UNW_ENOINFO;  // symbolization is libdw's job
@@ -135,7 +170,9 @@ Unwinder::~Unwinder() {
   if (space_) unw_destroy_addr_space(space_);
 }
 
-void Unwinder::flush() { unw_flush_cache(space_, 0, 0); }
+void Unwinder::flush() {
+  unw_flush_cache(space_, 0, 0);
+}
 
 UnwindResult Unwinder::unwind(const RawThread& thread) {
   UnwindResult out;

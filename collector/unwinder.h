@@ -20,7 +20,7 @@ namespace stackaudit {
 struct UnwindResult {
   std::vector<uint64_t> ips;  // ips[0] is the thread's pc; the rest are return addresses
   bool truncated = false;
-  std::string reason;         // why it stopped early, when truncated
+  std::string reason;  // why it stopped early, when truncated
 };
 
 class Unwinder {

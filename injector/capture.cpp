@@ -45,9 +45,12 @@ bool is_socket(const std::vector<FdLink>& fds) {
 bool stop_would_interrupt(const SyscallState& sc, const std::vector<FdLink>& fds) {
   if (sc.kind != SyscallState::Kind::kInSyscall) return false;
   switch (stop_effect(sc.nr)) {
-    case StopEffect::kRestarts: return false;
-    case StopEffect::kEintr: return true;
-    case StopEffect::kEintrOnSocket: return is_socket(fds);
+    case StopEffect::kRestarts:
+      return false;
+    case StopEffect::kEintr:
+      return true;
+    case StopEffect::kEintrOnSocket:
+      return is_socket(fds);
   }
   return true;
 }
@@ -235,9 +238,8 @@ RawCapture ProcessCapturer::capture(const RawCapture* previous) {
     maps_stale_ = false;
   }
   cap.maps = maps_;
-  bool any_socket = std::any_of(cap.threads.begin(), cap.threads.end(), [](const RawThread& t) {
-    return is_socket(t.fds);
-  });
+  bool any_socket = std::any_of(cap.threads.begin(), cap.threads.end(),
+                                [](const RawThread& t) { return is_socket(t.fds); });
   if (any_socket) cap.sockets = proc::read_sockets(pid_);
   if (auto info = proc::read_process_info(pid_)) {
     cap.process.rss_bytes = info->rss_bytes;

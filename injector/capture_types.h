@@ -68,7 +68,7 @@ struct SocketEntry {
   std::string protocol;  // tcp, tcp6, udp, udp6, unix
   std::string local;     // "127.0.0.1:5432", or a unix path
   std::string remote;
-  std::string state;     // "ESTABLISHED", "LISTEN", ...
+  std::string state;  // "ESTABLISHED", "LISTEN", ...
 };
 
 enum class CaptureMode {
@@ -88,14 +88,14 @@ struct RawThread {
   std::vector<FdLink> fds;  // fd arguments of the current syscall, if any
 
   CaptureMode mode = CaptureMode::kFailed;
-  std::string failure;        // why mode == kFailed, or a note (e.g. "exited")
-  bool vanished = false;      // the thread exited during the capture
-  bool stop_signal = false;   // the stop reported a pending signal, re-injected
-  user_regs_struct regs{};    // valid when full_registers, else only rip/rsp
+  std::string failure;       // why mode == kFailed, or a note (e.g. "exited")
+  bool vanished = false;     // the thread exited during the capture
+  bool stop_signal = false;  // the stop reported a pending signal, re-injected
+  user_regs_struct regs{};   // valid when full_registers, else only rip/rsp
   bool full_registers = false;
-  uint64_t stack_start = 0;   // target address of stack[0]
+  uint64_t stack_start = 0;  // target address of stack[0]
   std::vector<uint8_t> stack;
-  uint64_t stop_ns = 0;       // how long this thread was stopped (0 if never)
+  uint64_t stop_ns = 0;  // how long this thread was stopped (0 if never)
 };
 
 // Process-wide facts read around the capture.

@@ -65,7 +65,9 @@ std::optional<std::string> read_file(const std::string& path) {
   return out;
 }
 
-bool process_exists(pid_t pid) { return ::access(pid_path(pid, "stat").c_str(), F_OK) == 0; }
+bool process_exists(pid_t pid) {
+  return ::access(pid_path(pid, "stat").c_str(), F_OK) == 0;
+}
 
 std::vector<pid_t> list_tasks(pid_t pid) {
   std::vector<pid_t> tids;
@@ -173,11 +175,16 @@ std::optional<ProcessInfo> read_process_info(pid_t pid) {
     std::string_view key(line.data(), colon);
     auto f = split_ws(std::string_view(line).substr(colon + 1));
     if (f.empty()) continue;
-    if (key == "VmRSS") info.rss_bytes = parse_u64(f[0]) * 1024;
-    else if (key == "Threads") info.threads = parse_u64(f[0]);
-    else if (key == "TracerPid") info.tracer_pid = static_cast<pid_t>(parse_u64(f[0]));
-    else if (key == "voluntary_ctxt_switches") info.voluntary_ctxt_switches = parse_u64(f[0]);
-    else if (key == "nonvoluntary_ctxt_switches") info.nonvoluntary_ctxt_switches = parse_u64(f[0]);
+    if (key == "VmRSS")
+      info.rss_bytes = parse_u64(f[0]) * 1024;
+    else if (key == "Threads")
+      info.threads = parse_u64(f[0]);
+    else if (key == "TracerPid")
+      info.tracer_pid = static_cast<pid_t>(parse_u64(f[0]));
+    else if (key == "voluntary_ctxt_switches")
+      info.voluntary_ctxt_switches = parse_u64(f[0]);
+    else if (key == "nonvoluntary_ctxt_switches")
+      info.nonvoluntary_ctxt_switches = parse_u64(f[0]);
   }
   char exe[4096];
   ssize_t n = ::readlink(pid_path(pid, "exe").c_str(), exe, sizeof exe - 1);
@@ -266,9 +273,9 @@ std::string format_inet(std::string_view hex, bool v6) {
 }
 
 const char* tcp_state_name(unsigned st) {
-  static const char* const kNames[] = {"?",         "ESTABLISHED", "SYN_SENT",   "SYN_RECV",
-                                       "FIN_WAIT1", "FIN_WAIT2",   "TIME_WAIT",  "CLOSE",
-                                       "CLOSE_WAIT", "LAST_ACK",   "LISTEN",     "CLOSING"};
+  static const char* const kNames[] = {"?",          "ESTABLISHED", "SYN_SENT",  "SYN_RECV",
+                                       "FIN_WAIT1",  "FIN_WAIT2",   "TIME_WAIT", "CLOSE",
+                                       "CLOSE_WAIT", "LAST_ACK",    "LISTEN",    "CLOSING"};
   return st < std::size(kNames) ? kNames[st] : "?";
 }
 

@@ -60,18 +60,23 @@ int signal_to_reinject(int status) {
 
 const char* to_string(StopOutcome outcome) {
   switch (outcome) {
-    case StopOutcome::kStopped: return "stopped";
-    case StopOutcome::kVanished: return "thread exited";
-    case StopOutcome::kTimedOut: return "did not reach a stop in time (uninterruptible sleep?)";
-    case StopOutcome::kPermissionDenied: return "permission denied";
-    case StopOutcome::kAlreadyTraced: return "already traced by another tracer";
-    case StopOutcome::kError: return "ptrace error";
+    case StopOutcome::kStopped:
+      return "stopped";
+    case StopOutcome::kVanished:
+      return "thread exited";
+    case StopOutcome::kTimedOut:
+      return "did not reach a stop in time (uninterruptible sleep?)";
+    case StopOutcome::kPermissionDenied:
+      return "permission denied";
+    case StopOutcome::kAlreadyTraced:
+      return "already traced by another tracer";
+    case StopOutcome::kError:
+      return "ptrace error";
   }
   return "?";
 }
 
-PtraceStopper::PtraceStopper(std::chrono::microseconds stop_deadline)
-    : deadline_(stop_deadline) {
+PtraceStopper::PtraceStopper(std::chrono::microseconds stop_deadline) : deadline_(stop_deadline) {
   // SIGCHLD must be blocked in this thread for sigtimedwait to see it. Block
   // it process-wide early (block_sigchld) so no other thread swallows it.
   block_sigchld();
@@ -85,16 +90,21 @@ void block_sigchld() {
   pthread_sigmask(SIG_BLOCK, &chld, nullptr);
 }
 
-PtraceStopper::~PtraceStopper() { drain(std::chrono::milliseconds(100)); }
+PtraceStopper::~PtraceStopper() {
+  drain(std::chrono::milliseconds(100));
+}
 
 PtraceStopper::Result PtraceStopper::stop(pid_t tid, StopWindow& window) {
   Result result;
   if (!pending_.empty()) drain(std::chrono::microseconds(0));
   if (::ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) != 0) {
     result.error = errno;
-    if (errno == ESRCH) result.outcome = StopOutcome::kVanished;
-    else if (errno == EPERM) result.outcome = StopOutcome::kPermissionDenied;
-    else result.outcome = StopOutcome::kError;
+    if (errno == ESRCH)
+      result.outcome = StopOutcome::kVanished;
+    else if (errno == EPERM)
+      result.outcome = StopOutcome::kPermissionDenied;
+    else
+      result.outcome = StopOutcome::kError;
     return result;
   }
   uint64_t start = now_ns();

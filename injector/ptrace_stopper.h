@@ -55,9 +55,9 @@ class PtraceStopper {
 
   struct Result {
     StopOutcome outcome = StopOutcome::kError;
-    uint64_t stop_ns = 0;     // from PTRACE_INTERRUPT to the end of PTRACE_DETACH
-    int pending_signal = 0;   // a signal that arrived during the stop, re-injected
-    int error = 0;            // errno for kError
+    uint64_t stop_ns = 0;    // from PTRACE_INTERRUPT to the end of PTRACE_DETACH
+    int pending_signal = 0;  // a signal that arrived during the stop, re-injected
+    int error = 0;           // errno for kError
   };
 
   Result stop(pid_t tid, StopWindow& window);

@@ -12,7 +12,9 @@ namespace {
 
 constexpr uint64_t kPfKthread = 0x00200000;  // include/linux/sched.h
 
-std::string pid_text(pid_t pid) { return "PID " + std::to_string(pid); }
+std::string pid_text(pid_t pid) {
+  return "PID " + std::to_string(pid);
+}
 
 }  // namespace
 
@@ -20,8 +22,9 @@ std::string permission_hint() {
   std::string hint = "run as root or give stackaudit CAP_SYS_PTRACE";
   int scope = proc::yama_ptrace_scope();
   if (scope == 1)
-    hint += " (Yama ptrace_scope is 1: only ancestors may trace; CAP_SYS_PTRACE or "
-            "'sysctl kernel.yama.ptrace_scope=0' lifts that)";
+    hint +=
+        " (Yama ptrace_scope is 1: only ancestors may trace; CAP_SYS_PTRACE or "
+        "'sysctl kernel.yama.ptrace_scope=0' lifts that)";
   else if (scope == 2)
     hint += " (Yama ptrace_scope is 2: only CAP_SYS_PTRACE may trace)";
   else if (scope == 3)

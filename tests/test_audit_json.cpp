@@ -12,8 +12,8 @@ namespace {
 Snapshot canned() {
   Snapshot s;
   s.captured_at_unix_ns = 1'700'000'000'123'456'789;
-  s.target = Target{123, "svc", "/usr/bin/svc", {"svc", "--port", "80"}, 50 << 20, 2,
-                    "native", "", false};
+  s.target =
+      Target{123, "svc", "/usr/bin/svc", {"svc", "--port", "80"}, 50 << 20, 2, "native", "", false};
   s.capture.duration_us = 900;
   s.capture.threads_stopped = 1;
   s.capture.threads_not_stopped = 1;
@@ -23,7 +23,9 @@ Snapshot canned() {
   a.name = "svc";
   a.state = "sleeping";
   a.captured = "nonstop";
-  a.syscall = SyscallInfo{232, "epoll_wait", {3, 0x7ffd, 8, ~0ull, 0, 0},
+  a.syscall = SyscallInfo{232,
+                          "epoll_wait",
+                          {3, 0x7ffd, 8, ~0ull, 0, 0},
                           FdInfo{3, "epoll", "anon_inode:[eventpoll]", "anon_inode:[eventpoll]"}};
   Frame inner;
   inner.function = "epoll_wait";

@@ -9,12 +9,12 @@ namespace stackaudit::test {
 namespace {
 
 struct Expect {
-  const char* thread;     // OS thread name set by the fixture
-  const char* category;   // expected blocking category
+  const char* thread;    // OS thread name set by the fixture
+  const char* category;  // expected blocking category
   const char* primitive;
-  const char* function;   // the fixture function that must be on the stack
-  const char* line_tag;   // @line tag of the blocking call in that function
-  const char* captured;   // stopped / nonstop
+  const char* function;  // the fixture function that must be on the stack
+  const char* line_tag;  // @line tag of the blocking call in that function
+  const char* captured;  // stopped / nonstop
 };
 
 // Threads in calls that a ptrace stop would break with EINTR must be captured
@@ -199,10 +199,10 @@ TEST_F(DumpNative, TextReportShowsCategorySiteAndStack) {
   const std::string& out = text_->out;
   EXPECT_NE(out.find("\"mutex_wait\" sleeping | lock: pthread_mutex_lock"), std::string::npos)
       << out;
-  EXPECT_NE(out.find("site: (anonymous namespace)::park_mutex_wait (" +
-                     std::string(kParkThreadsSource) + ":" +
-                     std::to_string(tagged_line(kParkThreadsSource, "mutex_wait")) + ")"),
-            std::string::npos)
+  EXPECT_NE(
+      out.find("site: (anonymous namespace)::park_mutex_wait (" + std::string(kParkThreadsSource) +
+               ":" + std::to_string(tagged_line(kParkThreadsSource, "mutex_wait")) + ")"),
+      std::string::npos)
       << out;
   EXPECT_NE(out.find("\"epoll_wait\" sleeping | poll: epoll_wait (idle)"), std::string::npos);
   EXPECT_NE(out.find("Summary: 14 threads, 13 blocked"), std::string::npos);

@@ -53,7 +53,7 @@ TEST_P(DumpPython, ThreadsAreClassifiedFromNativeFramesAndSyscalls) {
   std::string empty_dir = testing::TempDir() + "no-debuginfo";
   std::filesystem::create_directories(empty_dir);
   std::vector<std::string> argv = {kStackaudit, "dump", "--pid", std::to_string(py.pid()),
-                                   "--format", "json"};
+                                   "--format",  "json"};
   if (!with_debug_info)
     argv.insert(argv.begin(), {"/usr/bin/env", "STACKAUDIT_DEBUGINFO_PATH=" + empty_dir});
   RunResult r = run(argv);
@@ -87,7 +87,7 @@ TEST_P(DumpPython, ThreadsAreClassifiedFromNativeFramesAndSyscalls) {
   EXPECT_EQ((*main_thread)["blocking"]["category"], "file");
 }
 
-INSTANTIATE_TEST_SUITE_P(DebugInfo, DumpPython, ::testing::Values(true, false),
+INSTANTIATE_TEST_SUITE_P(Stripped, DumpPython, ::testing::Values(true, false),
                          [](const auto& info) {
                            return info.param ? "WithDebugInfo" : "WithoutDebugInfo";
                          });

@@ -74,9 +74,9 @@ TEST(Errors, PermissionDeniedNamesTheFix) {
   Child fixture({kParkThreads});
   ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));
   // Run stackaudit as nobody against a root process.
-  RunResult r = run({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                     "--inh-caps=-all", kStackaudit, "dump", "--pid",
-                     std::to_string(fixture.pid())});
+  RunResult r =
+      run({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+           "--inh-caps=-all", kStackaudit, "dump", "--pid", std::to_string(fixture.pid())});
   EXPECT_EQ(r.exit_code, 3) << r.err;
   expect_one_sentence(r);
   EXPECT_NE(r.err.find("permission denied"), std::string::npos) << r.err;
@@ -116,8 +116,8 @@ TEST(Errors, TargetExitingMidCaptureNeverCrashes) {
     Child fixture({kParkThreads, "--extra", "200", "--exit-after-ms", std::to_string(delay_ms)});
     auto ready = fixture.wait_for("ready", std::chrono::seconds(20));
     ASSERT_TRUE(ready);
-    RunResult r = run({kStackaudit, "dump", "--pid", std::to_string(fixture.pid()), "--format",
-                       "json"});
+    RunResult r =
+        run({kStackaudit, "dump", "--pid", std::to_string(fixture.pid()), "--format", "json"});
     EXPECT_EQ(r.signal, 0) << r.err;
     EXPECT_TRUE(r.exit_code == 0 || r.exit_code == 1 || r.exit_code == 3) << r.exit_code;
     if (r.exit_code == 0 || r.exit_code == 1) {
@@ -155,8 +155,8 @@ TEST(Output, FileIsWrittenAtomicallyAndCompletely) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   std::string out = (dir / "audit.json").string();
-  RunResult r = run({kStackaudit, "dump", "--pid", std::to_string(fixture.pid()), "--format",
-                     "json", "-o", out});
+  RunResult r = run(
+      {kStackaudit, "dump", "--pid", std::to_string(fixture.pid()), "--format", "json", "-o", out});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(r.out.empty());
   std::ifstream in(out);

@@ -46,7 +46,8 @@ TEST(ProcSyscall, ThreeShapes) {
   EXPECT_EQ(in->args[3], 0xffffffffffffffffu);
   EXPECT_EQ(in->sp, 0x7ffd1f00u);
   EXPECT_EQ(in->pc, 0x7f0000001234u);
-  EXPECT_EQ(in->line, "232 0x3 0x7ffd2000 0x8 0xffffffffffffffff 0x0 0x0 0x7ffd1f00 0x7f0000001234");
+  EXPECT_EQ(in->line,
+            "232 0x3 0x7ffd2000 0x8 0xffffffffffffffff 0x0 0x0 0x7ffd1f00 0x7f0000001234");
 }
 
 TEST(ProcMaps, ParsesPermissionsOffsetsAndPathsWithSpaces) {
@@ -97,11 +98,11 @@ TEST(Syscalls, NamesAndStopEffects) {
   EXPECT_EQ(syscall_name(202), "futex");
   EXPECT_EQ(syscall_number("clock_nanosleep"), 230);
   EXPECT_EQ(syscall_name(99999), "");
-  EXPECT_EQ(stop_effect(202), StopEffect::kRestarts);         // futex
-  EXPECT_EQ(stop_effect(232), StopEffect::kEintr);            // epoll_wait
-  EXPECT_EQ(stop_effect(45), StopEffect::kEintrOnSocket);     // recvfrom
-  EXPECT_EQ(stop_effect(99999), StopEffect::kEintr);          // unknown: never stop
-  EXPECT_EQ(fd_argument(0), 0);                               // read
+  EXPECT_EQ(stop_effect(202), StopEffect::kRestarts);      // futex
+  EXPECT_EQ(stop_effect(232), StopEffect::kEintr);         // epoll_wait
+  EXPECT_EQ(stop_effect(45), StopEffect::kEintrOnSocket);  // recvfrom
+  EXPECT_EQ(stop_effect(99999), StopEffect::kEintr);       // unknown: never stop
+  EXPECT_EQ(fd_argument(0), 0);                            // read
   EXPECT_EQ(fd_argument(202), -1);
 }
 
@@ -124,7 +125,8 @@ TEST(CapturePolicy, WhichBlockedThreadsMustNotBeStopped) {
 }
 
 TEST(Collector, DescribeFd) {
-  std::vector<SocketEntry> sockets = {{99, "tcp", "127.0.0.1:5000", "127.0.0.1:5432", "ESTABLISHED"}};
+  std::vector<SocketEntry> sockets = {
+      {99, "tcp", "127.0.0.1:5000", "127.0.0.1:5432", "ESTABLISHED"}};
   auto s = describe_fd({7, "socket:[99]", 0}, sockets);
   EXPECT_EQ(s.kind, "socket");
   EXPECT_EQ(s.detail, "tcp 127.0.0.1:5000 -> 127.0.0.1:5432 ESTABLISHED");

@@ -29,11 +29,11 @@ Thread blocked_in(const std::string& syscall, std::vector<Frame> frames,
 }
 
 TEST(Rules, InnermostMatchingFrameWinsAndSiteIsUserCode) {
-  Thread t = blocked_in("futex", {frame("", "libc.so.6"),
-                                  frame("__pthread_mutex_lock", "libc.so.6"),
-                                  frame("std::mutex::lock", "app", "/usr/include/c++/12/bits/std_mutex.h", 100, true),
-                                  frame("Cache::get", "app", "/src/cache.cpp", 42),
-                                  frame("main", "app", "/src/main.cpp", 7)});
+  Thread t = blocked_in(
+      "futex",
+      {frame("", "libc.so.6"), frame("__pthread_mutex_lock", "libc.so.6"),
+       frame("std::mutex::lock", "app", "/usr/include/c++/12/bits/std_mutex.h", 100, true),
+       frame("Cache::get", "app", "/src/cache.cpp", 42), frame("main", "app", "/src/main.cpp", 7)});
   auto b = RuleSet::builtin().classify(t);
   ASSERT_TRUE(b);
   EXPECT_EQ(b->category, "lock");
@@ -88,8 +88,8 @@ TEST(Rules, EveryBuiltinRuleNamesAKnownCategory) {
 
 TEST(Rules, UserRulesComeFirst) {
   auto rules = RuleSet::builtin();
-  rules.add_user_rules(RuleSet::parse(
-      "queue function JobQueue::pop primitive=JobQueue.pop idle\n", "my.rules"));
+  rules.add_user_rules(
+      RuleSet::parse("queue function JobQueue::pop primitive=JobQueue.pop idle\n", "my.rules"));
   Thread t = blocked_in("futex", {frame("pthread_cond_wait", "libc.so.6"),
                                   frame("JobQueue::pop", "app", "/src/q.cpp", 12),
                                   frame("worker", "app", "/src/w.cpp", 30)});

@@ -41,8 +41,8 @@ TEST(Safety, TwentyDumpsInflictNoEintr) {
   ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));
   ASSERT_EQ(eintr_count(fixture), 0);
   for (int i = 0; i < 20; ++i) {
-    RunResult r = run({kStackaudit, "dump", "--pid", std::to_string(fixture.pid()), "--format",
-                       "json"});
+    RunResult r =
+        run({kStackaudit, "dump", "--pid", std::to_string(fixture.pid()), "--format", "json"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
   // epoll_wait, recv with SO_RCVTIMEO and sigwaitinfo each count every EINTR.
@@ -57,9 +57,9 @@ TEST(Safety, SigkillAtAnyMomentLeavesNoThreadStopped) {
   // How long one full capture takes here, to spread the kills over it.
   auto t0 = std::chrono::steady_clock::now();
   RunResult full = run({kStackaudit, "dump", "--pid", std::to_string(target), "--format", "json"});
-  auto full_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                     std::chrono::steady_clock::now() - t0)
-                     .count();
+  auto full_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   ASSERT_EQ(full.exit_code, 0) << full.err;
 
   const int kKills = 25;
@@ -126,6 +126,33 @@ TEST(Safety, StoppedTargetStaysStoppedAndRunningStaysRunning) {
   // It runs again (SIGSTOP itself interrupts epoll_wait, so no EINTR count here).
   fixture.write_line("eintr");
   EXPECT_TRUE(fixture.wait_for("eintr ", std::chrono::seconds(5)));
+}
+
+TEST(Safety, ThreadsComingAndGoingDuringTheCapture) {
+  // Thousands of short-lived threads a second: some exit between being listed
+  // and being captured, new ones appear. Every dump completes, says what it
+  // missed, and leaves nothing stopped.
+  Child fixture({kParkThreads, "--churn", "1", "--extra", "50"});
+  ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));
+  size_t exited_total = 0;
+  for (int i = 0; i < 10; ++i) {
+    RunResult r =
+        run({kStackaudit, "dump", "--pid", std::to_string(fixture.pid()), "--format", "json"});
+    ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 1) << r.err;
+    auto audit = nlohmann::json::parse(r.out);
+    EXPECT_GE(audit["threads"].size(), 64u);  // the parked ones are all there
+    EXPECT_NE(thread_named(audit, "mutex_wait"), nullptr);
+    size_t exited = audit["capture"]["threads_exited"];
+    exited_total += exited;
+    if (exited > 0) {
+      bool said = false;
+      for (const auto& w : audit["warnings"])
+        said |= std::string(w).find("exited during the capture") != std::string::npos;
+      EXPECT_TRUE(said);
+    }
+    EXPECT_TRUE(eventually([&] { return nothing_stopped(fixture.pid()); }));
+  }
+  RecordProperty("threads_exited_mid_capture", static_cast<int>(exited_total));
 }
 
 }  // namespace

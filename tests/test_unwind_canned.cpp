@@ -44,7 +44,8 @@ __attribute__((noinline)) void capture_here(RawThread* out) {
   // Through the kernel, as the capture does: a plain memcpy of the live stack
   // would trip AddressSanitizer's redzones in the sanitized build.
   RemoteMemory self(getpid());
-  out->stack.resize(static_cast<size_t>(std::max<ssize_t>(0, self.read(lo, out->stack.data(), hi - lo))));
+  out->stack.resize(
+      static_cast<size_t>(std::max<ssize_t>(0, self.read(lo, out->stack.data(), hi - lo))));
   asm volatile("" ::: "memory");
 }
 

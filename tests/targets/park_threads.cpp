@@ -1,6 +1,6 @@
 // Test fixture: parks named threads in known primitives and says "ready".
 //
-//   park_threads [--extra N] [--exit-after-ms MS]
+//   park_threads [--extra N] [--exit-after-ms MS] [--churn 1]
 //
 // Every blocking call sits on a line tagged "@line:TAG" so tests can look the
 // expected line up in this file. Threads in calls that a ptrace stop would
@@ -8,6 +8,7 @@
 // they see; "eintr" on stdin prints the total. --extra N adds N more threads
 // (condition waits and sleeps) for tests that need a crowd. --exit-after-ms
 // makes the process exit on its own, for "target exits mid-capture" tests.
+// --churn 1 starts and ends short-lived threads without pause.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -36,7 +37,7 @@ namespace {
 std::atomic<int> g_parked{0};
 std::atomic<long> g_eintr{0};
 std::atomic<long> g_sink{0};
-std::mutex g_held;           // held forever by the holder thread
+std::mutex g_held;  // held forever by the holder thread
 std::mutex g_cv_mutex;
 std::condition_variable g_cv;  // never notified
 
@@ -56,7 +57,7 @@ __attribute__((noinline)) void park_mutex_wait() {
   named("mutex_wait");
   while (g_parked.load() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the holder has it by now
-  g_held.lock();  // @line:mutex_wait
+  g_held.lock();                                               // @line:mutex_wait
   g_sink++;
 }
 
@@ -166,6 +167,15 @@ void park_extra(int i) {
   }
 }
 
+void churn() {
+  pthread_setname_np(pthread_self(), "churn");
+  for (;;) {
+    std::thread t([] { std::this_thread::sleep_for(std::chrono::microseconds(200)); });
+    t.detach();
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
+
 // A connected loopback TCP pair: returns the client side; the server side is
 // kept open and never written.
 int silent_tcp_peer(int listener, const sockaddr_in& addr) {
@@ -181,9 +191,11 @@ int silent_tcp_peer(int listener, const sockaddr_in& addr) {
 int main(int argc, char** argv) {
   int extra = 0;
   long exit_after_ms = -1;
+  bool with_churn = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--extra") == 0) extra = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--exit-after-ms") == 0) exit_after_ms = std::atol(argv[i + 1]);
+    if (std::strcmp(argv[i], "--churn") == 0) with_churn = std::atoi(argv[i + 1]) != 0;
   }
   // sigwaitinfo needs the signal blocked everywhere.
   sigset_t usr2;
@@ -228,6 +240,7 @@ int main(int argc, char** argv) {
   const int expected = static_cast<int>(threads.size());
   while (g_parked.load() < expected) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let them reach their waits
+  if (with_churn) std::thread(churn).detach();
   std::printf("ready %d\n", static_cast<int>(getpid()));
   std::fflush(stdout);
 

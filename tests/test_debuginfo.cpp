@@ -1,0 +1,82 @@
+// Symbols and lines from separate debug info: a .gnu_debuglink file next to a
+// stripped binary, MiniDebugInfo (.gnu_debugdata) in a fully stripped one, and
+// libc's debug info found by build-id under /usr/lib/debug.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "tests/support.h"
+
+namespace stackaudit::test {
+namespace {
+
+nlohmann::json dump_with(const std::vector<std::string>& env, pid_t pid) {
+  std::vector<std::string> argv = {"/usr/bin/env"};
+  argv.insert(argv.end(), env.begin(), env.end());
+  argv.insert(argv.end(), {kStackaudit, "dump", "--pid", std::to_string(pid), "--format", "json"});
+  RunResult r = run(argv);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return nlohmann::json::parse(r.out);
+}
+
+std::string empty_debug_dir() {
+  std::string dir = testing::TempDir() + "no-debuginfo";
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+TEST(DebugInfo, GnuDebuglinkNextToTheBinary) {
+  Child fixture({PARK_THREADS_DEBUGLINK_BIN});
+  ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));
+  auto audit = dump_with({}, fixture.pid());
+  const auto* t = thread_named(audit, "mutex_wait");
+  ASSERT_NE(t, nullptr);
+  const auto* f = frame_named(*t, "park_mutex_wait");
+  ASSERT_NE(f, nullptr) << t->dump(1);
+  EXPECT_EQ((*f)["module"], "park_threads_debuglink");
+  EXPECT_TRUE(std::string((*f)["file"]).ends_with("park_threads.cpp"));
+  EXPECT_EQ((*f)["line"], tagged_line(kParkThreadsSource, "mutex_wait"));
+  EXPECT_NE(frame_named(*t, "std::mutex::lock"), nullptr);  // inlined frames from DWARF too
+  EXPECT_EQ((*t)["blocking"]["category"], "lock");
+}
+
+TEST(DebugInfo, MiniDebugInfoNamesFunctionsOfAFullyStrippedBinary) {
+  Child fixture({PARK_THREADS_MINIDEBUG_BIN});
+  ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));
+  auto audit = dump_with({"STACKAUDIT_DEBUGINFO_PATH=" + empty_debug_dir()}, fixture.pid());
+  for (const char* name : {"mutex_wait", "tcp_recv", "epoll_wait"}) {
+    SCOPED_TRACE(name);
+    const auto* t = thread_named(audit, name);
+    ASSERT_NE(t, nullptr);
+    std::string fn = std::string("park_") + (std::string(name) == "epoll_wait" ? "epoll" : name);
+    const auto* f = frame_named(*t, fn);
+    ASSERT_NE(f, nullptr) << t->dump(1);
+    EXPECT_EQ((*f)["file"], "");  // symbols only, no lines
+    EXPECT_FALSE((*t)["truncated"]);
+    EXPECT_TRUE(function_is((*t)["blocking"]["site"], fn));
+  }
+}
+
+TEST(DebugInfo, LibcDebugInfoByBuildId) {
+  if (!std::filesystem::exists("/usr/lib/debug/.build-id"))
+    GTEST_SKIP() << "no /usr/lib/debug/.build-id (libc6-dbg is installed by setup.sh)";
+  Child fixture({kParkThreads});
+  ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));
+  auto with = dump_with({}, fixture.pid());
+  auto without = dump_with({"STACKAUDIT_DEBUGINFO_PATH=" + empty_debug_dir()}, fixture.pid());
+  auto libc_files = [](const nlohmann::json& audit) {
+    size_t n = 0;
+    for (const auto& f : (*thread_named(audit, "cond_wait"))["frames"])
+      if (f["module"] == "libc.so.6" && f["file"] != "") ++n;
+    return n;
+  };
+  EXPECT_GT(libc_files(with), 0u);
+  EXPECT_EQ(libc_files(without), 0u);
+  // The classification does not depend on it.
+  EXPECT_EQ((*thread_named(with, "cond_wait"))["blocking"]["primitive"], "pthread_cond_wait");
+  EXPECT_EQ((*thread_named(without, "cond_wait"))["blocking"]["primitive"], "pthread_cond_wait");
+  EXPECT_EQ((*thread_named(without, "mutex_wait"))["blocking"]["primitive"], "pthread_mutex_lock");
+}
+
+}  // namespace
+}  // namespace stackaudit::test

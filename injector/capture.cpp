@@ -6,6 +6,7 @@
 #include <cstring>
 #include <set>
 
+#include "injector/clock.h"
 #include "injector/proc.h"
 #include "injector/syscalls.h"
 
@@ -14,18 +15,6 @@ namespace {
 
 // The x86-64 ABI lets leaf code use 128 bytes below rsp (the red zone).
 constexpr uint64_t kRedZone = 128;
-
-uint64_t monotonic_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-int64_t wall_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000ll + ts.tv_nsec;
-}
 
 const Mapping* find_mapping(const std::vector<Mapping>& maps, uint64_t addr) {
   auto it = std::upper_bound(maps.begin(), maps.end(), addr,
@@ -146,7 +135,6 @@ void ProcessCapturer::capture_stopped(RawThread& t) {
   CopyWindow window(*this);
   auto r = stopper_.stop(t.tid, window);
   t.stop_ns = r.stop_ns;
-  t.stop_signal = r.pending_signal != 0;
   switch (r.outcome) {
     case StopOutcome::kStopped:
       t.regs = window.regs_;

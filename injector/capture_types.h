@@ -90,7 +90,6 @@ struct RawThread {
   CaptureMode mode = CaptureMode::kFailed;
   std::string failure;       // why mode == kFailed, or a note (e.g. "exited")
   bool vanished = false;     // the thread exited during the capture
-  bool stop_signal = false;  // the stop reported a pending signal, re-injected
   user_regs_struct regs{};   // valid when full_registers, else only rip/rsp
   bool full_registers = false;
   uint64_t stack_start = 0;  // target address of stack[0]

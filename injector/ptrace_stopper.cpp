@@ -9,14 +9,10 @@
 
 #include <cerrno>
 
+#include "injector/clock.h"
+
 namespace stackaudit {
 namespace {
-
-uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 enum class WaitResult { kStopped, kGone, kTimedOut, kError };
 
@@ -39,7 +35,7 @@ WaitResult wait_for_stop(pid_t tid, uint64_t deadline_ns, int* status) {
       if (errno == EINTR) continue;
       return errno == ECHILD ? WaitResult::kGone : WaitResult::kError;
     }
-    uint64_t now = now_ns();
+    uint64_t now = monotonic_ns();
     if (now >= deadline_ns) return WaitResult::kTimedOut;
     uint64_t left = deadline_ns - now;
     timespec timeout{static_cast<time_t>(left / 1000000000), static_cast<long>(left % 1000000000)};
@@ -107,7 +103,7 @@ PtraceStopper::Result PtraceStopper::stop(pid_t tid, StopWindow& window) {
       result.outcome = StopOutcome::kError;
     return result;
   }
-  uint64_t start = now_ns();
+  uint64_t start = monotonic_ns();
   if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) {
     result.error = errno;
     // Seized but not interrupted: the thread runs on. Detach needs a stopped
@@ -141,13 +137,13 @@ PtraceStopper::Result PtraceStopper::stop(pid_t tid, StopWindow& window) {
   result.pending_signal = signal_to_reinject(status);
   ::ptrace(PTRACE_DETACH, tid, nullptr,
            reinterpret_cast<void*>(static_cast<uintptr_t>(result.pending_signal)));
-  result.stop_ns = now_ns() - start;
+  result.stop_ns = monotonic_ns() - start;
   result.outcome = have_regs ? StopOutcome::kStopped : StopOutcome::kVanished;
   return result;
 }
 
 size_t PtraceStopper::drain(std::chrono::microseconds budget) {
-  uint64_t deadline = now_ns() + static_cast<uint64_t>(budget.count()) * 1000;
+  uint64_t deadline = monotonic_ns() + static_cast<uint64_t>(budget.count()) * 1000;
   while (!pending_.empty()) {
     for (size_t i = 0; i < pending_.size();) {
       int status = 0;
@@ -162,7 +158,7 @@ size_t PtraceStopper::drain(std::chrono::microseconds budget) {
         ++i;
       }
     }
-    if (pending_.empty() || now_ns() >= deadline) break;
+    if (pending_.empty() || monotonic_ns() >= deadline) break;
     timespec pause{0, 200 * 1000};
     nanosleep(&pause, nullptr);
   }

@@ -19,9 +19,9 @@ namespace {
 constexpr const char* kDescription =
     "stackaudit: which threads of a live process are blocked, in which primitive\n"
     "(lock, condition, queue, sleep, socket, file, poll, process, futex), and where.\n"
-    "Threads are stopped one at a time for microseconds (PTRACE_SEIZE, never\n"
-    "PTRACE_ATTACH); threads in waits that a stop would break with EINTR are read\n"
-    "without any stop. Needs root or CAP_SYS_PTRACE.";
+    "Blocked threads are read without being stopped; running threads are stopped\n"
+    "one at a time for microseconds (PTRACE_SEIZE, never PTRACE_ATTACH); waits that\n"
+    "a stop would break with EINTR are never stopped. Needs root or CAP_SYS_PTRACE.";
 
 constexpr const char* kFooter =
     "Exit codes: 0 done; 1 done but some threads could not be captured; 2 usage error\n"

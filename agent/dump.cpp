@@ -36,7 +36,10 @@ Snapshot audit_process(pid_t pid, const RuleSet& rules) {
     throw UserError{kExitTarget, e.what()};
   }
   SnapshotBuilder builder(pid, rules);
-  ProcessCapturer capturer(pid, CaptureOptions{});
+  builder.prepare(proc::read_maps(pid));
+  CaptureOptions options;
+  options.nonstop_sufficient = [&](const RawThread& t) { return builder.complete_without_stop(t); };
+  ProcessCapturer capturer(pid, options);
   RawCapture raw = capturer.capture();
   bool any_captured = false;
   bool denied = false;

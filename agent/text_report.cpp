@@ -41,10 +41,12 @@ std::string text_report(const Snapshot& s) {
       << (s.target.runtime_version.empty() ? "" : " " + s.target.runtime_version) << ", RSS "
       << s.target.rss_bytes / (1024 * 1024) << " MiB, " << s.threads.size() << " threads, captured "
       << rfc3339_utc(s.captured_at_unix_ns) << " in " << s.capture.duration_us / 1000.0 << " ms\n";
-  out << "pause: " << s.capture.threads_stopped << " threads stopped one at a time (p50 "
-      << s.capture.stop_us.p50_us << " us, p99 " << s.capture.stop_us.p99_us << " us, max "
-      << s.capture.stop_us.max_us << " us), " << s.capture.threads_not_stopped
-      << " read without a stop\n";
+  out << "pause: " << s.capture.threads_not_stopped << " threads read without a stop, "
+      << s.capture.threads_stopped << " stopped one at a time";
+  if (s.capture.threads_stopped > 0)
+    out << " (p50 " << s.capture.stop_us.p50_us << " us, p99 " << s.capture.stop_us.p99_us
+        << " us, max " << s.capture.stop_us.max_us << " us)";
+  out << "\n";
   for (const auto& w : s.warnings) out << "warning: " << w << "\n";
 
   for (const Thread& t : s.threads) {

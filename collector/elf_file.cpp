@@ -48,6 +48,58 @@ ElfFile::~ElfFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
+namespace {
+
+template <class T>
+bool read_at(const uint8_t* data, size_t size, uint64_t offset, T* out) {
+  if (offset > size || sizeof(T) > size - offset) return false;
+  std::memcpy(out, data + offset, sizeof(T));
+  return true;
+}
+
+}  // namespace
+
+uint64_t ElfFile::section_address(std::string_view name) const {
+  Elf64_Ehdr eh;
+  if (!read_at(data_, size_, 0, &eh) || eh.e_shentsize != sizeof(Elf64_Shdr)) return 0;
+  Elf64_Shdr names;
+  if (!read_at(data_, size_, eh.e_shoff + uint64_t{eh.e_shstrndx} * sizeof(Elf64_Shdr), &names))
+    return 0;
+  for (unsigned i = 0; i < eh.e_shnum; ++i) {
+    Elf64_Shdr sh;
+    if (!read_at(data_, size_, eh.e_shoff + i * sizeof sh, &sh)) return 0;
+    uint64_t at = names.sh_offset + sh.sh_name;
+    if (at >= size_) continue;
+    const char* n = reinterpret_cast<const char*>(data_ + at);
+    if (std::string_view(n, strnlen(n, size_ - at)) == name) return sh.sh_addr;
+  }
+  return 0;
+}
+
+uint64_t ElfFile::symbol(std::string_view name) const {
+  Elf64_Ehdr eh;
+  if (!read_at(data_, size_, 0, &eh) || eh.e_shentsize != sizeof(Elf64_Shdr)) return 0;
+  for (uint32_t want : {uint32_t{SHT_DYNSYM}, uint32_t{SHT_SYMTAB}}) {
+    for (unsigned i = 0; i < eh.e_shnum; ++i) {
+      Elf64_Shdr sh, strtab;
+      if (!read_at(data_, size_, eh.e_shoff + i * sizeof sh, &sh)) return 0;
+      if (sh.sh_type != want || sh.sh_entsize != sizeof(Elf64_Sym)) continue;
+      if (!read_at(data_, size_, eh.e_shoff + uint64_t{sh.sh_link} * sizeof sh, &strtab)) continue;
+      for (uint64_t off = sh.sh_offset; off + sizeof(Elf64_Sym) <= sh.sh_offset + sh.sh_size;
+           off += sizeof(Elf64_Sym)) {
+        Elf64_Sym sym;
+        if (!read_at(data_, size_, off, &sym)) break;
+        if (sym.st_shndx == SHN_UNDEF || sym.st_value == 0) continue;
+        uint64_t at = strtab.sh_offset + sym.st_name;
+        if (at >= size_) continue;
+        const char* n = reinterpret_cast<const char*>(data_ + at);
+        if (std::string_view(n, strnlen(n, size_ - at)) == name) return sym.st_value;
+      }
+    }
+  }
+  return 0;
+}
+
 bool ElfFile::load_bias(uint64_t map_start, uint64_t map_offset, uint64_t* bias) const {
   for (const auto& s : segments_) {
     uint64_t page_offset = s.offset & ~uint64_t{0xfff};

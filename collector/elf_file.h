@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace stackaudit {
@@ -34,6 +35,12 @@ class ElfFile {
   // Load bias of this file given one of its mappings (start address and file
   // offset): runtime address = link-time address + bias.
   bool load_bias(uint64_t map_start, uint64_t map_offset, uint64_t* bias) const;
+
+  // Link-time address of a symbol from .dynsym (or .symtab when the file has
+  // one), 0 when absent.
+  uint64_t symbol(std::string_view name) const;
+  // Link-time address of a section, 0 when absent (e.g. ".PyRuntime").
+  uint64_t section_address(std::string_view name) const;
 
   // Copies bytes at a link-time address from a read-only segment. False when
   // the range is not file-backed read-only data (writable data must come from

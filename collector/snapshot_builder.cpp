@@ -160,11 +160,22 @@ Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& cap
   return t;
 }
 
-Snapshot SnapshotBuilder::build(const RawCapture& raw) {
-  if (modules_.update(raw.maps)) {
+void SnapshotBuilder::update_modules(const std::vector<Mapping>& maps) {
+  if (modules_.update(maps)) {
     unwinder_.flush();
     symbolizer_.reload();
   }
+}
+
+void SnapshotBuilder::prepare(const std::vector<Mapping>& maps) { update_modules(maps); }
+
+bool SnapshotBuilder::complete_without_stop(const RawThread& thread) {
+  UnwindResult u = unwinder_.unwind(thread);
+  return !u.truncated && !u.ips.empty();
+}
+
+Snapshot SnapshotBuilder::build(const RawCapture& raw) {
+  update_modules(raw.maps);
   Snapshot s;
   s.captured_at_unix_ns = raw.started_unix_ns;
   const ProcessInfo& p = raw.process;

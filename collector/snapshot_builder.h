@@ -21,7 +21,17 @@ class SnapshotBuilder {
 
   Snapshot build(const RawCapture& raw);
 
+  // Loads the modules of these mappings before a capture, so that copies can
+  // be unwound during it (complete_without_stop).
+  void prepare(const std::vector<Mapping>& maps);
+
+  // Whether a thread copied without a stop unwinds to the end of its stack from
+  // sp and pc alone. Then it need not be stopped at all. (Used as
+  // CaptureOptions::nonstop_sufficient; the stack is unwound again in build().)
+  bool complete_without_stop(const RawThread& thread);
+
  private:
+  void update_modules(const std::vector<Mapping>& maps);
   Thread build_thread(const RawThread& raw, const RawCapture& capture);
 
   pid_t pid_;

@@ -100,16 +100,13 @@ bool ProcessCapturer::try_reuse(RawThread& t, const RawCapture* previous) {
   return false;
 }
 
-bool ProcessCapturer::capture_nonstop(RawThread& t) {
+ProcessCapturer::NonStop ProcessCapturer::capture_nonstop(RawThread& t) {
   for (int attempt = 0; attempt < options_.nonstop_attempts; ++attempt) {
     uint64_t start = 0;
     size_t bytes = copy_stack(t.syscall.sp, &start);
     auto after = proc::read_syscall(pid_, t.tid);
     auto sched_after = proc::read_schedstat(pid_, t.tid);
-    if (!after || !sched_after) {
-      t.vanished = true;
-      return false;
-    }
+    if (!after || !sched_after) return NonStop::kVanished;
     // Same syscall line (number, arguments, sp, pc) and no CPU time used: the
     // thread did not run while we copied, so the copy is one consistent stack.
     if (after->line == t.syscall.line && *sched_after == t.schedstat && bytes > 0) {
@@ -120,15 +117,13 @@ bool ProcessCapturer::capture_nonstop(RawThread& t) {
       t.stack_start = start;
       t.stack.assign(scratch_.get(), scratch_.get() + bytes);
       t.mode = CaptureMode::kNonStop;
-      return true;
+      return NonStop::kCopied;
     }
     t.syscall = *after;
     t.schedstat = *sched_after;
-    if (!stop_would_interrupt(t.syscall, t.fds)) return false;  // now safe to stop
+    if (t.syscall.kind != SyscallState::Kind::kInSyscall) break;  // it is running now
   }
-  t.mode = CaptureMode::kFailed;
-  t.failure = "kept waking up in a call a stop would interrupt (EINTR); not stopped";
-  return true;
+  return NonStop::kUnstable;
 }
 
 void ProcessCapturer::capture_stopped(RawThread& t) {
@@ -180,16 +175,32 @@ RawThread ProcessCapturer::capture_thread(pid_t tid, const RawCapture* previous)
 
   if (try_reuse(t, previous)) return t;
 
-  // A thread in uninterruptible sleep would not reach a stop until it wakes;
-  // one blocked in an EINTR-prone call must not be stopped at all. Both are
-  // blocked in the kernel, so their user stack is still: copy it as it is.
+  // A thread blocked in the kernel has a still user stack: copy it without a
+  // stop. That is a must for a call that a stop would break with EINTR, and
+  // for uninterruptible sleep (it would not reach a stop until it wakes); for
+  // any other wait it is kept when it unwinds completely from sp and pc alone
+  // (options_.nonstop_sufficient), so that only running threads, and code
+  // whose unwinding needs more registers, pay for a stop.
   bool blocked = sc->kind == SyscallState::Kind::kInSyscall;
-  if (blocked && (stop_would_interrupt(t.syscall, t.fds) || t.stat.state == 'D')) {
-    if (capture_nonstop(t)) return t;
-    if (t.vanished) {
-      t.mode = CaptureMode::kFailed;
-      t.failure = "thread exited";
-      return t;
+  bool must_not_stop = blocked && (stop_would_interrupt(t.syscall, t.fds) || t.stat.state == 'D');
+  if (must_not_stop || (blocked && options_.nonstop_sufficient)) {
+    switch (capture_nonstop(t)) {
+      case NonStop::kVanished:
+        t.vanished = true;
+        t.mode = CaptureMode::kFailed;
+        t.failure = "thread exited";
+        return t;
+      case NonStop::kCopied:
+        if (must_not_stop || options_.nonstop_sufficient(t)) return t;
+        t.stack.clear();  // incomplete without registers: take them with a stop
+        break;
+      case NonStop::kUnstable:
+        if (must_not_stop && stop_would_interrupt(t.syscall, t.fds)) {
+          t.mode = CaptureMode::kFailed;
+          t.failure = "kept waking up in a call a stop would interrupt (EINTR); not stopped";
+          return t;
+        }
+        break;  // it runs, or waits in a call that a stop does not break
     }
   }
   capture_stopped(t);

@@ -1,14 +1,16 @@
 // Captures every thread of a process per the capture policy (ARCHITECTURE §3):
 // one thread at a time, registers plus a copy of the top of its stack; a
 // thread blocked in a call that a stop would break with EINTR is copied
-// without being stopped; a thread that did not run since the previous capture
-// is reused without being touched.
+// without being stopped, and so is any blocked thread whose copy is enough
+// (CaptureOptions::nonstop_sufficient); a thread that did not run since the
+// previous capture is reused without being touched.
 #pragma once
 
 #include <sys/types.h>
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 
 #include "injector/capture_types.h"
@@ -18,6 +20,11 @@
 namespace stackaudit {
 
 struct CaptureOptions {
+  // When set, a thread blocked in a syscall that a stop would not break is
+  // first copied without a stop too, and kept that way when this says the copy
+  // is enough (in practice: it unwinds to the end from sp and pc alone). Called
+  // while no thread is stopped. When unset, such threads are stopped.
+  std::function<bool(const RawThread&)> nonstop_sufficient;
   size_t max_stack_bytes = 64 * 1024;
   std::chrono::microseconds stop_deadline{20'000};
   int list_rounds = 8;       // re-list tasks until no new thread shows up
@@ -36,7 +43,8 @@ class ProcessCapturer {
  private:
   class CopyWindow;
   RawThread capture_thread(pid_t tid, const RawCapture* previous);
-  bool capture_nonstop(RawThread& t);
+  enum class NonStop { kCopied, kUnstable, kVanished };
+  NonStop capture_nonstop(RawThread& t);
   void capture_stopped(RawThread& t);
   bool try_reuse(RawThread& t, const RawCapture* previous);
   // Copies [sp - 128, sp - 128 + max) bounded by the stack's mapping into

@@ -17,19 +17,21 @@ struct Expect {
   const char* captured;  // stopped / nonstop
 };
 
-// Threads in calls that a ptrace stop would break with EINTR must be captured
-// without a stop ("nonstop"); the rest are stopped for a few microseconds.
+// A blocked thread is captured without a stop ("nonstop") when its stack
+// unwinds from sp and pc alone; the frame-pointer function needs rbp, so that
+// thread is stopped for its registers. EINTR-prone waits are never stopped.
 const Expect kExpected[] = {
     {"mutex_holder", "condition", "pthread_cond_wait", "park_mutex_holder", "mutex_holder",
-     "stopped"},
-    {"mutex_wait", "lock", "pthread_mutex_lock", "park_mutex_wait", "mutex_wait", "stopped"},
-    {"cond_wait", "condition", "pthread_cond_wait", "park_cond_wait", "cond_wait", "stopped"},
-    {"sleeper", "sleep", "clock_nanosleep", "park_sleep", "sleep_call", "stopped"},
+     "nonstop"},
+    {"mutex_wait", "lock", "pthread_mutex_lock", "park_mutex_wait", "mutex_wait", "nonstop"},
+    {"cond_wait", "condition", "pthread_cond_wait", "park_cond_wait", "cond_wait", "nonstop"},
+    {"sleeper", "sleep", "clock_nanosleep", "park_sleep", "sleep_call", "nonstop"},
+    {"fp_sleeper", "sleep", "clock_nanosleep", "park_fp_sleep", "fp_call", "stopped"},
     {"tcp_recv", "socket", "recv", "park_tcp_recv", "tcp_recv", "nonstop"},
-    {"pipe_read", "file", "read", "park_pipe_read", "pipe_read", "stopped"},
+    {"pipe_read", "file", "read", "park_pipe_read", "pipe_read", "nonstop"},
     {"epoll_wait", "poll", "epoll_wait", "park_epoll", "epoll_wait", "nonstop"},
-    {"poll_wait", "poll", "poll", "park_poll", "poll_wait", "stopped"},
-    {"child_wait", "process", "wait4", "park_child_wait", "child_wait", "stopped"},
+    {"poll_wait", "poll", "poll", "park_poll", "poll_wait", "nonstop"},
+    {"child_wait", "process", "wait4", "park_child_wait", "child_wait", "nonstop"},
     {"acceptor", "socket", "accept", "park_accept", "acceptor", "nonstop"},
     {"recv_timeo", "socket", "recv", "park_recv_timeout", "recv_timeo", "nonstop"},
     {"sigwait", "other", "rt_sigtimedwait", "park_sigwait", "sigwait", "nonstop"},
@@ -67,11 +69,13 @@ TEST_F(DumpNative, ExitsZeroWithEveryThread) {
   EXPECT_EQ(a["schema"], "stackaudit.audit/v1");
   EXPECT_EQ(a["target"]["pid"], fixture_->pid());
   EXPECT_EQ(a["target"]["runtime"]["kind"], "native");
-  // main + 13 parked threads.
-  EXPECT_EQ(a["threads"].size(), 14u);
-  EXPECT_EQ(a["summary"]["threads"], 14);
+  // main + 14 parked threads.
+  EXPECT_EQ(a["threads"].size(), 15u);
+  EXPECT_EQ(a["summary"]["threads"], 15);
   EXPECT_EQ(a["capture"]["threads_failed"], 0);
-  EXPECT_EQ(a["capture"]["threads_not_stopped"], 5);  // the five EINTR-prone threads
+  // Stopped: the busy thread and the frame-pointer sleeper; the rest not.
+  EXPECT_EQ(a["capture"]["threads_stopped"], 2);
+  EXPECT_EQ(a["capture"]["threads_not_stopped"], 13);
 }
 
 TEST_F(DumpNative, EachParkedThreadIsClassifiedWithItsCallSite) {
@@ -101,7 +105,10 @@ TEST_F(DumpNative, SiteIsTheInnermostFrameOfTheProgramsOwnCode) {
     ASSERT_NE(t, nullptr);
     const auto& site = (*t)["blocking"]["site"];
     ASSERT_FALSE(site.is_null());
-    if (std::string(e.thread) == "sleeper") {
+    if (std::string(e.thread) == "fp_sleeper") {
+      EXPECT_TRUE(function_is(site, "fp_nap"));
+      EXPECT_EQ(site["line"], tagged_line(kParkThreadsSource, "fp_sleep"));
+    } else if (std::string(e.thread) == "sleeper") {
       // The sleep is inside an always-inlined helper of the program: that is the site.
       EXPECT_TRUE(function_is(site, "inlined_nap"));
       EXPECT_EQ(site["line"], tagged_line(kParkThreadsSource, "inlined_nap"));
@@ -171,7 +178,6 @@ TEST_F(DumpNative, BusyThreadIsNotBlocked) {
 
 TEST_F(DumpNative, StopTimesAreReported) {
   const auto& stop = (*audit_)["capture"]["stop_us"];
-  EXPECT_EQ((*audit_)["capture"]["threads_stopped"], 9);
   EXPECT_GT(stop["total"], 0);
   EXPECT_LE(stop["p50"], stop["p99"]);
   EXPECT_LE(stop["p99"], stop["max"]);
@@ -185,13 +191,13 @@ TEST_F(DumpNative, SummaryCountsCategories) {
   const auto& by = (*audit_)["summary"]["by_category"];
   EXPECT_EQ(by["lock"], 1);
   EXPECT_EQ(by["condition"], 2);
-  EXPECT_EQ(by["sleep"], 1);
+  EXPECT_EQ(by["sleep"], 2);
   EXPECT_EQ(by["socket"], 3);
   EXPECT_EQ(by["file"], 2);  // the pipe reader and the main thread reading stdin
   EXPECT_EQ(by["poll"], 2);
   EXPECT_EQ(by["process"], 1);
   EXPECT_EQ(by["other"], 1);
-  EXPECT_EQ((*audit_)["summary"]["blocked"], 13);
+  EXPECT_EQ((*audit_)["summary"]["blocked"], 14);
 }
 
 TEST_F(DumpNative, TextReportShowsCategorySiteAndStack) {
@@ -205,7 +211,7 @@ TEST_F(DumpNative, TextReportShowsCategorySiteAndStack) {
       std::string::npos)
       << out;
   EXPECT_NE(out.find("\"epoll_wait\" sleeping | poll: epoll_wait (idle)"), std::string::npos);
-  EXPECT_NE(out.find("Summary: 14 threads, 13 blocked"), std::string::npos);
+  EXPECT_NE(out.find("Summary: 15 threads, 14 blocked"), std::string::npos);
 }
 
 }  // namespace

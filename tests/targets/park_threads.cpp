@@ -79,6 +79,21 @@ __attribute__((noinline)) void park_sleep() {
   g_sink++;
 }
 
+// Built with a frame pointer: its caller's frame is found through rbp, which a
+// copy taken without a stop does not have. stackaudit must stop this thread.
+__attribute__((noinline, optimize("no-omit-frame-pointer"))) void fp_nap() {
+  volatile char frame_user[64];
+  frame_user[0] = 1;
+  std::this_thread::sleep_for(std::chrono::hours(1));  // @line:fp_sleep
+  g_sink += frame_user[0];
+}
+
+__attribute__((noinline)) void park_fp_sleep() {
+  named("fp_sleeper");
+  fp_nap();  // @line:fp_call
+  g_sink++;
+}
+
 __attribute__((noinline)) void park_tcp_recv(int fd) {
   named("tcp_recv");
   char buf[64];
@@ -163,7 +178,7 @@ void park_extra(int i) {
     std::unique_lock lock(g_cv_mutex);
     g_cv.wait(lock);
   } else {
-    std::this_thread::sleep_for(std::chrono::hours(1));
+    fp_nap();  // these need a stop to unwind: a crowd of real ptrace stops
   }
 }
 
@@ -227,6 +242,7 @@ int main(int argc, char** argv) {
   threads.emplace_back(park_mutex_wait);
   threads.emplace_back(park_cond_wait);
   threads.emplace_back(park_sleep);
+  threads.emplace_back(park_fp_sleep);
   threads.emplace_back(park_tcp_recv, tcp_client);
   threads.emplace_back(park_pipe_read, pipe_a[0]);
   threads.emplace_back(park_epoll, pipe_a[0]);

@@ -61,7 +61,8 @@ nlohmann::json audit_json(const Snapshot& s) {
                   {"primitive", t.blocking->primitive},
                   {"site", t.blocking->site ? frame_json(*t.blocking->site) : json(nullptr)},
                   {"idle", t.blocking->idle},
-                  {"rule", t.blocking->rule}};
+                  {"rule", t.blocking->rule},
+                  {"blocks_event_loop", t.blocking->blocks_event_loop}};
     }
     json frames = json::array();
     for (const Frame& f : t.frames) frames.push_back(frame_json(f));
@@ -71,10 +72,26 @@ nlohmann::json audit_json(const Snapshot& s) {
                    {"frames", frames},       {"truncated", t.truncated},
                    {"captured", t.captured}, {"stop_us", (t.stop_ns + 500) / 1000}};
     if (!t.note.empty()) thread["note"] = t.note;
+    if (t.python)
+      thread["python"] = {{"thread_name", t.python->thread_name},
+                          {"holds_gil", t.python->holds_gil},
+                          {"waits_for_gil", t.python->waits_for_gil},
+                          {"tstate", hex(t.python->tstate)},
+                          {"truncated", t.python->truncated}};
     threads.push_back(std::move(thread));
   }
   json by_category = json::object();
   for (const auto& [k, v] : s.summary.by_category) by_category[k] = v;
+  json pools = json::array();
+  for (const Pool& p : s.summary.pools) {
+    json cats = json::object();
+    for (const auto& [k, v] : p.by_category) cats[k] = v;
+    pools.push_back({{"name", p.name},
+                     {"threads", p.threads},
+                     {"idle", p.idle},
+                     {"blocked", p.blocked},
+                     {"by_category", cats}});
+  }
   json runtime = {{"kind", s.target.runtime_kind}};
   runtime["version"] =
       s.target.runtime_version.empty() ? json(nullptr) : json(s.target.runtime_version);
@@ -98,6 +115,8 @@ nlohmann::json audit_json(const Snapshot& s) {
         {"threads_not_stopped", s.capture.threads_not_stopped},
         {"threads_failed", s.capture.threads_failed},
         {"threads_exited", s.capture.threads_exited},
+        {"eintr_restarted", s.capture.eintr_restarted},
+        {"eintr_inflicted", s.capture.eintr_inflicted},
         {"stop_us",
          {{"max", s.capture.stop_us.max_us},
           {"p50", s.capture.stop_us.p50_us},
@@ -108,7 +127,11 @@ nlohmann::json audit_json(const Snapshot& s) {
        {{"threads", s.summary.threads},
         {"blocked", s.summary.blocked},
         {"idle", s.summary.idle},
-        {"by_category", by_category}}},
+        {"by_category", by_category},
+        {"pools", pools},
+        {"event_loop_threads", s.summary.event_loop_threads},
+        {"event_loops_blocked", s.summary.event_loops_blocked},
+        {"gil_holder", s.summary.gil_holder ? json(*s.summary.gil_holder) : json(nullptr)}}},
       {"warnings", s.warnings},
   };
 }

@@ -57,6 +57,15 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::IsMember({"text", "json"}));
   dump_cmd->add_option("-o,--output", dump.output,
                        "Write to FILE (atomically: temp file + rename) instead of stdout");
+  dump_cmd
+      ->add_option("--stack", dump.stack,
+                   "Frames to show: python (Python frames only; the default for the text report "
+                   "of a Python process), merged (Python frames inside the native stack; the "
+                   "default otherwise), native")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, StackView>{{"python", StackView::kPython},
+                                           {"merged", StackView::kMerged},
+                                           {"native", StackView::kNative}}));
   dump_cmd->add_option("--rules", dump.rules_file,
                        "Extra classification rules, tried before the built-in ones "
                        "(format: docs/rules.md)");

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -60,11 +61,27 @@ int audit_exit_code(const Snapshot& s) {
   return (s.capture.threads_failed > 0 || s.target.exited) ? kExitPartial : kExitOk;
 }
 
+void apply_stack_view(Snapshot& s, StackView view) {
+  if (view == StackView::kMerged || view == StackView::kAuto) return;
+  for (Thread& t : s.threads) {
+    bool has_python = std::any_of(t.frames.begin(), t.frames.end(),
+                                  [](const Frame& f) { return f.kind == Frame::Kind::kPython; });
+    if (view == StackView::kPython && !has_python) continue;
+    Frame::Kind drop = view == StackView::kPython ? Frame::Kind::kNative : Frame::Kind::kPython;
+    std::erase_if(t.frames, [&](const Frame& f) { return f.kind == drop; });
+  }
+}
+
 int run_dump(const DumpOptions& o) {
   if (o.format != "text" && o.format != "json")
     throw UserError{kExitUsage, "unknown --format '" + o.format + "' (text or json)"};
   RuleSet rules = load_rules(o.rules_file);
   Snapshot snapshot = audit_process(o.pid, rules);
+  StackView view = o.stack;
+  if (view == StackView::kAuto)
+    view = o.format == "text" && snapshot.target.runtime_kind == "cpython" ? StackView::kPython
+                                                                           : StackView::kMerged;
+  apply_stack_view(snapshot, view);
   std::string out =
       o.format == "json" ? audit_json(snapshot).dump(2) + "\n" : text_report(snapshot);
   if (o.output.empty() || o.output == "-") {

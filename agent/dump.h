@@ -10,8 +10,18 @@
 
 namespace stackaudit {
 
+// Which frames to show: Python ones only, Python and native merged, or
+// native only. "auto": python in the text report of a Python process, merged
+// otherwise.
+enum class StackView { kAuto, kPython, kMerged, kNative };
+
+// Drops the frames a view does not show. A thread with no Python frame keeps
+// its native ones in the Python view.
+void apply_stack_view(Snapshot& snapshot, StackView view);
+
 struct DumpOptions {
   pid_t pid = 0;
+  StackView stack = StackView::kAuto;
   std::string format = "text";  // text | json
   std::string output;           // "" or "-" for stdout
   std::string rules_file;

@@ -49,8 +49,17 @@ std::string text_report(const Snapshot& s) {
   out << "\n";
   for (const auto& w : s.warnings) out << "warning: " << w << "\n";
 
+  if (s.summary.event_loops_blocked > 0)
+    out << "\n!!! " << s.summary.event_loops_blocked
+        << " asyncio event loop(s) blocked outside their selector: every coroutine of that loop "
+           "waits (see BLOCKS THE EVENT LOOP below)\n";
+
   for (const Thread& t : s.threads) {
-    out << "\nThread " << t.tid << " \"" << t.name << "\" " << t.state;
+    bool named_by_python = t.python && !t.python->thread_name.empty();
+    out << "\nThread " << t.tid << " \"" << (named_by_python ? t.python->thread_name : t.name)
+        << "\"";
+    if (t.python && t.python->holds_gil) out << " [holds the GIL]";
+    out << " " << t.state;
     if (t.blocking) {
       out << " | " << t.blocking->category << ": " << t.blocking->primitive;
       if (t.blocking->idle) out << " (idle)";
@@ -58,6 +67,9 @@ std::string text_report(const Snapshot& s) {
       out << " | on CPU";
     }
     out << "\n";
+    if (t.blocking && t.blocking->blocks_event_loop)
+      out << "    !!! BLOCKS THE EVENT LOOP: this thread runs an asyncio loop and is blocked in "
+          << t.blocking->primitive << "\n";
     if (t.blocking) {
       if (t.blocking->site)
         out << "    site: " << where(*t.blocking->site) << "\n";
@@ -97,6 +109,9 @@ std::string text_report(const Snapshot& s) {
     for (const Thread& t : s.threads) {
       if (!t.blocking || t.blocking->category != cat) continue;
       std::string site = t.blocking->site ? t.blocking->site->function : "?";
+      if (t.blocking->site && t.blocking->site->kind == Frame::Kind::kPython)
+        site += " (" + t.blocking->site->file.substr(t.blocking->site->file.rfind('/') + 1) + ":" +
+                std::to_string(t.blocking->site->line) + ")";
       if (std::find(sites.begin(), sites.end(), site) == sites.end()) sites.push_back(site);
     }
     out << "   at " << join(sites, ", ") << "\n";

@@ -18,8 +18,8 @@ struct CPythonLayout {
   const char* name;
 
   struct {
-    uint32_t interpreters_head, gil_locked, gil_cond, gil_cond_size, gil_mutex,
-        gil_mutex_size, tstate_current;
+    uint32_t interpreters_head, gil_locked, gil_cond, gil_cond_size, gil_mutex, gil_mutex_size,
+        tstate_current;
   } runtime;
   struct {
     uint32_t next, threads_head, modules;

@@ -6,10 +6,10 @@ namespace stackaudit {
 namespace {
 
 // Entry kinds, from bits 3-6 of an entry's first byte.
-constexpr int kNoColumns = 13;    // line delta as a signed varint, no columns
-constexpr int kLongForm = 14;     // signed varint line delta, then three varints
-constexpr int kNoLocation = 15;   // code without a source position
-constexpr int kOneLineFirst = 10; // 10..12: line delta 0..2, two column bytes
+constexpr int kNoColumns = 13;     // line delta as a signed varint, no columns
+constexpr int kLongForm = 14;      // signed varint line delta, then three varints
+constexpr int kNoLocation = 15;    // code without a source position
+constexpr int kOneLineFirst = 10;  // 10..12: line delta 0..2, two column bytes
 constexpr int kOneLineLast = 12;
 
 class Reader {
@@ -55,8 +55,10 @@ std::vector<LineRange> decode_linetable_311(std::string_view table, int firstlin
     int code = (first >> 3) & 15;
     int length = (first & 7) + 1;
     int delta = 0;
-    if (code == kNoColumns || code == kLongForm) delta = r.signed_varint();
-    else if (code >= kOneLineFirst && code <= kOneLineLast) delta = code - kOneLineFirst;
+    if (code == kNoColumns || code == kLongForm)
+      delta = r.signed_varint();
+    else if (code >= kOneLineFirst && code <= kOneLineLast)
+      delta = code - kOneLineFirst;
     line += delta;
     out.push_back({unit, unit + length, code == kNoLocation ? -1 : line});
     unit += length;

@@ -25,27 +25,40 @@ std::shared_ptr<ElfFile> ElfFile::open(const std::string& path) {
   elf->path_ = path;
   elf->data_ = static_cast<const uint8_t*>(map);
   elf->size_ = static_cast<size_t>(st.st_size);
+  return elf->parse_headers() ? elf : nullptr;
+}
 
+std::shared_ptr<ElfFile> ElfFile::from_bytes(const std::string& name, std::vector<uint8_t> bytes) {
+  std::shared_ptr<ElfFile> elf(new ElfFile);
+  elf->path_ = name;
+  elf->owned_ = std::move(bytes);
+  elf->data_ = elf->owned_.data();
+  elf->size_ = elf->owned_.size();
+  return elf->parse_headers() ? elf : nullptr;
+}
+
+bool ElfFile::parse_headers() {
   Elf64_Ehdr eh;
-  std::memcpy(&eh, elf->data_, sizeof eh);
+  if (size_ < sizeof eh) return false;
+  std::memcpy(&eh, data_, sizeof eh);
   if (std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
       eh.e_phentsize != sizeof(Elf64_Phdr) ||
-      eh.e_phoff + uint64_t{eh.e_phnum} * sizeof(Elf64_Phdr) > elf->size_)
-    return nullptr;
+      eh.e_phoff + uint64_t{eh.e_phnum} * sizeof(Elf64_Phdr) > size_)
+    return false;
   for (unsigned i = 0; i < eh.e_phnum; ++i) {
     Elf64_Phdr ph;
-    std::memcpy(&ph, elf->data_ + eh.e_phoff + i * sizeof ph, sizeof ph);
+    std::memcpy(&ph, data_ + eh.e_phoff + i * sizeof ph, sizeof ph);
     if (ph.p_type == PT_LOAD)
-      elf->segments_.push_back({ph.p_vaddr, ph.p_memsz, ph.p_offset, ph.p_filesz,
-                                (ph.p_flags & PF_W) != 0, (ph.p_flags & PF_X) != 0});
+      segments_.push_back({ph.p_vaddr, ph.p_memsz, ph.p_offset, ph.p_filesz,
+                           (ph.p_flags & PF_W) != 0, (ph.p_flags & PF_X) != 0});
     else if (ph.p_type == PT_GNU_EH_FRAME)
-      elf->eh_frame_hdr_vaddr_ = ph.p_vaddr;
+      eh_frame_hdr_vaddr_ = ph.p_vaddr;
   }
-  return elf;
+  return true;
 }
 
 ElfFile::~ElfFile() {
-  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (data_ && owned_.empty()) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
 namespace {
@@ -76,13 +89,14 @@ uint64_t ElfFile::section_address(std::string_view name) const {
   return 0;
 }
 
-uint64_t ElfFile::symbol(std::string_view name) const {
+template <class Visit>
+void ElfFile::for_each_symbol(Visit&& visit) const {
   Elf64_Ehdr eh;
-  if (!read_at(data_, size_, 0, &eh) || eh.e_shentsize != sizeof(Elf64_Shdr)) return 0;
+  if (!read_at(data_, size_, 0, &eh) || eh.e_shentsize != sizeof(Elf64_Shdr)) return;
   for (uint32_t want : {uint32_t{SHT_DYNSYM}, uint32_t{SHT_SYMTAB}}) {
     for (unsigned i = 0; i < eh.e_shnum; ++i) {
       Elf64_Shdr sh, strtab;
-      if (!read_at(data_, size_, eh.e_shoff + i * sizeof sh, &sh)) return 0;
+      if (!read_at(data_, size_, eh.e_shoff + i * sizeof sh, &sh)) return;
       if (sh.sh_type != want || sh.sh_entsize != sizeof(Elf64_Sym)) continue;
       if (!read_at(data_, size_, eh.e_shoff + uint64_t{sh.sh_link} * sizeof sh, &strtab)) continue;
       for (uint64_t off = sh.sh_offset; off + sizeof(Elf64_Sym) <= sh.sh_offset + sh.sh_size;
@@ -93,11 +107,32 @@ uint64_t ElfFile::symbol(std::string_view name) const {
         uint64_t at = strtab.sh_offset + sym.st_name;
         if (at >= size_) continue;
         const char* n = reinterpret_cast<const char*>(data_ + at);
-        if (std::string_view(n, strnlen(n, size_ - at)) == name) return sym.st_value;
+        if (visit(sym, std::string_view(n, strnlen(n, size_ - at)))) return;
       }
     }
   }
-  return 0;
+}
+
+uint64_t ElfFile::symbol(std::string_view name) const {
+  uint64_t found = 0;
+  for_each_symbol([&](const Elf64_Sym& sym, std::string_view n) {
+    if (n != name) return false;
+    found = sym.st_value;
+    return true;
+  });
+  return found;
+}
+
+std::string ElfFile::symbol_at(uint64_t vaddr) const {
+  std::string found;
+  for_each_symbol([&](const Elf64_Sym& sym, std::string_view n) {
+    if (ELF64_ST_TYPE(sym.st_info) != STT_FUNC || vaddr < sym.st_value ||
+        vaddr >= sym.st_value + sym.st_size)
+      return false;
+    found = n;
+    return true;
+  });
+  return found;
 }
 
 bool ElfFile::load_bias(uint64_t map_start, uint64_t map_offset, uint64_t* bias) const {

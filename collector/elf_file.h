@@ -17,6 +17,8 @@ class ElfFile {
  public:
   // Returns null when the file cannot be opened or is not a 64-bit ELF.
   static std::shared_ptr<ElfFile> open(const std::string& path);
+  // An ELF image copied from memory (the vDSO, which has no file).
+  static std::shared_ptr<ElfFile> from_bytes(const std::string& name, std::vector<uint8_t> bytes);
   ~ElfFile();
   ElfFile(const ElfFile&) = delete;
   ElfFile& operator=(const ElfFile&) = delete;
@@ -41,6 +43,8 @@ class ElfFile {
   uint64_t symbol(std::string_view name) const;
   // Link-time address of a section, 0 when absent (e.g. ".PyRuntime").
   uint64_t section_address(std::string_view name) const;
+  // The name of the function symbol containing a link-time address, "" if none.
+  std::string symbol_at(uint64_t vaddr) const;
 
   // Copies bytes at a link-time address from a read-only segment. False when
   // the range is not file-backed read-only data (writable data must come from
@@ -54,7 +58,12 @@ class ElfFile {
 
  private:
   ElfFile() = default;
+  bool parse_headers();
+  // Calls visit(sym, name) for each defined symbol until it returns true.
+  template <class Visit>
+  void for_each_symbol(Visit&& visit) const;
   std::string path_;
+  std::vector<uint8_t> owned_;  // the image, when it came from memory
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   std::vector<Segment> segments_;

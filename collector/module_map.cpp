@@ -4,12 +4,30 @@
 
 namespace stackaudit {
 
-bool ModuleMap::update(const std::vector<Mapping>& maps) {
+bool ModuleMap::update(const std::vector<Mapping>& maps, RemoteMemory* memory) {
   std::vector<Module> modules;
   std::vector<std::pair<uint64_t, uint64_t>> exec;
   std::map<std::string, size_t> index;  // path -> position in modules
   for (const Mapping& m : maps) {
     if (m.executable) exec.emplace_back(m.start, m.end);
+    if (m.path == "[vdso]" && memory && m.end - m.start <= (1u << 20)) {
+      // The same image for every process of this boot: copy it once.
+      if (!vdso_) {
+        std::vector<uint8_t> image(m.end - m.start);
+        if (memory->read_exact(m.start, image.data(), image.size()))
+          vdso_ = ElfFile::from_bytes("[vdso]", std::move(image));
+      }
+      if (vdso_) {
+        Module mod;
+        mod.path = mod.name = "[vdso]";
+        mod.start = m.start;
+        mod.end = m.end;
+        mod.bias = m.start;  // linked at 0
+        mod.elf = vdso_;
+        modules.push_back(std::move(mod));
+      }
+      continue;
+    }
     if (m.path.empty() || m.path[0] != '/' || m.inode == 0) continue;
     auto it = index.find(m.path);
     if (it != index.end()) {

@@ -14,12 +14,13 @@
 
 #include "collector/elf_file.h"
 #include "injector/capture_types.h"
+#include "injector/remote_memory.h"
 
 namespace stackaudit {
 
 struct Module {
   std::string path;       // as the target sees it, e.g. /usr/lib/x86_64-linux-gnu/libc.so.6
-  std::string open_path;  // how we open it, e.g. /proc/123/root/usr/lib/...
+  std::string open_path;  // how we open it, e.g. /proc/123/root/usr/lib/...; "" for the vDSO
   std::string name;       // basename
   uint64_t start = 0;     // lowest mapped address
   uint64_t end = 0;       // highest mapped address
@@ -32,8 +33,9 @@ class ModuleMap {
   explicit ModuleMap(pid_t pid) : pid_(pid) {}
 
   // Rebuilds from a fresh read of the maps. Already opened files are kept.
+  // The vDSO, which has no file, is copied from the target through memory.
   // Returns true when the set of modules changed.
-  bool update(const std::vector<Mapping>& maps);
+  bool update(const std::vector<Mapping>& maps, RemoteMemory* memory = nullptr);
 
   const Module* find(uint64_t addr) const;
   bool is_executable(uint64_t addr) const;
@@ -49,6 +51,7 @@ class ModuleMap {
   std::vector<Module> modules_;                             // sorted by start
   std::vector<std::pair<uint64_t, uint64_t>> exec_ranges_;  // sorted executable mappings
   std::map<std::string, std::shared_ptr<ElfFile>> files_;   // by open_path + inode
+  std::shared_ptr<ElfFile> vdso_;  // the vDSO image, copied from the target once
 };
 
 }  // namespace stackaudit

@@ -1,5 +1,7 @@
 #include "collector/rules.h"
 
+#include "collector/cpython_reader.h"
+
 #include <fnmatch.h>
 
 #include <algorithm>
@@ -19,11 +21,48 @@ struct BuiltinRule {
 
 constexpr auto F = Rule::Match::kFunction;
 constexpr auto S = Rule::Match::kSyscall;
+constexpr auto P = Rule::Match::kPython;
 
 // Function names are as the symbolizer prints them: demangled, without
 // parameters. glibc exports some functions under several names
 // (__pthread_mutex_lock and pthread_mutex_lock), hence the leading '*'.
 constexpr BuiltinRule kBuiltinRules[] = {
+    // Python: "module.qualname" of the library call the user's code made.
+    {"lock", P, "threading.Semaphore.acquire", "", "", false},
+    {"lock", P, "threading.BoundedSemaphore.acquire", "", "", false},
+    {"lock", P, "threading._RLock.acquire", "", "", false},
+    {"condition", P, "threading.Condition.wait", "", "", false},
+    {"condition", P, "threading.Condition.wait_for", "", "", false},
+    {"condition", P, "threading.Event.wait", "", "", false},
+    {"condition", P, "threading.Barrier.wait", "", "", false},
+    {"condition", P, "threading.Thread.join", "", "", false},
+    {"queue", P, "queue.Queue.get", "", "", false},
+    {"queue", P, "queue.Queue.put", "", "", false},
+    {"queue", P, "queue.Queue.join", "", "", false},
+    {"queue", P, "multiprocessing.queues.*.get", "", "", false},
+    {"queue", P, "multiprocessing.queues.*.put", "", "", false},
+    {"queue", P, "concurrent.futures.thread._worker", "", "ThreadPoolExecutor worker", true},
+    {"condition", P, "concurrent.futures._base.Future.result", "", "", false},
+    {"condition", P, "concurrent.futures._base.wait", "", "", false},
+    {"socket", P, "socket.socket.accept", "", "", false},
+    {"socket", P, "socket.create_connection", "", "", false},
+    {"socket", P, "socket.SocketIO.readinto", "", "", false},
+    {"socket", P, "ssl.SSLSocket.*", "", "", false},
+    {"socket", P, "http.client.*", "", "", false},
+    {"socket", P, "urllib.request.*", "", "", false},
+    {"socket", P, "urllib3.*", "", "", false},
+    {"socket", P, "requests.*", "", "", false},
+    {"process", P, "subprocess.run", "", "", false},
+    {"process", P, "subprocess.call", "", "", false},
+    {"process", P, "subprocess.check_call", "", "", false},
+    {"process", P, "subprocess.check_output", "", "", false},
+    {"process", P, "subprocess.getoutput", "", "", false},
+    {"process", P, "subprocess.getstatusoutput", "", "", false},
+    {"process", P, "subprocess.Popen.wait", "", "", false},
+    {"process", P, "subprocess.Popen.communicate", "", "", false},
+    {"process", P, "multiprocessing.popen_fork.Popen.wait", "", "", false},
+    {"poll", P, "selectors.*.select", "", "", true},
+    {"poll", P, "socketserver.BaseServer.serve_forever", "", "", true},
     // lock
     {"lock", F, "*pthread_mutex_lock", "", "pthread_mutex_lock", false},
     {"lock", F, "*pthread_mutex_timedlock", "", "pthread_mutex_timedlock", false},
@@ -130,7 +169,9 @@ bool fd_matches(const std::string& want, const std::optional<FdInfo>& fd) {
 }
 
 std::string rule_name(const Rule& r) {
-  std::string kind = r.match == Rule::Match::kFunction ? "function" : "syscall";
+  std::string kind = r.match == Rule::Match::kFunction  ? "function"
+                     : r.match == Rule::Match::kSyscall ? "syscall"
+                                                        : "python";
   std::string name = r.origin + ": " + r.category + " " + kind + " " + r.pattern;
   if (!r.fd_kind.empty()) name += " fd=" + r.fd_kind;
   return name;
@@ -161,6 +202,7 @@ bool is_category(std::string_view name) {
 
 bool is_user_frame(const Frame& f) {
   if (f.function.empty() && f.file.empty()) return false;
+  if (f.kind == Frame::Kind::kPython) return !f.file.empty() && !is_python_library_file(f.file);
   for (const char* p : kRuntimeModules)
     if (glob(p, f.module)) return false;
   for (const char* prefix : kSystemSourcePrefixes)
@@ -196,7 +238,7 @@ std::vector<Rule> RuleSet::parse(const std::string& text, const std::string& fil
     if (w.empty()) continue;
     std::string where = file_name + ":" + std::to_string(number);
     auto fail = [&](const std::string& why) { throw RulesError(where + ": " + why); };
-    if (w.size() < 3) fail("expected '<category> function|syscall <pattern> [options]'");
+    if (w.size() < 3) fail("expected '<category> function|syscall|python <pattern> [options]'");
     Rule r;
     r.origin = where;
     r.category = w[0];
@@ -226,21 +268,83 @@ std::vector<Rule> RuleSet::parse(const std::string& text, const std::string& fil
   return out;
 }
 
+namespace {
+
+bool is_python(const Frame& f) {
+  return f.kind == Frame::Kind::kPython;
+}
+
+// The innermost frame of the user's own code: a Python one first, for a Python
+// thread (its native frames are the interpreter's), else a native one.
+std::optional<Frame> find_site(const std::vector<Frame>& frames, size_t from) {
+  for (const Frame& f : frames)
+    if (is_python(f) && is_user_frame(f)) return f;
+  for (size_t i = from; i < frames.size(); ++i)
+    if (!is_python(frames[i]) && is_user_frame(frames[i])) return frames[i];
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string python_name(const Frame& f) {
+  return f.module + "." + f.function;
+}
+
+bool runs_event_loop(const Thread& t) {
+  for (const Frame& f : t.frames)
+    if (is_python(f) && f.module == "asyncio.base_events" &&
+        (f.function == "BaseEventLoop.run_forever" || f.function == "BaseEventLoop._run_once"))
+      return true;
+  return false;
+}
+
 std::optional<Blocking> RuleSet::classify(const Thread& t) const {
   // Only a thread that waits in the kernel is blocked; a running thread, or a
   // stopped one, is not.
   if (t.state != "sleeping" && t.state != "disk_sleep") return std::nullopt;
   if (!t.syscall) return std::nullopt;
 
-  // User rules first, so that they can name an application-level wait (a queue
-  // built on a condition variable) above the libc frame a built-in rule
-  // matches. Within a tier, the innermost matching frame wins, then the syscall.
   Blocking b;
+  if (t.python && t.python->waits_for_gil) {
+    // Not the user's blocking call: it wants to run Python code again.
+    b.category = "lock";
+    b.primitive = "GIL";
+    b.rule = "builtin: waiting for the GIL (futex on the interpreter's GIL)";
+    b.site = find_site(t.frames, 0);
+    return b;
+  }
+
+  // The library call the user's Python code made: the Python frames from the
+  // innermost one outward, up to the first frame of the user's own code.
+  size_t library_end = 0;  // one past the last library frame of that run
+  bool in_run = false;
+  for (size_t i = 0; i < t.frames.size(); ++i) {
+    if (!is_python(t.frames[i])) continue;
+    if (is_user_frame(t.frames[i])) break;
+    in_run = true;
+    library_end = i + 1;
+  }
+
   const Rule* matched = nullptr;
   size_t matched_frame = 0;
   for (bool user_tier : {true, false}) {
+    // Python rules: the outermost match in the run names the call the user made
+    // (queue.Queue.get, not the Condition.wait inside it).
+    for (size_t i = library_end; in_run && i-- > 0 && !matched;) {
+      if (!is_python(t.frames[i])) continue;
+      std::string name = python_name(t.frames[i]);
+      for (const Rule& r : rules_) {
+        if (r.match != Rule::Match::kPython || r.is_user() != user_tier) continue;
+        if (glob(r.pattern, name)) {
+          matched = &r;
+          matched_frame = i;
+          b.primitive = r.primitive.empty() ? name : r.primitive;
+          break;
+        }
+      }
+    }
     for (size_t i = 0; i < t.frames.size() && !matched; ++i) {
-      if (t.frames[i].function.empty()) continue;
+      if (is_python(t.frames[i]) || t.frames[i].function.empty()) continue;
       for (const Rule& r : rules_) {
         if (r.match != Rule::Match::kFunction || r.is_user() != user_tier) continue;
         if (glob(r.pattern, t.frames[i].function)) {
@@ -271,12 +375,10 @@ std::optional<Blocking> RuleSet::classify(const Thread& t) const {
         t.syscall->name.empty() ? "syscall " + std::to_string(t.syscall->nr) : t.syscall->name;
     b.rule = "fallback: blocked in a syscall no rule names";
   }
-  for (size_t i = matched_frame; i < t.frames.size(); ++i) {
-    if (is_user_frame(t.frames[i])) {
-      b.site = t.frames[i];
-      break;
-    }
-  }
+  b.site = find_site(t.frames, matched_frame);
+  // An event loop's thread is idle in its selector; anywhere else it blocks
+  // every coroutine of that loop.
+  if (runs_event_loop(t) && !b.idle) b.blocks_event_loop = true;
   return b;
 }
 

@@ -1,7 +1,10 @@
 // Classification rules: data, not code. A built-in table plus an optional user
-// rules file (format in docs/rules.md). User rules are tried before built-in
-// ones; within each, the innermost frame that a function rule matches wins,
-// and when no frame matches, the syscall the thread is blocked in decides.
+// rules file (format in docs/rules.md). A thread waiting for the GIL is a lock
+// wait on the GIL, whatever else. Otherwise user rules are tried before
+// built-in ones; within each, Python rules first (they name the library call
+// the user's code made: the outermost match among the library frames above
+// the innermost user frame), then native function rules (the innermost
+// matching frame wins), then the syscall the thread is blocked in.
 #pragma once
 
 #include <optional>
@@ -19,10 +22,11 @@ const std::vector<std::string>& categories();
 bool is_category(std::string_view name);
 
 struct Rule {
-  enum class Match { kFunction, kSyscall };
+  enum class Match { kFunction, kSyscall, kPython };
   std::string category;
   Match match = Match::kFunction;
-  std::string pattern;    // glob over a frame's function name, or a syscall name
+  std::string pattern;    // glob over a native frame's function, a syscall name, or a
+                          // Python frame's "module.qualname" (queue.Queue.get)
   std::string fd_kind;    // syscall rules: "socket", "!socket", or "" for any fd
   std::string primitive;  // what to call it; "" means the matched name
   bool idle = false;
@@ -54,7 +58,15 @@ class RuleSet {
 };
 
 // Whether a frame is the user's own code rather than libc, the C++ runtime, an
-// interpreter or a system header inlined into user code.
+// interpreter, a system header inlined into user code, or (for a Python frame)
+// the standard library or an installed package.
 bool is_user_frame(const Frame& frame);
+
+// "queue.Queue.get": what Python rules match.
+std::string python_name(const Frame& frame);
+
+// Whether the thread runs an asyncio event loop (BaseEventLoop.run_forever or
+// _run_once on its Python stack).
+bool runs_event_loop(const Thread& thread);
 
 }  // namespace stackaudit

@@ -46,6 +46,16 @@ struct Blocking {
   std::optional<Frame> site;  // innermost frame of the user's own code
   bool idle = false;          // a known "waiting for work" pattern
   std::string rule;           // which rule matched: "builtin:<pattern>" or "FILE:LINE"
+  bool blocks_event_loop = false;  // an asyncio loop's thread, blocked outside its selector
+};
+
+// What the interpreter says about a thread of a Python process.
+struct PythonThread {
+  std::string thread_name;  // threading.Thread.name; "" when not a threading.Thread
+  bool holds_gil = false;
+  bool waits_for_gil = false;
+  uint64_t tstate = 0;
+  bool truncated = false;  // its Python frames could not all be read
 };
 
 struct Thread {
@@ -55,7 +65,8 @@ struct Thread {
   std::string wchan;  // kernel wait function
   std::optional<SyscallInfo> syscall;
   std::optional<Blocking> blocking;
-  std::vector<Frame> frames;  // frames[0] is innermost
+  std::optional<PythonThread> python;  // set for threads with a Python thread state
+  std::vector<Frame> frames;           // frames[0] is innermost
   bool truncated = false;
   std::string captured;  // stopped nonstop reused failed
   std::string note;      // why failed / truncated
@@ -73,6 +84,8 @@ struct CaptureSummary {
   size_t threads_not_stopped = 0;  // captured without a stop (nonstop or reused)
   size_t threads_failed = 0;
   size_t threads_exited = 0;
+  size_t eintr_restarted = 0;  // stops that interrupted an EINTR-prone call, rewound unseen
+  size_t eintr_inflicted = 0;  // ... that could not be rewound: the program saw EINTR
   StopStats stop_us;
 };
 
@@ -88,11 +101,25 @@ struct Target {
   bool exited = false;  // the process ended during the capture
 };
 
+// Threads grouped by name prefix ("legacy_bridge_3" -> "legacy_bridge",
+// "ThreadPoolExecutor-0_1" -> "ThreadPoolExecutor-0"): a pool.
+struct Pool {
+  std::string name;
+  size_t threads = 0;
+  size_t idle = 0;
+  size_t blocked = 0;                         // blocked and not idle
+  std::map<std::string, size_t> by_category;  // of the blocked, idle ones included
+};
+
 struct Summary {
   size_t threads = 0;
   size_t blocked = 0;
   size_t idle = 0;
   std::map<std::string, size_t> by_category;
+  std::vector<Pool> pools;          // groups of two threads or more
+  size_t event_loop_threads = 0;    // threads running an asyncio event loop
+  size_t event_loops_blocked = 0;   // of those, blocked outside their selector
+  std::optional<pid_t> gil_holder;  // tid of the thread holding the GIL
 };
 
 struct Snapshot {

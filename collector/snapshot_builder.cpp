@@ -128,7 +128,8 @@ SnapshotBuilder::SnapshotBuilder(pid_t pid, RuleSet rules)
       unwinder_(modules_, memory_),
       symbolizer_(modules_) {}
 
-Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& capture) {
+Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& capture,
+                                     const PyProcessInfo* python) {
   Thread t;
   t.tid = raw.tid;
   t.name = raw.stat.comm;
@@ -156,18 +157,81 @@ Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& cap
   } else {
     t.truncated = true;
   }
+  const PyThreadInfo* py = nullptr;
+  if (python)
+    for (const PyThreadInfo& p : python->threads)
+      if (p.native_tid == raw.tid) py = &p;
+  if (py) {
+    PythonThread pt;
+    pt.thread_name = py->name;
+    pt.holds_gil = py->holds_gil;
+    pt.tstate = py->tstate;
+    pt.truncated = py->truncated;
+    // A thread that wants the GIL sleeps in a futex on the GIL's condition
+    // variable or mutex: its address says so, with or without symbols.
+    if (t.syscall && t.syscall->name == "futex") {
+      uint64_t addr = t.syscall->args[0];
+      for (int i = 0; i < 2; ++i)
+        pt.waits_for_gil |= addr >= python->gil_wait_begin[i] && addr < python->gil_wait_end[i];
+    }
+    if (!merge_python_frames(t.frames, py->frames) && t.note.empty())
+      t.note = "Python frames did not line up with the native stack; the rest are at its end";
+    t.python = std::move(pt);
+  }
   t.blocking = rules_.classify(t);
   return t;
 }
 
 void SnapshotBuilder::update_modules(const std::vector<Mapping>& maps) {
-  if (modules_.update(maps)) {
+  if (modules_.update(maps, &memory_)) {
     unwinder_.flush();
     symbolizer_.reload();
+    python_warning_.clear();
+    python_ = CPythonReader::detect(modules_, memory_, &python_warning_);
   }
 }
 
-void SnapshotBuilder::prepare(const std::vector<Mapping>& maps) { update_modules(maps); }
+bool merge_python_frames(std::vector<Frame>& native, const std::vector<PyFrameInfo>& python) {
+  std::vector<std::vector<Frame>> groups(1);
+  for (const PyFrameInfo& p : python) {
+    if (!p.incomplete) {
+      Frame f;
+      f.kind = Frame::Kind::kPython;
+      f.function = p.qualname;
+      f.file = p.file;
+      f.line = p.line;
+      f.module = python_module_name(p.file);
+      groups.back().push_back(std::move(f));
+    }
+    if (p.is_entry) groups.emplace_back();
+  }
+  if (groups.back().empty()) groups.pop_back();
+  std::vector<Frame> merged;
+  size_t g = 0;
+  for (Frame& f : native) {
+    if (!f.inlined && f.function == "_PyEval_EvalFrameDefault" && g < groups.size()) {
+      merged.insert(merged.end(), groups[g].begin(), groups[g].end());
+      ++g;
+    }
+    merged.push_back(std::move(f));
+  }
+  bool lined_up = g == groups.size();
+  for (; g < groups.size(); ++g) merged.insert(merged.end(), groups[g].begin(), groups[g].end());
+  native = std::move(merged);
+  return lined_up;
+}
+
+std::string pool_name(const std::string& name) {
+  size_t end = name.size();
+  while (end > 0 && std::isdigit(static_cast<unsigned char>(name[end - 1]))) --end;
+  if (end == name.size() || end == 0) return name;  // no number: not a pool member
+  while (end > 0 && (name[end - 1] == '_' || name[end - 1] == '-' || name[end - 1] == ' ')) --end;
+  return end == 0 ? name : name.substr(0, end);
+}
+
+void SnapshotBuilder::prepare(const std::vector<Mapping>& maps) {
+  update_modules(maps);
+}
 
 bool SnapshotBuilder::complete_without_stop(const RawThread& thread) {
   UnwindResult u = unwinder_.unwind(thread);
@@ -181,13 +245,22 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   const ProcessInfo& p = raw.process;
   s.target = Target{p.pid, p.comm, p.exe, p.cmdline, p.rss_bytes, p.threads, "native", "", false};
   s.target.exited = raw.target_exited;
-  for (const Module& m : modules_.modules()) {
-    std::string v = python_version(m.name);
-    if (!v.empty()) {
-      s.target.runtime_kind = "cpython";
-      s.target.runtime_version = v;
-      break;
+  std::optional<PyProcessInfo> python;
+  if (python_) {
+    python = python_->read();
+    s.target.runtime_kind = "cpython";
+    s.target.runtime_version = cpython_version_text(python->version);
+    s.warnings.insert(s.warnings.end(), python->notes.begin(), python->notes.end());
+  } else {
+    for (const Module& m : modules_.modules()) {
+      std::string v = python_version(m.name);
+      if (!v.empty()) {
+        s.target.runtime_kind = "cpython";
+        s.target.runtime_version = v;
+        break;
+      }
     }
+    if (!python_warning_.empty()) s.warnings.push_back(python_warning_);
   }
 
   std::vector<uint64_t> stops;
@@ -200,6 +273,8 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
       case CaptureMode::kStopped:
         ++s.capture.threads_stopped;
         stops.push_back(r.stop_ns);
+        s.capture.eintr_restarted += r.eintr_restarted;
+        s.capture.eintr_inflicted += r.eintr_inflicted;
         break;
       case CaptureMode::kNonStop:
       case CaptureMode::kReused:
@@ -209,23 +284,45 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
         ++s.capture.threads_failed;
         break;
     }
-    s.threads.push_back(build_thread(r, raw));
+    s.threads.push_back(build_thread(r, raw, python ? &*python : nullptr));
   }
   s.capture.duration_us = raw.duration_ns / 1000;
   s.capture.stop_us = stop_stats(std::move(stops));
 
   s.summary.threads = s.threads.size();
   for (const auto& c : categories()) s.summary.by_category[c] = 0;
+  std::map<std::string, Pool> pools;
   for (const Thread& t : s.threads) {
+    if (t.python && t.python->holds_gil) s.summary.gil_holder = t.tid;
+    if (runs_event_loop(t)) {
+      ++s.summary.event_loop_threads;
+      if (t.blocking && t.blocking->blocks_event_loop) ++s.summary.event_loops_blocked;
+    }
+    std::string name = t.python && !t.python->thread_name.empty() ? t.python->thread_name : t.name;
+    Pool& pool = pools[pool_name(name)];
+    pool.name = pool_name(name);
+    ++pool.threads;
     if (!t.blocking) continue;
     ++s.summary.blocked;
-    if (t.blocking->idle) ++s.summary.idle;
     ++s.summary.by_category[t.blocking->category];
+    ++pool.by_category[t.blocking->category];
+    if (t.blocking->idle) {
+      ++s.summary.idle;
+      ++pool.idle;
+    } else {
+      ++pool.blocked;
+    }
   }
+  for (auto& [name, pool] : pools)
+    if (pool.threads >= 2) s.summary.pools.push_back(std::move(pool));
   if (raw.target_exited) s.warnings.push_back("the target exited during the capture");
   if (s.capture.threads_exited > 0)
     s.warnings.push_back(std::to_string(s.capture.threads_exited) +
                          " thread(s) exited during the capture and are not shown");
+  if (s.capture.eintr_inflicted > 0)
+    s.warnings.push_back(std::to_string(s.capture.eintr_inflicted) +
+                         " thread(s) entered a call that a stop interrupts just as they were "
+                         "stopped and saw EINTR (see their note)");
   if (s.capture.threads_failed > 0)
     s.warnings.push_back(std::to_string(s.capture.threads_failed) +
                          " thread(s) could not be captured (see their note)");

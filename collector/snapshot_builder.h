@@ -5,6 +5,9 @@
 
 #include <sys/types.h>
 
+#include <memory>
+
+#include "collector/cpython_reader.h"
 #include "collector/module_map.h"
 #include "collector/rules.h"
 #include "collector/snapshot.h"
@@ -32,7 +35,7 @@ class SnapshotBuilder {
 
  private:
   void update_modules(const std::vector<Mapping>& maps);
-  Thread build_thread(const RawThread& raw, const RawCapture& capture);
+  Thread build_thread(const RawThread& raw, const RawCapture& capture, const PyProcessInfo* python);
 
   pid_t pid_;
   RuleSet rules_;
@@ -40,11 +43,19 @@ class SnapshotBuilder {
   RemoteMemory memory_;
   Unwinder unwinder_;
   Symbolizer symbolizer_;
+  std::unique_ptr<CPythonReader> python_;  // set when the target runs a supported CPython
+  std::string python_warning_;             // an unsupported one
 };
 
 // Helpers with no live process behind them, public for tests.
 std::string state_name(char proc_state);
 FdInfo describe_fd(const FdLink& link, const std::vector<SocketEntry>& sockets);
 StopStats stop_stats(std::vector<uint64_t> stop_ns);
+// Native frames with each group of Python frames inserted before the
+// _PyEval_EvalFrameDefault call that runs it (one group per entry frame).
+// Returns false when the two did not line up (the rest is appended).
+bool merge_python_frames(std::vector<Frame>& native, const std::vector<PyFrameInfo>& python);
+// "legacy_bridge_3" -> "legacy_bridge", "ThreadPoolExecutor-0_1" -> "ThreadPoolExecutor-0".
+std::string pool_name(const std::string& thread_name);
 
 }  // namespace stackaudit

@@ -102,7 +102,7 @@ Symbolizer::~Symbolizer() {
 void Symbolizer::reload() {
   dwfl_report_begin(dwfl_);
   for (const Module& m : modules_.modules()) {
-    if (!m.elf) continue;
+    if (!m.elf || m.open_path.empty()) continue;
     dwfl_report_elf(dwfl_, m.name.c_str(), m.open_path.c_str(), -1, m.bias, true);
   }
   dwfl_report_end(dwfl_, nullptr, nullptr);
@@ -131,6 +131,8 @@ std::vector<Frame> Symbolizer::lookup(uint64_t ip, uint64_t pc) {
   }
   Dwfl_Module* dm = dwfl_addrmodule(dwfl_, pc);
   if (!dm) {
+    // A module libdw does not know (the vDSO): its own symbol table.
+    if (mod && mod->elf) base.function = function_name(mod->elf->symbol_at(pc - mod->bias).c_str());
     out.push_back(base);
     return out;
   }

@@ -70,11 +70,16 @@ int access_mem(unw_addr_space_t, unw_word_t addr, unw_word_t* val, int write, vo
   if (write) return -UNW_EINVAL;
   auto* ctx = static_cast<Context*>(arg);
   const RawThread& t = *ctx->thread;
-  if (addr >= t.stack_start && addr + sizeof *val <= t.stack_start + t.stack.size()) {
+  // Written so that no address, however wild, overflows the bounds check.
+  if (t.stack.size() >= sizeof *val && addr >= t.stack_start &&
+      addr - t.stack_start <= t.stack.size() - sizeof *val) {
     std::memcpy(val, t.stack.data() + (addr - t.stack_start), sizeof *val);
     return 0;
   }
   if (ctx->unwinder->modules().read_readonly(addr, val, sizeof *val)) return 0;
+  // The rest of this thread's stack has changed since the copy (the thread
+  // runs again): a live read there would mix two moments into one stack.
+  if (addr >= t.stack_map_start && addr < t.stack_map_end) return -UNW_EINVAL;
   if (ctx->unwinder->memory().read_exact(addr, val, sizeof *val)) return 0;
   // A CIE's personality pointer is often indirect, through writable .data
   // (DW.ref.__gxx_personality_v0). Unwinding never uses its value, so when the
@@ -207,7 +212,17 @@ UnwindResult Unwinder::unwind(const RawThread& thread) {
       break;
     }
     int r = unw_step(&cursor);
-    if (r == 0) break;  // clean end: the outermost frame has no caller
+    if (r == 0) {
+      // libunwind also ends "cleanly" when it knows nothing about a frame and
+      // its frame-pointer fallback gives up. A true end is a frame whose
+      // unwind information says it has no caller.
+      unw_proc_info_t pi;
+      if (unw_get_proc_info(&cursor, &pi) < 0) {
+        out.truncated = true;
+        out.reason = "no unwind information for the last frame";
+      }
+      break;
+    }
     if (r < 0) {
       out.truncated = true;
       out.reason = std::string("unwinding stopped: ") + unw_strerror(r);

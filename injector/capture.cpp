@@ -24,6 +24,13 @@ const Mapping* find_mapping(const std::vector<Mapping>& maps, uint64_t addr) {
   return it->contains(addr) ? &*it : nullptr;
 }
 
+// An fd we could not look at may be a socket: assume it is.
+bool may_be_socket(const std::vector<FdLink>& fds) {
+  return fds.empty() || std::any_of(fds.begin(), fds.end(), [](const FdLink& f) {
+           return f.target.starts_with("socket:");
+         });
+}
+
 bool is_socket(const std::vector<FdLink>& fds) {
   return std::any_of(fds.begin(), fds.end(),
                      [](const FdLink& f) { return f.target.starts_with("socket:"); });
@@ -39,7 +46,7 @@ bool stop_would_interrupt(const SyscallState& sc, const std::vector<FdLink>& fds
     case StopEffect::kEintr:
       return true;
     case StopEffect::kEintrOnSocket:
-      return is_socket(fds);
+      return may_be_socket(fds);
   }
   return true;
 }
@@ -51,10 +58,10 @@ class ProcessCapturer::CopyWindow final : public StopWindow {
   explicit CopyWindow(ProcessCapturer& owner) : owner_(owner) {}
   void on_stopped(const user_regs_struct& regs) override {
     regs_ = regs;
-    bytes_ = owner_.copy_stack(regs.rsp, &start_);
+    bytes_ = owner_.copy_stack(regs.rsp, &start_, &map_start_, &map_end_);
   }
   user_regs_struct regs_{};
-  uint64_t start_ = 0;
+  uint64_t start_ = 0, map_start_ = 0, map_end_ = 0;
   size_t bytes_ = 0;
 
  private:
@@ -68,12 +75,16 @@ ProcessCapturer::ProcessCapturer(pid_t pid, CaptureOptions options)
       stopper_(options.stop_deadline),
       scratch_(new uint8_t[options.max_stack_bytes]) {}
 
-size_t ProcessCapturer::copy_stack(uint64_t sp, uint64_t* start) {
+size_t ProcessCapturer::copy_stack(uint64_t sp, uint64_t* start, uint64_t* map_start,
+                                   uint64_t* map_end) {
   uint64_t lo = sp > kRedZone ? sp - kRedZone : 0;
   uint64_t hi = lo + options_.max_stack_bytes;
+  *map_start = *map_end = 0;
   if (const Mapping* m = find_mapping(maps_, sp)) {
     lo = std::max(lo, m->start);
     hi = std::min(hi, m->end);
+    *map_start = m->start;
+    *map_end = m->end;
   } else {
     maps_stale_ = true;  // a stack mapped after we read the maps
   }
@@ -102,8 +113,8 @@ bool ProcessCapturer::try_reuse(RawThread& t, const RawCapture* previous) {
 
 ProcessCapturer::NonStop ProcessCapturer::capture_nonstop(RawThread& t) {
   for (int attempt = 0; attempt < options_.nonstop_attempts; ++attempt) {
-    uint64_t start = 0;
-    size_t bytes = copy_stack(t.syscall.sp, &start);
+    uint64_t start = 0, map_start = 0, map_end = 0;
+    size_t bytes = copy_stack(t.syscall.sp, &start, &map_start, &map_end);
     auto after = proc::read_syscall(pid_, t.tid);
     auto sched_after = proc::read_schedstat(pid_, t.tid);
     if (!after || !sched_after) return NonStop::kVanished;
@@ -116,12 +127,16 @@ ProcessCapturer::NonStop ProcessCapturer::capture_nonstop(RawThread& t) {
       t.full_registers = false;
       t.stack_start = start;
       t.stack.assign(scratch_.get(), scratch_.get() + bytes);
+      t.stack_map_start = map_start;
+      t.stack_map_end = map_end;
       t.mode = CaptureMode::kNonStop;
       return NonStop::kCopied;
     }
+    bool moved_call = after->nr != t.syscall.nr || after->args != t.syscall.args;
     t.syscall = *after;
     t.schedstat = *sched_after;
-    if (t.syscall.kind != SyscallState::Kind::kInSyscall) break;  // it is running now
+    if (moved_call) read_fds(t);
+    if (t.syscall.kind == SyscallState::Kind::kRunning) break;
   }
   return NonStop::kUnstable;
 }
@@ -136,6 +151,16 @@ void ProcessCapturer::capture_stopped(RawThread& t) {
       t.full_registers = true;
       t.stack_start = window.start_;
       t.stack.assign(scratch_.get(), scratch_.get() + window.bytes_);
+      t.stack_map_start = window.map_start_;
+      t.stack_map_end = window.map_end_;
+      t.eintr_restarted = r.eintr_restarted;
+      t.eintr_inflicted = r.eintr_inflicted;
+      if (r.eintr_inflicted)
+        t.failure = "it entered " + std::string(syscall_name(r.eintr_syscall)) +
+                    " as it was being stopped and saw EINTR";
+      else if (r.eintr_restarted)
+        t.failure = "it entered " + std::string(syscall_name(r.eintr_syscall)) +
+                    " as it was being stopped; the call was restarted, the program saw nothing";
       t.mode = CaptureMode::kStopped;
       return;
     case StopOutcome::kVanished:
@@ -147,6 +172,21 @@ void ProcessCapturer::capture_stopped(RawThread& t) {
   t.mode = CaptureMode::kFailed;
   t.failure = to_string(r.outcome);
   if (r.outcome == StopOutcome::kError) t.failure += std::string(": ") + std::strerror(r.error);
+  if (r.outcome == StopOutcome::kPermissionDenied) {
+    // PTRACE_SEIZE says EPERM for a thread someone else traces, too.
+    auto status = proc::read_process_info(pid_);
+    if (status && status->tracer_pid != 0)
+      t.failure = "already traced by PID " + std::to_string(status->tracer_pid);
+  }
+}
+
+void ProcessCapturer::read_fds(RawThread& t) {
+  t.fds.clear();
+  if (t.syscall.kind != SyscallState::Kind::kInSyscall) return;
+  int idx = fd_argument(t.syscall.nr);
+  if (idx < 0) return;
+  if (auto link = proc::read_fd_link(pid_, static_cast<int>(t.syscall.args[idx])))
+    t.fds.push_back(std::move(*link));
 }
 
 RawThread ProcessCapturer::capture_thread(pid_t tid, const RawCapture* previous) {
@@ -165,13 +205,7 @@ RawThread ProcessCapturer::capture_thread(pid_t tid, const RawCapture* previous)
   t.syscall = *sc;
   t.schedstat = *sched;
   t.wchan = proc::read_wchan(pid_, tid);
-  if (sc->kind == SyscallState::Kind::kInSyscall) {
-    int idx = fd_argument(sc->nr);
-    if (idx >= 0) {
-      if (auto link = proc::read_fd_link(pid_, static_cast<int>(sc->args[idx])))
-        t.fds.push_back(std::move(*link));
-    }
-  }
+  read_fds(t);
 
   if (try_reuse(t, previous)) return t;
 
@@ -182,9 +216,16 @@ RawThread ProcessCapturer::capture_thread(pid_t tid, const RawCapture* previous)
   // (options_.nonstop_sufficient), so that only running threads, and code
   // whose unwinding needs more registers, pay for a stop.
   bool blocked = sc->kind == SyscallState::Kind::kInSyscall;
-  bool must_not_stop = blocked && (stop_would_interrupt(t.syscall, t.fds) || t.stat.state == 'D');
+  bool in_kernel = blocked || sc->kind == SyscallState::Kind::kOutsideSyscall;
+  bool eintr_prone = stop_would_interrupt(t.syscall, t.fds);
+  bool must_not_stop = eintr_prone || (in_kernel && t.stat.state == 'D');
   if (must_not_stop || (blocked && options_.nonstop_sufficient)) {
-    switch (capture_nonstop(t)) {
+    NonStop copied = capture_nonstop(t);
+    // A thread seen in an EINTR-prone call during this capture is never
+    // stopped, even if it runs now: it is likely back in that call by the
+    // time a stop would land (an event loop between two events).
+    eintr_prone |= stop_would_interrupt(t.syscall, t.fds);
+    switch (copied) {
       case NonStop::kVanished:
         t.vanished = true;
         t.mode = CaptureMode::kFailed;
@@ -195,9 +236,10 @@ RawThread ProcessCapturer::capture_thread(pid_t tid, const RawCapture* previous)
         t.stack.clear();  // incomplete without registers: take them with a stop
         break;
       case NonStop::kUnstable:
-        if (must_not_stop && stop_would_interrupt(t.syscall, t.fds)) {
+        if (eintr_prone) {
           t.mode = CaptureMode::kFailed;
-          t.failure = "kept waking up in a call a stop would interrupt (EINTR); not stopped";
+          t.failure = "busy in a wait that a stop would break with EINTR (" +
+                      std::string(syscall_name(t.syscall.nr)) + "); not stopped";
           return t;
         }
         break;  // it runs, or waits in a call that a stop does not break
@@ -217,6 +259,12 @@ RawCapture ProcessCapturer::capture(const RawCapture* previous) {
     maps_ = proc::read_maps(pid_);
     maps_stale_ = false;
   }
+  // One read before any stop, so that a fallback to /proc/PID/mem (when
+  // process_vm_readv is refused) opens its file now, not in a stop window.
+  if (!maps_.empty()) {
+    uint8_t probe;
+    memory_.read(maps_.front().start, &probe, 1);
+  }
 
   std::set<pid_t> seen;
   for (int round = 0; round < options_.list_rounds; ++round) {
@@ -231,6 +279,9 @@ RawCapture ProcessCapturer::capture(const RawCapture* previous) {
     if (!found_new) break;
   }
   if (!proc::process_exists(pid_)) cap.target_exited = true;
+  // Threads that did not reach their stop in time are still seized: give them
+  // a bounded moment now, before the (slower) unwinding and symbolization.
+  stopper_.drain(std::chrono::milliseconds(50));
 
   if (maps_stale_) {
     maps_ = proc::read_maps(pid_);

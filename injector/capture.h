@@ -49,7 +49,8 @@ class ProcessCapturer {
   bool try_reuse(RawThread& t, const RawCapture* previous);
   // Copies [sp - 128, sp - 128 + max) bounded by the stack's mapping into
   // scratch_; returns the start address and the byte count. Allocation-free.
-  size_t copy_stack(uint64_t sp, uint64_t* start);
+  size_t copy_stack(uint64_t sp, uint64_t* start, uint64_t* map_start, uint64_t* map_end);
+  void read_fds(RawThread& t);
 
   pid_t pid_;
   CaptureOptions options_;

@@ -88,13 +88,19 @@ struct RawThread {
   std::vector<FdLink> fds;  // fd arguments of the current syscall, if any
 
   CaptureMode mode = CaptureMode::kFailed;
-  std::string failure;       // why mode == kFailed, or a note (e.g. "exited")
-  bool vanished = false;     // the thread exited during the capture
-  user_regs_struct regs{};   // valid when full_registers, else only rip/rsp
+  std::string failure;      // why mode == kFailed, or a note (e.g. "exited")
+  bool vanished = false;    // the thread exited during the capture
+  user_regs_struct regs{};  // valid when full_registers, else only rip/rsp
   bool full_registers = false;
   uint64_t stack_start = 0;  // target address of stack[0]
   std::vector<uint8_t> stack;
-  uint64_t stop_ns = 0;  // how long this thread was stopped (0 if never)
+  // The mapping the stack lives in: memory there beyond the copy belongs to a
+  // thread that has run on since, so the unwinder must not read it live.
+  uint64_t stack_map_start = 0;
+  uint64_t stack_map_end = 0;
+  bool eintr_restarted = false;  // our stop interrupted an EINTR-prone wait; it was rewound
+  bool eintr_inflicted = false;  // ... and could not be: the program saw EINTR
+  uint64_t stop_ns = 0;          // how long this thread was stopped (0 if never)
 };
 
 // Process-wide facts read around the capture.

@@ -10,6 +10,7 @@
 #include <cerrno>
 
 #include "injector/clock.h"
+#include "injector/syscalls.h"
 
 namespace stackaudit {
 namespace {
@@ -90,6 +91,45 @@ PtraceStopper::~PtraceStopper() {
   drain(std::chrono::milliseconds(100));
 }
 
+namespace {
+
+// True when a signal is queued for the thread or its process: then an EINTR
+// may be what the program is meant to see, and we must not hide it.
+bool signal_pending(pid_t tid) {
+  siginfo_t info;
+  for (unsigned flags : {0u, unsigned{PTRACE_PEEKSIGINFO_SHARED}}) {
+    __ptrace_peeksiginfo_args args{0, flags, 1};
+    long n = ::ptrace(PTRACE_PEEKSIGINFO, tid, &args, &info);
+    if (n != 0) return true;  // one queued, or cannot tell
+  }
+  return false;
+}
+
+// Our interrupt raced with the thread entering a call that a stop breaks:
+// the call has returned -EINTR and the thread is in its trace stop before
+// going back to user space. Re-executing the syscall instruction with the
+// original number is what the kernel does itself for the calls it restarts.
+void undo_eintr(pid_t tid, user_regs_struct& regs, PtraceStopper::Result& result) {
+  if (static_cast<long>(regs.rax) != -EINTR) return;
+  long nr = static_cast<long>(regs.orig_rax);
+  if (nr < 0 || stop_effect(nr) == StopEffect::kRestarts) return;
+  result.eintr_syscall = nr;
+  const uint64_t args[6] = {regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9};
+  if (restart_is_transparent(nr, args) && !signal_pending(tid)) {
+    user_regs_struct rewound = regs;
+    rewound.rax = regs.orig_rax;
+    rewound.rip -= 2;  // the syscall instruction is two bytes (0f 05)
+    if (::ptrace(PTRACE_SETREGS, tid, nullptr, &rewound) == 0) {
+      result.eintr_restarted = true;
+      regs = rewound;
+      return;
+    }
+  }
+  result.eintr_inflicted = true;
+}
+
+}  // namespace
+
 PtraceStopper::Result PtraceStopper::stop(pid_t tid, StopWindow& window) {
   Result result;
   if (!pending_.empty()) drain(std::chrono::microseconds(0));
@@ -103,14 +143,13 @@ PtraceStopper::Result PtraceStopper::stop(pid_t tid, StopWindow& window) {
       result.outcome = StopOutcome::kError;
     return result;
   }
+  // From here on the thread is ours until we detach it or it exits: any path
+  // that cannot detach now leaves it on pending_, which detaches or reaps it.
   uint64_t start = monotonic_ns();
   if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) {
     result.error = errno;
-    // Seized but not interrupted: the thread runs on. Detach needs a stopped
-    // tracee, so an unstopped seizure is dropped by the kernel at our exit at
-    // the latest; try right away too.
-    ::ptrace(PTRACE_DETACH, tid, nullptr, nullptr);
-    result.outcome = errno == ESRCH ? StopOutcome::kVanished : StopOutcome::kError;
+    result.outcome = result.error == ESRCH ? StopOutcome::kVanished : StopOutcome::kError;
+    pending_.push_back(tid);
     return result;
   }
   int status = 0;
@@ -118,7 +157,7 @@ PtraceStopper::Result PtraceStopper::stop(pid_t tid, StopWindow& window) {
     case WaitResult::kStopped:
       break;
     case WaitResult::kGone:
-      result.outcome = StopOutcome::kVanished;
+      result.outcome = StopOutcome::kVanished;  // reaped by waitpid already
       return result;
     case WaitResult::kTimedOut:
       // It will stop when it leaves its uninterruptible wait; detach it then.
@@ -128,17 +167,23 @@ PtraceStopper::Result PtraceStopper::stop(pid_t tid, StopWindow& window) {
     case WaitResult::kError:
       result.error = errno;
       result.outcome = StopOutcome::kError;
+      pending_.push_back(tid);
       return result;
   }
 
   user_regs_struct regs;
   bool have_regs = ::ptrace(PTRACE_GETREGS, tid, nullptr, &regs) == 0;
-  if (have_regs) window.on_stopped(regs);
+  if (have_regs) {
+    undo_eintr(tid, regs, result);
+    window.on_stopped(regs);
+  }
   result.pending_signal = signal_to_reinject(status);
-  ::ptrace(PTRACE_DETACH, tid, nullptr,
-           reinterpret_cast<void*>(static_cast<uintptr_t>(result.pending_signal)));
+  bool detached =
+      ::ptrace(PTRACE_DETACH, tid, nullptr,
+               reinterpret_cast<void*>(static_cast<uintptr_t>(result.pending_signal))) == 0;
   result.stop_ns = monotonic_ns() - start;
-  result.outcome = have_regs ? StopOutcome::kStopped : StopOutcome::kVanished;
+  if (!detached) pending_.push_back(tid);  // killed while stopped: reap it
+  result.outcome = have_regs && detached ? StopOutcome::kStopped : StopOutcome::kVanished;
   return result;
 }
 

@@ -58,6 +58,13 @@ class PtraceStopper {
     uint64_t stop_ns = 0;    // from PTRACE_INTERRUPT to the end of PTRACE_DETACH
     int pending_signal = 0;  // a signal that arrived during the stop, re-injected
     int error = 0;           // errno for kError
+    // The thread entered a call that a stop interrupts (EINTR) just as it was
+    // being stopped. When restart_is_transparent() allowed it and no signal
+    // was pending, the call was rewound to run again (eintr_restarted);
+    // otherwise the program saw EINTR (eintr_inflicted), and we say so.
+    long eintr_syscall = -1;
+    bool eintr_restarted = false;
+    bool eintr_inflicted = false;
   };
 
   Result stop(pid_t tid, StopWindow& window);

@@ -54,9 +54,6 @@ constexpr Behaviour kBehaviour[] = {
     {SYS_openat, StopEffect::kRestarts, -1},
     {SYS_open, StopEffect::kRestarts, -1},
     {SYS_sched_yield, StopEffect::kRestarts, -1},
-    {SYS_splice, StopEffect::kRestarts, 0},
-    {SYS_sendfile, StopEffect::kRestarts, 0},
-    {SYS_ioctl, StopEffect::kRestarts, 0},
     {SYS_pread64, StopEffect::kRestarts, 0},
     {SYS_pwrite64, StopEffect::kRestarts, 0},
     {SYS_preadv, StopEffect::kRestarts, 0},
@@ -75,6 +72,11 @@ constexpr Behaviour kBehaviour[] = {
     {SYS_accept, StopEffect::kEintrOnSocket, 0},
     {SYS_accept4, StopEffect::kEintrOnSocket, 0},
     {SYS_connect, StopEffect::kEintrOnSocket, 0},
+    {SYS_sendfile, StopEffect::kEintrOnSocket, 0},
+    // What a blocked ioctl does is the driver's choice (KVM_RUN gives EINTR);
+    // splice may have a socket at either end.
+    {SYS_ioctl, StopEffect::kEintr, 0},
+    {SYS_splice, StopEffect::kEintr, 0},
     // Always EINTR (listed for their fd argument; the default is kEintr anyway).
     {SYS_epoll_wait, StopEffect::kEintr, 0},
     {SYS_epoll_pwait, StopEffect::kEintr, 0},
@@ -110,6 +112,27 @@ long syscall_number(std::string_view name) {
 StopEffect stop_effect(long nr) {
   const Behaviour* b = find_behaviour(nr);
   return b ? b->effect : StopEffect::kEintr;
+}
+
+bool restart_is_transparent(long nr, const uint64_t args[6]) {
+  switch (nr) {
+    case SYS_epoll_wait:
+    case SYS_epoll_pwait:
+      return static_cast<int>(args[3]) == -1;  // timeout in ms, -1: for ever
+    case SYS_epoll_pwait2:
+      return args[3] == 0;  // no timespec: for ever
+    case SYS_rt_sigtimedwait:
+      return args[2] == 0;  // sigwaitinfo
+    case SYS_semop:
+      return true;
+    case SYS_semtimedop:
+      return args[3] == 0;
+    case SYS_io_getevents:
+    case SYS_io_pgetevents:
+      return args[4] == 0;
+    default:
+      return false;  // socket timeouts, io_uring: a restart would change what the program sees
+  }
 }
 
 int fd_argument(long nr) {

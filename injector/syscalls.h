@@ -2,6 +2,7 @@
 // whether a ptrace stop of a thread blocked in it would make it fail with EINTR.
 #pragma once
 
+#include <cstdint>
 #include <string_view>
 
 namespace stackaudit {
@@ -24,5 +25,12 @@ StopEffect stop_effect(long nr);
 
 // Index of the argument that is a file descriptor, or -1.
 int fd_argument(long nr);
+
+// Whether a call that returned EINTR because of our stop can be restarted as
+// if nothing happened: it waits without a time limit (a restart would
+// otherwise wait its whole timeout again) and the kernel left its arguments
+// as they were. Then re-executing it is what the kernel itself does for the
+// calls it restarts.
+bool restart_is_transparent(long nr, const uint64_t args[6]);
 
 }  // namespace stackaudit

@@ -1,0 +1,349 @@
+#include "collector/cpython_reader.h"
+
+#include <cstring>
+
+#include "collector/cpython_linetable.h"
+
+namespace stackaudit {
+namespace {
+
+constexpr int kMaxInterpreters = 16;
+constexpr int kMaxThreads = 100000;
+constexpr int kMaxFrames = 4096;
+constexpr size_t kMaxString = 4096;
+constexpr int64_t kMaxDictEntries = 1 << 20;
+constexpr int kReadAttempts = 3;
+
+void append_utf8(std::string& out, uint32_t c) {
+  if (c < 0x80) {
+    out += static_cast<char>(c);
+  } else if (c < 0x800) {
+    out += static_cast<char>(0xc0 | (c >> 6));
+    out += static_cast<char>(0x80 | (c & 0x3f));
+  } else if (c < 0x10000) {
+    out += static_cast<char>(0xe0 | (c >> 12));
+    out += static_cast<char>(0x80 | ((c >> 6) & 0x3f));
+    out += static_cast<char>(0x80 | (c & 0x3f));
+  } else {
+    out += static_cast<char>(0xf0 | (c >> 18));
+    out += static_cast<char>(0x80 | ((c >> 12) & 0x3f));
+    out += static_cast<char>(0x80 | ((c >> 6) & 0x3f));
+    out += static_cast<char>(0x80 | (c & 0x3f));
+  }
+}
+
+template <class T>
+T field(const std::vector<uint8_t>& block, uint32_t offset) {
+  T v{};
+  if (offset + sizeof(T) <= block.size()) std::memcpy(&v, block.data() + offset, sizeof(T));
+  return v;
+}
+
+}  // namespace
+
+std::string python_module_name(const std::string& file) {
+  auto relative = [&]() -> std::string {
+    for (const char* marker : {"/site-packages/", "/dist-packages/"}) {
+      auto at = file.rfind(marker);
+      if (at != std::string::npos) return file.substr(at + std::strlen(marker));
+    }
+    // The standard library: .../lib/python3.11/<module path>.py
+    auto at = file.find("/lib/python3");
+    auto slash = at == std::string::npos ? at : file.find('/', at + 12);
+    if (slash != std::string::npos) return file.substr(slash + 1);
+    return file.substr(file.rfind('/') + 1);
+  };
+  std::string rel = relative();
+  if (rel.ends_with(".py")) rel.resize(rel.size() - 3);
+  if (rel.ends_with("/__init__")) rel.resize(rel.size() - 9);
+  for (char& c : rel)
+    if (c == '/') c = '.';
+  return rel;
+}
+
+bool is_python_library_file(const std::string& file) {
+  if (file.find("/site-packages/") != std::string::npos) return true;
+  if (file.find("/dist-packages/") != std::string::npos) return true;
+  if (file.starts_with("<frozen ")) return true;  // frozen stdlib modules
+  auto at = file.find("/lib/python3");
+  return at != std::string::npos && file.find('/', at + 12) != std::string::npos;
+}
+
+std::unique_ptr<CPythonReader> CPythonReader::detect(const ModuleMap& modules, RemoteMemory& memory,
+                                                     std::string* warning) {
+  for (const Module& m : modules.modules()) {
+    if (!m.elf) continue;
+    uint64_t runtime = m.elf->symbol("_PyRuntime");
+    if (!runtime) runtime = m.elf->section_address(".PyRuntime");
+    if (!runtime) continue;
+    uint64_t version_addr = m.elf->symbol("Py_Version");
+    uint32_t version = 0;
+    if (!version_addr || (!memory.read_exact(version_addr + m.bias, &version, sizeof version) &&
+                          !m.elf->read_readonly(version_addr, &version, sizeof version))) {
+      *warning = m.name +
+                 " looks like CPython older than 3.11 (no Py_Version); showing native "
+                 "frames only (supported: CPython 3.11)";
+      return nullptr;
+    }
+    const CPythonLayout* layout = cpython_layout(version);
+    if (!layout) {
+      *warning = "CPython " + cpython_version_text(version) + " in " + m.name +
+                 " is not supported yet; showing native frames only (supported: CPython 3.11)";
+      return nullptr;
+    }
+    uint64_t code_type = m.elf->symbol("PyCode_Type");
+    uint64_t unicode_type = m.elf->symbol("PyUnicode_Type");
+    return std::unique_ptr<CPythonReader>(new CPythonReader(
+        memory, *layout, runtime + m.bias, version, code_type ? code_type + m.bias : 0,
+        unicode_type ? unicode_type + m.bias : 0));
+  }
+  return nullptr;
+}
+
+CPythonReader::CPythonReader(RemoteMemory& memory, const CPythonLayout& layout, uint64_t runtime,
+                             uint32_t version, uint64_t code_type, uint64_t unicode_type)
+    : memory_(memory),
+      L_(layout),
+      runtime_(runtime),
+      version_(version),
+      code_type_(code_type),
+      unicode_type_(unicode_type) {}
+
+bool CPythonReader::read_string(uint64_t obj, std::string* out) {
+  if (!obj) return false;
+  std::vector<uint8_t> head(L_.str.compact_data);
+  if (!memory_.read_exact(obj, head.data(), head.size())) return false;
+  if (unicode_type_ && field<uint64_t>(head, L_.object.ob_type) != unicode_type_) return false;
+  int64_t length = field<int64_t>(head, L_.str.length);
+  uint32_t state = field<uint32_t>(head, L_.str.state);
+  unsigned kind = (state >> 2) & 7;
+  bool compact = (state >> 5) & 1;
+  bool ascii = (state >> 6) & 1;
+  if (!compact || length < 0 || (kind != 1 && kind != 2 && kind != 4)) return false;
+  size_t n = std::min<size_t>(static_cast<size_t>(length), kMaxString);
+  std::vector<uint8_t> data(n * kind);
+  uint64_t at = obj + (ascii ? L_.str.ascii_data : L_.str.compact_data);
+  if (!data.empty() && !memory_.read_exact(at, data.data(), data.size())) return false;
+  out->clear();
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t c = kind == 1   ? data[i]
+                 : kind == 2 ? field<uint16_t>(data, static_cast<uint32_t>(i * 2))
+                             : field<uint32_t>(data, static_cast<uint32_t>(i * 4));
+    append_utf8(*out, c);
+  }
+  return true;
+}
+
+const CPythonReader::CodeInfo* CPythonReader::code_info(uint64_t code) {
+  auto it = codes_.find(code);
+  if (it != codes_.end()) return &it->second;
+  std::vector<uint8_t> block(L_.code.code_adaptive);
+  if (!memory_.read_exact(code, block.data(), block.size())) return nullptr;
+  if (code_type_ && field<uint64_t>(block, L_.object.ob_type) != code_type_) return nullptr;
+  CodeInfo info;
+  info.firstlineno = field<int32_t>(block, L_.code.firstlineno);
+  info.firsttraceable = field<int32_t>(block, L_.code.firsttraceable);
+  if (!read_string(field<uint64_t>(block, L_.code.qualname), &info.qualname)) return nullptr;
+  read_string(field<uint64_t>(block, L_.code.filename), &info.file);
+  uint64_t table = field<uint64_t>(block, L_.code.linetable);
+  int64_t size = 0;
+  if (table && memory_.read_exact(table + L_.bytes.size, &size, sizeof size) && size > 0 &&
+      size < (1 << 24)) {
+    info.linetable.resize(static_cast<size_t>(size));
+    if (!memory_.read_exact(table + L_.bytes.data, info.linetable.data(), info.linetable.size()))
+      info.linetable.clear();
+  }
+  return &codes_.emplace(code, std::move(info)).first->second;
+}
+
+bool CPythonReader::read_thread(uint64_t tstate, PyThreadInfo& t) {
+  t.tstate = tstate;
+  std::vector<uint8_t> ts(L_.tstate.native_thread_id + 8);
+  if (!memory_.read_exact(tstate, ts.data(), ts.size())) return false;
+  t.native_tid = field<int64_t>(ts, L_.tstate.native_thread_id);
+  t.thread_id = field<uint64_t>(ts, L_.tstate.thread_id);
+  uint64_t cframe = field<uint64_t>(ts, L_.tstate.cframe);
+  uint64_t frame = 0;
+  if (cframe && !read_ptr(cframe + L_.cframe.current_frame, &frame)) return false;
+  std::vector<uint8_t> f(L_.frame.owner + 1);
+  for (int depth = 0; frame; ++depth) {
+    if (depth >= kMaxFrames || !memory_.read_exact(frame, f.data(), f.size())) {
+      t.truncated = true;
+      break;
+    }
+    uint64_t code = field<uint64_t>(f, L_.frame.code);
+    const CodeInfo* info = code_info(code);
+    if (!info) {  // freed or reused under us: the chain is no longer trustworthy
+      t.truncated = true;
+      break;
+    }
+    PyFrameInfo pf;
+    pf.qualname = info->qualname;
+    pf.file = info->file;
+    pf.is_entry = field<uint8_t>(f, L_.frame.is_entry) != 0;
+    uint64_t first = code + L_.code.code_adaptive;
+    uint64_t prev = field<uint64_t>(f, L_.frame.prev_instr);
+    bool generator = field<uint8_t>(f, L_.frame.owner) == L_.frame.owner_generator;
+    // A frame whose first instructions have not run yet is not really there.
+    pf.incomplete = !generator && prev < first + 2 * static_cast<uint64_t>(info->firsttraceable);
+    if (prev >= first) {
+      int unit = static_cast<int>((prev - first) / 2);
+      pf.line = std::max(0, line_at_311(info->linetable, info->firstlineno, unit));
+    }
+    t.frames.push_back(std::move(pf));
+    frame = field<uint64_t>(f, L_.frame.previous);
+  }
+  return true;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> CPythonReader::dict_items(uint64_t dict) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  uint64_t keys = 0, values = 0;
+  if (!dict || !read_ptr(dict + L_.dict.keys, &keys) || !keys) return out;
+  read_ptr(dict + L_.dict.values, &values);
+  std::vector<uint8_t> head(L_.dict.indices);
+  if (!memory_.read_exact(keys, head.data(), head.size())) return out;
+  uint8_t log2_index_bytes = field<uint8_t>(head, L_.dict.log2_index_bytes);
+  uint8_t kind = field<uint8_t>(head, L_.dict.kind);
+  int64_t n = field<int64_t>(head, L_.dict.nentries);
+  if (n <= 0 || n > kMaxDictEntries || log2_index_bytes > 40) return out;
+  uint32_t esize = kind == 0 ? L_.dict.general_entry_size : L_.dict.unicode_entry_size;
+  uint64_t entries = keys + L_.dict.indices + (uint64_t{1} << log2_index_bytes);
+  std::vector<uint8_t> e(static_cast<size_t>(n) * esize);
+  if (!memory_.read_exact(entries, e.data(), e.size())) return out;
+  std::vector<uint64_t> split(values ? static_cast<size_t>(n) : 0);
+  if (values && !memory_.read_exact(values, split.data(), split.size() * 8)) return out;
+  uint32_t key_at = kind == 0 ? 8 : 0;  // general entries start with the hash
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t base = static_cast<uint32_t>(i) * esize;
+    uint64_t key = field<uint64_t>(e, base + key_at);
+    uint64_t value = values ? split[static_cast<size_t>(i)] : field<uint64_t>(e, base + key_at + 8);
+    if (key && value) out.emplace_back(key, value);
+  }
+  return out;
+}
+
+uint64_t CPythonReader::dict_get(uint64_t dict, const std::string& key) {
+  std::string s;
+  for (const auto& [k, v] : dict_items(dict))
+    if (read_string(k, &s) && s == key) return v;
+  return 0;
+}
+
+uint64_t CPythonReader::attribute(uint64_t obj, const std::string& name) {
+  uint64_t type = 0, flags = 0;
+  if (!read_ptr(obj + L_.object.ob_type, &type) || !type ||
+      !read_ptr(type + L_.object.tp_flags, &flags))
+    return 0;
+  if (!(flags & L_.object.managed_dict_flag)) return 0;
+  uint64_t values = 0, dict = 0;
+  read_ptr(obj + static_cast<uint64_t>(static_cast<int64_t>(L_.object.managed_values)), &values);
+  if (values) {
+    // Split "managed" dict: keys shared in the type, values beside the object.
+    uint64_t keys = 0;
+    if (!read_ptr(type + L_.object.ht_cached_keys, &keys) || !keys) return 0;
+    std::vector<uint8_t> head(L_.dict.indices);
+    if (!memory_.read_exact(keys, head.data(), head.size())) return 0;
+    uint8_t log2_index_bytes = field<uint8_t>(head, L_.dict.log2_index_bytes);
+    int64_t n = field<int64_t>(head, L_.dict.nentries);
+    if (n <= 0 || n > 4096 || log2_index_bytes > 40) return 0;
+    uint64_t entries = keys + L_.dict.indices + (uint64_t{1} << log2_index_bytes);
+    std::string s;
+    for (int64_t i = 0; i < n; ++i) {
+      uint64_t key = 0;
+      if (!read_ptr(entries + static_cast<uint64_t>(i) * L_.dict.unicode_entry_size, &key)) break;
+      if (key && read_string(key, &s) && s == name) {
+        uint64_t value = 0;
+        read_ptr(values + static_cast<uint64_t>(i) * 8, &value);
+        return value;
+      }
+    }
+    return 0;
+  }
+  read_ptr(obj + static_cast<uint64_t>(static_cast<int64_t>(L_.object.managed_dict)), &dict);
+  return dict_get(dict, name);
+}
+
+bool CPythonReader::read_long(uint64_t obj, uint64_t* out) {
+  int64_t ndigits = 0;
+  if (!memory_.read_exact(obj + L_.object.ob_size, &ndigits, sizeof ndigits)) return false;
+  if (ndigits < 0 || ndigits > 3) return false;  // thread idents are positive, 64-bit
+  uint32_t digits[3] = {0, 0, 0};
+  if (ndigits && !memory_.read_exact(obj + L_.object.long_digits, digits, 4 * ndigits))
+    return false;
+  *out = 0;
+  for (int64_t i = ndigits; i-- > 0;) *out = (*out << 30) | (digits[i] & 0x3fffffff);
+  return true;
+}
+
+void CPythonReader::read_thread_names(uint64_t interp, std::vector<PyThreadInfo>& threads) {
+  uint64_t modules = 0;
+  if (!read_ptr(interp + L_.interp.modules, &modules)) return;
+  uint64_t threading = dict_get(modules, "threading");
+  uint64_t module_dict = 0;
+  if (!threading || !read_ptr(threading + L_.object.module_dict, &module_dict)) return;
+  uint64_t active = dict_get(module_dict, "_active");
+  for (const auto& [key, thread] : dict_items(active)) {
+    uint64_t ident = 0;
+    if (!read_long(key, &ident)) continue;
+    std::string name;
+    if (!read_string(attribute(thread, "_name"), &name)) continue;
+    for (PyThreadInfo& t : threads)
+      if (t.thread_id == ident) t.name = name;
+  }
+}
+
+bool CPythonReader::read_once(PyProcessInfo& out) {
+  out.threads.clear();
+  codes_.clear();
+  uint64_t interp = 0;
+  if (!read_ptr(runtime_ + L_.runtime.interpreters_head, &interp)) return false;
+  if (!interp) {
+    out.notes.push_back("the Python interpreter is starting up or finalizing: no thread states");
+    return true;
+  }
+  bool complete = true;
+  for (int i = 0; interp && i < kMaxInterpreters; ++i) {
+    uint64_t tstate = 0;
+    if (!read_ptr(interp + L_.interp.threads_head, &tstate)) return false;
+    size_t first = out.threads.size();
+    for (int n = 0; tstate && n < kMaxThreads; ++n) {
+      PyThreadInfo t;
+      if (!read_thread(tstate, t)) return false;
+      complete &= !t.truncated;
+      out.threads.push_back(std::move(t));
+      if (!read_ptr(tstate + L_.tstate.next, &tstate)) return false;
+    }
+    std::vector<PyThreadInfo> mine(std::make_move_iterator(out.threads.begin() + first),
+                                   std::make_move_iterator(out.threads.end()));
+    read_thread_names(interp, mine);
+    std::move(mine.begin(), mine.end(), out.threads.begin() + first);
+    if (!read_ptr(interp + L_.interp.next, &interp)) break;
+  }
+  uint64_t holder = 0;
+  int32_t locked = 0;
+  read_ptr(runtime_ + L_.runtime.tstate_current, &holder);
+  memory_.read_exact(runtime_ + L_.runtime.gil_locked, &locked, sizeof locked);
+  for (PyThreadInfo& t : out.threads) t.holds_gil = locked && holder && t.tstate == holder;
+  return complete;
+}
+
+PyProcessInfo CPythonReader::read() {
+  PyProcessInfo out;
+  out.version = version_;
+  out.gil_wait_begin[0] = runtime_ + L_.runtime.gil_cond;
+  out.gil_wait_end[0] = out.gil_wait_begin[0] + L_.runtime.gil_cond_size;
+  out.gil_wait_begin[1] = runtime_ + L_.runtime.gil_mutex;
+  out.gil_wait_end[1] = out.gil_wait_begin[1] + L_.runtime.gil_mutex_size;
+  // Threads run while we read: a chain can change under us. Retry a torn read;
+  // keep the last one, marked, when none is clean.
+  for (int attempt = 0; attempt < kReadAttempts; ++attempt) {
+    out.notes.clear();
+    if (read_once(out)) return out;
+  }
+  out.notes.push_back(
+      "some Python stacks changed while being read and are shown partial (truncated)");
+  return out;
+}
+
+}  // namespace stackaudit

@@ -1,0 +1,95 @@
+// Reads a CPython interpreter's threads and frames out of process, from memory
+// only (process_vm_readv), never stopping anything: the interpreter keeps
+// running while we read, so every pointer is checked, every walk is bounded,
+// and a read that tears is retried or reported partial, never trusted blindly.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "collector/cpython_layout.h"
+#include "collector/module_map.h"
+#include "injector/remote_memory.h"
+
+namespace stackaudit {
+
+struct PyFrameInfo {
+  std::string qualname;     // co_qualname: "Queue.get", "worker.<locals>.run"
+  std::string file;         // co_filename
+  int line = 0;             // 0 when unknown
+  bool is_entry = false;    // the outermost frame of one C-level _PyEval_EvalFrameDefault call
+  bool incomplete = false;  // pushed but not started: not shown
+};
+
+struct PyThreadInfo {
+  uint64_t tstate = 0;
+  long native_tid = 0;     // Linux TID
+  uint64_t thread_id = 0;  // pthread_t, the key of threading._active
+  std::string name;        // threading.Thread.name, "" when not a threading.Thread
+  bool holds_gil = false;
+  std::vector<PyFrameInfo> frames;  // innermost first
+  bool truncated = false;           // the frame chain could not be read to its end
+};
+
+struct PyProcessInfo {
+  uint32_t version = 0;
+  std::vector<PyThreadInfo> threads;
+  // Futex addresses a thread waiting for the GIL sleeps on.
+  uint64_t gil_wait_begin[2] = {0, 0};
+  uint64_t gil_wait_end[2] = {0, 0};
+  std::vector<std::string> notes;  // partial reads, a starting or finalizing interpreter
+};
+
+class CPythonReader {
+ public:
+  // Looks for a CPython runtime (a module exporting _PyRuntime, or with a
+  // .PyRuntime section). Returns null when there is none, or when it is a
+  // version we cannot read: then *warning says so, once, in one sentence.
+  static std::unique_ptr<CPythonReader> detect(const ModuleMap& modules, RemoteMemory& memory,
+                                               std::string* warning);
+
+  uint32_t version() const { return version_; }
+  PyProcessInfo read();
+
+ private:
+  CPythonReader(RemoteMemory& memory, const CPythonLayout& layout, uint64_t runtime,
+                uint32_t version, uint64_t code_type, uint64_t unicode_type);
+
+  struct CodeInfo {
+    std::string qualname, file, linetable;
+    int firstlineno = 0;
+    int firsttraceable = 0;
+  };
+  bool read_once(PyProcessInfo& out);
+  bool read_thread(uint64_t tstate, PyThreadInfo& t);
+  const CodeInfo* code_info(uint64_t code);
+  bool read_string(uint64_t obj, std::string* out);
+  bool read_ptr(uint64_t addr, uint64_t* out) { return memory_.read_exact(addr, out, 8); }
+  // (key, value) pairs of a dict object; keys in insertion order.
+  std::vector<std::pair<uint64_t, uint64_t>> dict_items(uint64_t dict);
+  uint64_t dict_get(uint64_t dict, const std::string& key);
+  uint64_t attribute(uint64_t obj, const std::string& name);  // instance __dict__ lookup
+  bool read_long(uint64_t obj, uint64_t* out);
+  void read_thread_names(uint64_t interp, std::vector<PyThreadInfo>& threads);
+
+  RemoteMemory& memory_;
+  const CPythonLayout& L_;
+  uint64_t runtime_;
+  uint32_t version_;
+  uint64_t code_type_;                            // &PyCode_Type in the target, 0 when unknown
+  uint64_t unicode_type_;                         // &PyUnicode_Type
+  std::unordered_map<uint64_t, CodeInfo> codes_;  // per read
+};
+
+// "threading" for /usr/lib/python3.11/threading.py, "concurrent.futures.thread"
+// for .../concurrent/futures/thread.py, "requests.sessions" in site-packages;
+// the file's stem elsewhere.
+std::string python_module_name(const std::string& file);
+// Whether a file belongs to the standard library or to installed packages
+// (site-packages, dist-packages), rather than to the user's own code.
+bool is_python_library_file(const std::string& file);
+
+}  // namespace stackaudit

@@ -27,15 +27,16 @@ std::string rfc3339_utc(int64_t unix_ns) {
 }
 
 nlohmann::json frame_json(const Frame& f) {
+  bool python = f.kind == Frame::Kind::kPython;
   return {
-      {"kind", f.kind == Frame::Kind::kPython ? "python" : "native"},
+      {"kind", python ? "python" : "native"},
       {"function", f.function},
       {"module", f.module},
       {"file", f.file},
       {"line", f.line},
       {"inlined", f.inlined},
-      {"ip", hex(f.ip)},
-      {"module_offset", hex(f.module_offset)},
+      {"ip", python ? nlohmann::json(nullptr) : nlohmann::json(hex(f.ip))},
+      {"module_offset", python ? nlohmann::json(nullptr) : nlohmann::json(hex(f.module_offset))},
   };
 }
 
@@ -62,7 +63,9 @@ nlohmann::json audit_json(const Snapshot& s) {
                   {"site", t.blocking->site ? frame_json(*t.blocking->site) : json(nullptr)},
                   {"idle", t.blocking->idle},
                   {"rule", t.blocking->rule},
-                  {"blocks_event_loop", t.blocking->blocks_event_loop}};
+                  {"blocks_event_loop", t.blocking->blocks_event_loop},
+                  {"coroutine",
+                   t.blocking->coroutine ? frame_json(*t.blocking->coroutine) : json(nullptr)}};
     }
     json frames = json::array();
     for (const Frame& f : t.frames) frames.push_back(frame_json(f));
@@ -72,6 +75,7 @@ nlohmann::json audit_json(const Snapshot& s) {
                    {"frames", frames},       {"truncated", t.truncated},
                    {"captured", t.captured}, {"stop_us", (t.stop_ns + 500) / 1000}};
     if (!t.note.empty()) thread["note"] = t.note;
+    thread["python"] = nullptr;
     if (t.python)
       thread["python"] = {{"thread_name", t.python->thread_name},
                           {"holds_gil", t.python->holds_gil},

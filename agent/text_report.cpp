@@ -67,9 +67,12 @@ std::string text_report(const Snapshot& s) {
       out << " | on CPU";
     }
     out << "\n";
-    if (t.blocking && t.blocking->blocks_event_loop)
+    if (t.blocking && t.blocking->blocks_event_loop) {
       out << "    !!! BLOCKS THE EVENT LOOP: this thread runs an asyncio loop and is blocked in "
-          << t.blocking->primitive << "\n";
+          << t.blocking->primitive;
+      if (t.blocking->coroutine) out << ", in " << where(*t.blocking->coroutine);
+      out << "\n";
+    }
     if (t.blocking) {
       if (t.blocking->site)
         out << "    site: " << where(*t.blocking->site) << "\n";
@@ -90,7 +93,10 @@ std::string text_report(const Snapshot& s) {
     }
     for (size_t i = 0; i < t.frames.size(); ++i) {
       char ip[32];
-      std::snprintf(ip, sizeof ip, "0x%012llx", static_cast<unsigned long long>(t.frames[i].ip));
+      if (t.frames[i].kind == Frame::Kind::kPython)
+        std::snprintf(ip, sizeof ip, "%-14s", "[python]");
+      else
+        std::snprintf(ip, sizeof ip, "0x%012llx", static_cast<unsigned long long>(t.frames[i].ip));
       out << "    #" << i << (i < 10 ? "  " : " ") << ip << " " << where(t.frames[i]) << "\n";
     }
     if (t.truncated) out << "    ... stack truncated: " << t.note << "\n";
@@ -98,6 +104,21 @@ std::string text_report(const Snapshot& s) {
 
   out << "\nSummary: " << s.summary.threads << " threads, " << s.summary.blocked << " blocked ("
       << s.summary.idle << " idle), " << s.summary.threads - s.summary.blocked << " not blocked\n";
+  if (s.target.runtime_kind == "cpython") {
+    out << "  GIL: "
+        << (s.summary.gil_holder ? "held by thread " + std::to_string(*s.summary.gil_holder)
+                                 : std::string("not held"))
+        << "; asyncio event loops: " << s.summary.event_loop_threads << " ("
+        << s.summary.event_loops_blocked << " blocked)\n";
+  }
+  for (const Pool& p : s.summary.pools) {
+    out << "  pool " << p.name << ": " << p.threads << " threads, " << p.idle << " idle, "
+        << p.blocked << " blocked";
+    std::string cats;
+    for (const auto& [c, n] : p.by_category)
+      cats += (cats.empty() ? " (" : ", ") + c + " " + std::to_string(n);
+    out << (cats.empty() ? "" : cats + ")") << "\n";
+  }
   std::vector<std::pair<std::string, size_t>> cats(s.summary.by_category.begin(),
                                                    s.summary.by_category.end());
   std::stable_sort(cats.begin(), cats.end(),

@@ -70,7 +70,8 @@ bool is_python_library_file(const std::string& file) {
 }
 
 std::unique_ptr<CPythonReader> CPythonReader::detect(const ModuleMap& modules, RemoteMemory& memory,
-                                                     std::string* warning) {
+                                                     std::string* warning,
+                                                     uint32_t* detected_version) {
   for (const Module& m : modules.modules()) {
     if (!m.elf) continue;
     uint64_t runtime = m.elf->symbol("_PyRuntime");
@@ -85,6 +86,7 @@ std::unique_ptr<CPythonReader> CPythonReader::detect(const ModuleMap& modules, R
                  "frames only (supported: CPython 3.11)";
       return nullptr;
     }
+    *detected_version = version;
     const CPythonLayout* layout = cpython_layout(version);
     if (!layout) {
       *warning = "CPython " + cpython_version_text(version) + " in " + m.name +

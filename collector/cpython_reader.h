@@ -47,9 +47,10 @@ class CPythonReader {
  public:
   // Looks for a CPython runtime (a module exporting _PyRuntime, or with a
   // .PyRuntime section). Returns null when there is none, or when it is a
-  // version we cannot read: then *warning says so, once, in one sentence.
+  // version we cannot read: then *warning says so, once, in one sentence, and
+  // *version holds what Py_Version said (0 when it could not be read).
   static std::unique_ptr<CPythonReader> detect(const ModuleMap& modules, RemoteMemory& memory,
-                                               std::string* warning);
+                                               std::string* warning, uint32_t* version);
 
   uint32_t version() const { return version_; }
   PyProcessInfo read();

@@ -378,7 +378,22 @@ std::optional<Blocking> RuleSet::classify(const Thread& t) const {
   b.site = find_site(t.frames, matched_frame);
   // An event loop's thread is idle in its selector; anywhere else it blocks
   // every coroutine of that loop.
-  if (runs_event_loop(t) && !b.idle) b.blocks_event_loop = true;
+  if (runs_event_loop(t) && !b.idle) {
+    b.blocks_event_loop = true;
+    // The loop runs each ready callback from Handle._run: the nearest Python
+    // frame inside it is the coroutine step (or callback) that blocked.
+    for (size_t i = 0; i < t.frames.size(); ++i) {
+      if (!is_python(t.frames[i]) || t.frames[i].module != "asyncio.events" ||
+          t.frames[i].function != "Handle._run")
+        continue;
+      for (size_t j = i; j-- > 0;)
+        if (is_python(t.frames[j])) {
+          b.coroutine = t.frames[j];
+          break;
+        }
+      break;
+    }
+  }
   return b;
 }
 

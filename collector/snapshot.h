@@ -47,6 +47,7 @@ struct Blocking {
   bool idle = false;          // a known "waiting for work" pattern
   std::string rule;           // which rule matched: "builtin:<pattern>" or "FILE:LINE"
   bool blocks_event_loop = false;  // an asyncio loop's thread, blocked outside its selector
+  std::optional<Frame> coroutine;  // then: the coroutine (or callback) the loop was running
 };
 
 // What the interpreter says about a thread of a Python process.

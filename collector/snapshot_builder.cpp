@@ -174,6 +174,9 @@ Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& cap
       for (int i = 0; i < 2; ++i)
         pt.waits_for_gil |= addr >= python->gil_wait_begin[i] && addr < python->gil_wait_end[i];
     }
+    // The interpreter's idea of the holder is read after the capture and may
+    // be a moment late: a thread captured waiting for the GIL does not hold it.
+    if (pt.waits_for_gil) pt.holds_gil = false;
     if (!merge_python_frames(t.frames, py->frames) && t.note.empty())
       t.note = "Python frames did not line up with the native stack; the rest are at its end";
     t.python = std::move(pt);
@@ -187,7 +190,8 @@ void SnapshotBuilder::update_modules(const std::vector<Mapping>& maps) {
     unwinder_.flush();
     symbolizer_.reload();
     python_warning_.clear();
-    python_ = CPythonReader::detect(modules_, memory_, &python_warning_);
+    python_version_ = 0;
+    python_ = CPythonReader::detect(modules_, memory_, &python_warning_, &python_version_);
   }
 }
 
@@ -251,6 +255,10 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
     s.target.runtime_kind = "cpython";
     s.target.runtime_version = cpython_version_text(python->version);
     s.warnings.insert(s.warnings.end(), python->notes.begin(), python->notes.end());
+  } else if (python_version_ != 0) {
+    s.target.runtime_kind = "cpython";
+    s.target.runtime_version = cpython_version_text(python_version_);
+    s.warnings.push_back(python_warning_);
   } else {
     for (const Module& m : modules_.modules()) {
       std::string v = python_version(m.name);

@@ -45,6 +45,7 @@ class SnapshotBuilder {
   Symbolizer symbolizer_;
   std::unique_ptr<CPythonReader> python_;  // set when the target runs a supported CPython
   std::string python_warning_;             // an unsupported one
+  uint32_t python_version_ = 0;            // what Py_Version said, supported or not
 };
 
 // Helpers with no live process behind them, public for tests.

@@ -38,7 +38,12 @@ Snapshot canned() {
   outer.line = 88;
   outer.ip = 0x401234;
   a.frames = {inner, outer};
-  a.blocking = Blocking{"poll", "epoll_wait", outer, true, "builtin: poll syscall epoll_wait"};
+  a.blocking = Blocking{};
+  a.blocking->category = "poll";
+  a.blocking->primitive = "epoll_wait";
+  a.blocking->site = outer;
+  a.blocking->idle = true;
+  a.blocking->rule = "builtin: poll syscall epoll_wait";
   Thread b;
   b.tid = 124;
   b.name = "crunch";

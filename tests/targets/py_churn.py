@@ -1,0 +1,18 @@
+"""Test fixture: starts and ends Python threads without pause, so that thread
+states are created and torn down while stackaudit reads them."""
+import os
+import sys
+import threading
+
+
+def tiny():
+    sum(range(100))
+
+
+print("ready", os.getpid(), flush=True)
+while True:
+    threads = [threading.Thread(target=tiny) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

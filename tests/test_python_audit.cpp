@@ -1,0 +1,266 @@
+// Python-aware audits of a threaded CPython 3.11 service (Debian's stripped
+// /usr/bin/python3.11): Python function, file and line per thread, the call
+// site, the Python thread name, the GIL holder and waiter, pools, and the
+// asyncio event loop idle in its selector, then blocked by time.sleep.
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "tests/support.h"
+
+namespace stackaudit::test {
+namespace {
+
+const char* const kService = PY_SERVICE_SCRIPT;
+
+struct Parked {
+  std::string name;
+  long tid;
+  std::string task;
+};
+
+class PythonService : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    service_ = std::make_unique<Child>(std::vector<std::string>{"/usr/bin/python3.11", kService});
+    for (;;) {
+      auto line = service_->read_line(std::chrono::seconds(20));
+      ASSERT_TRUE(line) << "the Python service did not get ready";
+      if (line->starts_with("ready")) break;
+      std::istringstream in(*line);
+      std::string word;
+      Parked p;
+      in >> word >> p.name >> p.tid >> p.task;
+      if (word == "thread") parked_.push_back(p);
+    }
+  }
+  nlohmann::json dump(std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {kStackaudit, "dump", "--pid", std::to_string(service_->pid()),
+                                     "--format",  "json"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    RunResult r = run(argv);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out);
+  }
+  const Parked& running(const std::string& task) {
+    for (const Parked& p : parked_)
+      if (p.task == task) return p;
+    throw std::runtime_error("no thread runs " + task);
+  }
+  std::unique_ptr<Child> service_;
+  std::vector<Parked> parked_;
+};
+
+const nlohmann::json* python_frame(const nlohmann::json& thread, const std::string& function) {
+  for (const auto& f : thread["frames"])
+    if (f["kind"] == "python" && f["function"] == function) return &f;
+  return nullptr;
+}
+
+struct TaskExpect {
+  const char* task;
+  const char* category;
+  const char* primitive;
+  const char* tag;
+};
+
+const TaskExpect kTasks[] = {
+    {"fetch_quote", "socket", "recv", "recv"},
+    {"next_job", "queue", "queue.Queue.get", "queue"},
+    {"update_cache", "lock", "", "lock"},
+    {"backoff", "sleep", "clock_nanosleep", "sleep"},
+    {"convert_document", "process", "subprocess.run", "subprocess"},
+    {"tail_log", "file", "read", "fifo"},
+};
+
+TEST_F(PythonService, EveryBridgeThreadHasItsPythonCallSite) {
+  auto audit = dump();
+  EXPECT_EQ(audit["target"]["runtime"]["kind"], "cpython");
+  EXPECT_EQ(audit["target"]["runtime"]["version"].get<std::string>().substr(0, 5), "3.11.");
+  EXPECT_TRUE(audit["warnings"].empty()) << audit["warnings"].dump();
+  for (const TaskExpect& e : kTasks) {
+    SCOPED_TRACE(e.task);
+    const Parked& p = running(e.task);
+    const auto* t = thread_with_tid(audit, p.tid);
+    ASSERT_NE(t, nullptr);
+    EXPECT_EQ((*t)["python"]["thread_name"], p.name);
+    EXPECT_TRUE(p.name.starts_with("legacy_bridge_"));
+    const auto& b = (*t)["blocking"];
+    ASSERT_FALSE(b.is_null());
+    EXPECT_EQ(b["category"], e.category) << t->dump(1);
+    if (*e.primitive) {
+      EXPECT_EQ(b["primitive"], e.primitive);
+    }
+    EXPECT_FALSE(b["idle"]);
+    EXPECT_FALSE(b["blocks_event_loop"]);
+    // The site is the task function of the service, at the blocking call.
+    EXPECT_EQ(b["site"]["kind"], "python");
+    EXPECT_EQ(b["site"]["function"], e.task);
+    EXPECT_EQ(b["site"]["line"], tagged_line(kService, e.tag));
+    EXPECT_TRUE(std::string(b["site"]["file"]).ends_with("tests/targets/py_service.py"));
+    // And the same frame is in the stack, under the pool's own frames.
+    const auto* f = python_frame(*t, e.task);
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ((*f)["line"], tagged_line(kService, e.tag));
+    EXPECT_NE(python_frame(*t, "_worker"), nullptr);  // concurrent.futures.thread._worker
+    EXPECT_FALSE((*t)["truncated"]) << (*t).value("note", "");
+  }
+}
+
+TEST_F(PythonService, LibraryFramesAreKeptAndNamedByModule) {
+  auto audit = dump();
+  const auto* t = thread_with_tid(audit, running("next_job").tid);
+  ASSERT_NE(t, nullptr);
+  // queue.get waits in Condition.wait: both frames are there, innermost first.
+  const auto& frames = (*t)["frames"];
+  std::vector<std::string> python;
+  for (const auto& f : frames)
+    if (f["kind"] == "python")
+      python.push_back(f["module"].get<std::string>() + "." + f["function"].get<std::string>());
+  ASSERT_GE(python.size(), 5u);
+  EXPECT_EQ(python[0], "threading.Condition.wait");
+  EXPECT_EQ(python[1], "queue.Queue.get");
+  EXPECT_EQ(python[2], "py_service.next_job");
+  EXPECT_EQ(python[3], "concurrent.futures.thread._WorkItem.run");
+  EXPECT_EQ(python[4], "concurrent.futures.thread._worker");
+}
+
+TEST_F(PythonService, PythonFramesAreMergedAtEachEvalLoopEntry) {
+  auto audit = dump();
+  const auto* t = thread_with_tid(audit, running("backoff").tid);
+  ASSERT_NE(t, nullptr);
+  const auto& frames = (*t)["frames"];
+  ASSERT_FALSE(frames.empty());
+  EXPECT_EQ(frames[0]["kind"], "native");  // the libc wait
+  // Every run of Python frames is followed by the C-level eval loop call that ran it.
+  size_t runs = 0;
+  for (size_t i = 1; i < frames.size(); ++i) {
+    if (frames[i - 1]["kind"] == "python" && frames[i]["kind"] == "native") {
+      ++runs;
+      EXPECT_EQ(frames[i]["function"], "_PyEval_EvalFrameDefault") << i;
+    }
+  }
+  EXPECT_GE(runs, 2u);  // the task and _worker; then Thread.run's group
+  // --stack native drops them, and nothing else.
+  auto native = dump({"--stack", "native"});
+  const auto* n = thread_with_tid(native, running("backoff").tid);
+  size_t python_frames = 0;
+  for (const auto& f : frames) python_frames += f["kind"] == "python";
+  EXPECT_EQ((*n)["frames"].size(), frames.size() - python_frames);
+  for (const auto& f : (*n)["frames"]) EXPECT_EQ(f["kind"], "native");
+}
+
+TEST_F(PythonService, IdlePoolWorkerIsIdle) {
+  auto audit = dump();
+  const auto* t = thread_with_tid(audit, running("-").tid);
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ((*t)["python"]["thread_name"], "idle_pool_0");
+  EXPECT_EQ((*t)["blocking"]["category"], "queue");
+  EXPECT_TRUE((*t)["blocking"]["idle"]);
+  EXPECT_EQ((*t)["blocking"]["primitive"], "ThreadPoolExecutor worker");
+}
+
+TEST_F(PythonService, OneGilHolderAndTheOtherCruncherWaitsForIt) {
+  // Two threads crunch in pure Python: at most one holds the GIL; the other
+  // sleeps on the GIL (unless the dump caught a hand-over): retry a few times.
+  bool seen_waiter = false;
+  for (int attempt = 0; attempt < 10 && !seen_waiter; ++attempt) {
+    auto audit = dump();
+    int holders = 0;
+    for (const auto& t : audit["threads"]) {
+      if (t["python"].is_null()) continue;
+      if (t["python"]["holds_gil"]) {
+        ++holders;
+        EXPECT_TRUE(std::string(t["python"]["thread_name"]).starts_with("cruncher_"));
+        EXPECT_EQ(audit["summary"]["gil_holder"], t["tid"]);
+      }
+      if (t["python"]["waits_for_gil"] && t["state"] == "sleeping") {
+        EXPECT_TRUE(std::string(t["python"]["thread_name"]).starts_with("cruncher_"));
+        EXPECT_EQ(t["blocking"]["category"], "lock");
+        EXPECT_EQ(t["blocking"]["primitive"], "GIL");
+        EXPECT_EQ(t["blocking"]["site"]["function"], "crunch");
+        seen_waiter = true;
+      }
+    }
+    EXPECT_LE(holders, 1);
+    if (holders == 0) {
+      EXPECT_TRUE(audit["summary"]["gil_holder"].is_null());
+    }
+  }
+  EXPECT_TRUE(seen_waiter);
+}
+
+TEST_F(PythonService, BridgePoolIsSummarized) {
+  auto audit = dump();
+  const nlohmann::json* bridge = nullptr;
+  for (const auto& p : audit["summary"]["pools"])
+    if (p["name"] == "legacy_bridge") bridge = &p;
+  ASSERT_NE(bridge, nullptr) << audit["summary"].dump();
+  EXPECT_EQ((*bridge)["threads"], 6);
+  EXPECT_EQ((*bridge)["idle"], 0);
+  EXPECT_EQ((*bridge)["blocked"], 6);
+  EXPECT_EQ((*bridge)["by_category"]["socket"], 1);
+  EXPECT_EQ((*bridge)["by_category"]["queue"], 1);
+  EXPECT_EQ((*bridge)["by_category"]["process"], 1);
+}
+
+TEST_F(PythonService, EventLoopIsIdleInItsSelectorThenBlockedByTimeSleep) {
+  long loop_tid = running("serve").tid;
+  auto idle = dump();
+  const auto* t = thread_with_tid(idle, loop_tid);
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ((*t)["python"]["thread_name"], "event_loop");
+  EXPECT_EQ((*t)["blocking"]["category"], "poll");
+  EXPECT_TRUE((*t)["blocking"]["idle"]);
+  EXPECT_FALSE((*t)["blocking"]["blocks_event_loop"]);
+  EXPECT_EQ(idle["summary"]["event_loop_threads"], 1);
+  EXPECT_EQ(idle["summary"]["event_loops_blocked"], 0);
+
+  service_->write_line("block");
+  ASSERT_TRUE(service_->wait_for("blocking", std::chrono::seconds(10)));
+  nlohmann::json blocked;
+  // "blocking" is printed just before the call: wait until it sleeps in it.
+  ASSERT_TRUE(eventually(
+      [&] {
+        blocked = dump();
+        const auto* b = thread_with_tid(blocked, loop_tid);
+        return b && !(*b)["blocking"].is_null() && (*b)["blocking"]["category"] == "sleep";
+      },
+      std::chrono::seconds(10)));
+  t = thread_with_tid(blocked, loop_tid);
+  const auto& b = (*t)["blocking"];
+  EXPECT_TRUE(b["blocks_event_loop"]);
+  EXPECT_FALSE(b["idle"]);
+  EXPECT_EQ(b["site"]["function"], "blocking_handler");
+  EXPECT_EQ(b["site"]["line"], tagged_line(kService, "loop_sleep"));
+  EXPECT_EQ(b["coroutine"]["function"], "serve");
+  EXPECT_EQ(blocked["summary"]["event_loops_blocked"], 1);
+  const auto* call = python_frame(*t, "handle_request");
+  ASSERT_NE(call, nullptr);
+  EXPECT_EQ((*call)["line"], tagged_line(kService, "loop_call"));
+
+  // The text report says it up front.
+  RunResult text = run({kStackaudit, "dump", "--pid", std::to_string(service_->pid())});
+  EXPECT_NE(text.out.find("!!! 1 asyncio event loop(s) blocked"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("BLOCKS THE EVENT LOOP"), std::string::npos);
+  EXPECT_NE(text.out.find("in serve ("), std::string::npos);
+}
+
+TEST_F(PythonService, TextReportShowsPythonFramesAndThreadNames) {
+  RunResult r = run({kStackaudit, "dump", "--pid", std::to_string(service_->pid())});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Parked& p = running("backoff");
+  std::string header =
+      "Thread " + std::to_string(p.tid) + " \"" + p.name + "\" sleeping | sleep: clock_nanosleep";
+  EXPECT_NE(r.out.find(header), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("site: backoff (" + std::string(kService) + ":" +
+                       std::to_string(tagged_line(kService, "sleep")) + ")"),
+            std::string::npos);
+  // Python frames only, by default, for a Python process.
+  EXPECT_EQ(r.out.find("_PyEval_EvalFrameDefault"), std::string::npos);
+  EXPECT_NE(r.out.find("[python]"), std::string::npos);
+  EXPECT_NE(r.out.find("pool legacy_bridge: 6 threads, 0 idle, 6 blocked"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace stackaudit::test

@@ -129,7 +129,7 @@ std::string text_report(const Snapshot& s) {
     std::vector<std::string> sites;
     for (const Thread& t : s.threads) {
       if (!t.blocking || t.blocking->category != cat) continue;
-      std::string site = t.blocking->site ? t.blocking->site->function : "?";
+      std::string site = t.blocking->site ? t.blocking->site->function : "-";
       if (t.blocking->site && t.blocking->site->kind == Frame::Kind::kPython)
         site += " (" + t.blocking->site->file.substr(t.blocking->site->file.rfind('/') + 1) + ":" +
                 std::to_string(t.blocking->site->line) + ")";

@@ -6,7 +6,7 @@ idle in its selector until it reads "block" on stdin, after which a coroutine
 calls time.sleep() and blocks the loop.
 
 Prints "thread NAME TID TASK" per parked thread, then "ready PID"; "block" answers
-"blocking" just before the loop blocks. Blocking calls sit on lines tagged
+"blocking" just before the loop blocks; end of input ends the process. Blocking calls sit on lines tagged
 "@line:TAG" for the tests.
 """
 import asyncio
@@ -100,6 +100,8 @@ async def serve():
 
     def on_stdin():
         line = sys.stdin.readline()
+        if not line:
+            os._exit(0)  # the test is gone: so are we
         if line.strip() == "block":
             blocked.set()
 

@@ -4,6 +4,10 @@
 // asyncio event loop idle in its selector, then blocked by time.sleep.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
 #include <sstream>
 
 #include "tests/support.h"
@@ -21,8 +25,10 @@ struct Parked {
 
 class PythonService : public ::testing::Test {
  protected:
-  void SetUp() override {
-    service_ = std::make_unique<Child>(std::vector<std::string>{"/usr/bin/python3.11", kService});
+  void SetUp() override { start("/usr/bin/python3.11"); }
+  void start(const std::string& interpreter) {
+    parked_.clear();
+    service_ = std::make_unique<Child>(std::vector<std::string>{interpreter, kService});
     for (;;) {
       auto line = service_->read_line(std::chrono::seconds(20));
       ASSERT_TRUE(line) << "the Python service did not get ready";
@@ -47,6 +53,7 @@ class PythonService : public ::testing::Test {
       if (p.task == task) return p;
     throw std::runtime_error("no thread runs " + task);
   }
+  void check_bridge_threads();
   std::unique_ptr<Child> service_;
   std::vector<Parked> parked_;
 };
@@ -73,7 +80,7 @@ const TaskExpect kTasks[] = {
     {"tail_log", "file", "read", "fifo"},
 };
 
-TEST_F(PythonService, EveryBridgeThreadHasItsPythonCallSite) {
+void PythonService::check_bridge_threads() {
   auto audit = dump();
   EXPECT_EQ(audit["target"]["runtime"]["kind"], "cpython");
   EXPECT_EQ(audit["target"]["runtime"]["version"].get<std::string>().substr(0, 5), "3.11.");
@@ -104,6 +111,49 @@ TEST_F(PythonService, EveryBridgeThreadHasItsPythonCallSite) {
     EXPECT_EQ((*f)["line"], tagged_line(kService, e.tag));
     EXPECT_NE(python_frame(*t, "_worker"), nullptr);  // concurrent.futures.thread._worker
     EXPECT_FALSE((*t)["truncated"]) << (*t).value("note", "");
+  }
+}
+
+TEST_F(PythonService, EveryBridgeThreadHasItsPythonCallSite) {
+  check_bridge_threads();
+}
+
+// Other CPython 3.11 builds on this machine's PATH that use a shared
+// libpython3.11.so (the runtime then lives in the library, not the executable).
+std::vector<std::string> shared_libpython_interpreters() {
+  std::vector<std::string> found;
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path ? path : "");
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    std::string candidate = dir + "/python3.11";
+    if (candidate == "/usr/bin/python3.11" || access(candidate.c_str(), X_OK) != 0) continue;
+    RunResult r = run({candidate, "-c",
+                       "import sys, sysconfig; print(sys.executable); "
+                       "print(sysconfig.get_config_var('Py_ENABLE_SHARED'))"},
+                      std::chrono::seconds(20));
+    std::istringstream out(r.out);
+    std::string exe, shared;
+    std::getline(out, exe);
+    std::getline(out, shared);
+    if (r.exit_code == 0 && shared == "1" && exe != "/usr/bin/python3.11" &&
+        std::find(found.begin(), found.end(), exe) == found.end())
+      found.push_back(exe);
+  }
+  return found;
+}
+
+class SharedLibpythonService : public PythonService {
+ protected:
+  void SetUp() override {}
+};
+
+TEST_F(SharedLibpythonService, EveryBridgeThreadHasItsPythonCallSite) {
+  auto interpreters = shared_libpython_interpreters();
+  if (interpreters.empty()) GTEST_SKIP() << "no other CPython 3.11 with a shared libpython on PATH";
+  for (const std::string& interpreter : interpreters) {
+    SCOPED_TRACE(interpreter);
+    start(interpreter);
+    check_bridge_threads();
   }
 }
 

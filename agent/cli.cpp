@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <exception>
 
+#include "agent/agent.h"
 #include "agent/demo.h"
 #include "agent/dump.h"
 #include "agent/exit_codes.h"
@@ -31,7 +32,7 @@ constexpr const char* kFooter =
 
 void setup_logging() {
   auto logger = spdlog::stderr_color_mt("stackaudit");
-  logger->set_pattern("stackaudit: %l: %v");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e stackaudit %l: %v");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::warn);
 }
@@ -71,6 +72,35 @@ int run_cli(int argc, char** argv) {
                        "(format: docs/rules.md)");
   dump_cmd->footer(kFooter);
 
+  AgentOptions agent;
+  std::string interval = "1s", duration = "0", log_level = "info";
+  CLI::App* agent_cmd = app.add_subcommand(
+      "agent",
+      "Sample a process every --interval and serve Prometheus metrics (/metrics) and a status "
+      "page (/) on --listen; write an aggregate audit on exit and on SIGUSR1. Stop with "
+      "SIGINT or SIGTERM.");
+  agent_cmd->add_option("-p,--pid", agent.pid, "Process to audit; the agent ends when it exits");
+  agent_cmd->add_option("--match", agent.match,
+                        "Audit the process whose command line matches this regular expression "
+                        "(POSIX extended); wait while none does, and follow the next one when "
+                        "it exits (a restarted service)");
+  agent_cmd->add_option("--interval", interval, "Time between rounds (default 1s; 100ms, 2m, ...)");
+  agent_cmd->add_option("--listen", agent.listen,
+                        "ADDR:PORT to serve /metrics and / on (default 127.0.0.1:9464)");
+  agent_cmd->add_option("--audit-json", agent.audit_json,
+                        "Write the run's aggregate audit (stackaudit.audit/v1 with a window "
+                        "section) to FILE, atomically, on exit and on SIGUSR1");
+  agent_cmd->add_option("--duration", duration, "Stop after this long (default: run until stopped)");
+  agent_cmd->add_option("--rules", agent.rules_file,
+                        "Extra classification rules (format: docs/rules.md)");
+  agent_cmd->add_option("--max-sites", agent.max_sites,
+                        "Distinct call-site labels in metrics (default 50; the rest are "
+                        "site=\"other\")")
+      ->check(CLI::PositiveNumber);
+  agent_cmd->add_option("--log-level", log_level, "debug, info (default), warn, error")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+  agent_cmd->footer(kFooter);
+
   CLI::App* demo_cmd = app.add_subcommand(
       "demo",
       "Start the bundled demo service, audit it, print the report, write audit.json in the "
@@ -91,6 +121,12 @@ int run_cli(int argc, char** argv) {
 
   try {
     if (*dump_cmd) return run_dump(dump);
+    if (*agent_cmd) {
+      spdlog::set_level(spdlog::level::from_str(log_level));
+      agent.interval = parse_duration(interval, "--interval");
+      agent.duration = parse_duration(duration, "--duration");
+      return run_agent(agent);
+    }
     if (*demo_cmd) return run_demo();
   } catch (const UserError& e) {
     std::fprintf(stderr, "stackaudit: %s\n", e.message.c_str());

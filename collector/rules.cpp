@@ -101,6 +101,13 @@ constexpr BuiltinRule kBuiltinRules[] = {
     {"sleep", F, "std::this_thread::sleep_until*", "", "", false},
     {"sleep", F, "std::thread::sleep*", "", "", false},  // Rust std
     {"sleep", F, "usleep", "", "", false},
+    // libc's own names: they also cover a wait the kernel restarted after a
+    // stop, which shows as the restart_syscall syscall.
+    {"sleep", F, "*clock_nanosleep*", "", "clock_nanosleep", false},
+    {"sleep", F, "*nanosleep", "", "nanosleep", false},
+    {"poll", F, "poll", "", "", false},
+    {"poll", F, "__poll*", "", "poll", false},
+    {"poll", F, "*ppoll*", "", "ppoll", false},
     {"sleep", F, "sleep", "", "", false},
     {"sleep", S, "nanosleep", "", "", false},
     {"sleep", S, "clock_nanosleep", "", "", false},

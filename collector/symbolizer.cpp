@@ -73,17 +73,29 @@ std::string strip_parameters(const std::string& s) {
   std::string text = s;
   if (auto clone = text.find(" [clone"); clone != std::string::npos) text.resize(clone);
   size_t close = text.rfind(')');
-  if (close == std::string::npos) return text;
-  int depth = 0;
-  for (size_t i = close + 1; i-- > 0;) {
-    if (text[i] == ')')
-      ++depth;
-    else if (text[i] == '(' && --depth == 0) {
-      if (i == 0) return text;
-      // "operator()" keeps its own parentheses.
-      return text.substr(0, i);
+  if (close != std::string::npos) {
+    int depth = 0;
+    for (size_t i = close + 1; i-- > 0;) {
+      if (text[i] == ')') ++depth;
+      else if (text[i] == '(' && --depth == 0) {
+        if (i > 0) text.resize(i);  // "operator()" keeps its own parentheses
+        break;
+      }
     }
   }
+  // A function template's demangled name starts with its return type
+  // ("void std::this_thread::sleep_for<...>"): keep what follows the last
+  // space outside brackets, unless that space belongs to "operator new".
+  int depth = 0;
+  size_t cut = std::string::npos;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '<' || c == '(' || c == '[') ++depth;
+    else if ((c == '>' || c == ')' || c == ']') && depth > 0) --depth;
+    else if (c == ' ' && depth == 0 && !std::string_view(text).substr(0, i).ends_with("operator"))
+      cut = i;
+  }
+  if (cut != std::string::npos) text = text.substr(cut + 1);
   return text;
 }
 

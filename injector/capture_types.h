@@ -117,6 +117,8 @@ struct ProcessInfo {
   uint64_t nonvoluntary_ctxt_switches = 0;
   uint64_t utime_ticks = 0;
   uint64_t stime_ticks = 0;
+  uint64_t start_time_ticks = 0;  // since boot
+  uint64_t virtual_memory_bytes = 0;
 };
 
 struct RawCapture {

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <unistd.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -166,6 +167,7 @@ std::optional<ProcessInfo> read_process_info(pid_t pid) {
     info.state = st->state;
     info.utime_ticks = st->utime_ticks;
     info.stime_ticks = st->stime_ticks;
+    info.start_time_ticks = st->start_time_ticks;
   }
   std::istringstream in(*status);
   std::string line;
@@ -177,6 +179,8 @@ std::optional<ProcessInfo> read_process_info(pid_t pid) {
     if (f.empty()) continue;
     if (key == "VmRSS")
       info.rss_bytes = parse_u64(f[0]) * 1024;
+    else if (key == "VmSize")
+      info.virtual_memory_bytes = parse_u64(f[0]) * 1024;
     else if (key == "Threads")
       info.threads = parse_u64(f[0]);
     else if (key == "TracerPid")
@@ -329,6 +333,51 @@ std::vector<SocketEntry> read_sockets(pid_t pid) {
   if (auto text = read_file(pid_path(pid, "net/unix"))) parse_unix_sockets(*text, out);
   return out;
 }
+
+std::vector<pid_t> list_processes() {
+  std::vector<pid_t> pids;
+  DIR* dir = ::opendir("/proc");
+  if (!dir) return pids;
+  while (dirent* e = ::readdir(dir)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    pids.push_back(static_cast<pid_t>(std::atoi(e->d_name)));
+  }
+  ::closedir(dir);
+  std::sort(pids.begin(), pids.end());
+  return pids;
+}
+
+size_t count_fds(pid_t pid) {
+  size_t n = 0;
+  DIR* dir = ::opendir(pid_path(pid, "fd").c_str());
+  if (!dir) return 0;
+  while (dirent* e = ::readdir(dir))
+    if (e->d_name[0] != '.') ++n;
+  ::closedir(dir);
+  return n;
+}
+
+uint64_t max_fds(pid_t pid) {
+  auto text = read_file(pid_path(pid, "limits"));
+  if (!text) return 0;
+  std::istringstream in(*text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.starts_with("Max open files")) continue;
+    auto f = split_ws(std::string_view(line).substr(14));
+    return f.empty() ? 0 : parse_u64(f[0]);
+  }
+  return 0;
+}
+
+uint64_t boot_time_seconds() {
+  auto text = read_file("/proc/stat");
+  if (!text) return 0;
+  auto at = text->find("\nbtime ");
+  return at == std::string::npos ? 0 : parse_u64(std::string_view(*text).substr(at + 7, 20));
+}
+
+long clock_ticks_per_second() { return ::sysconf(_SC_CLK_TCK); }
 
 int yama_ptrace_scope() {
   auto text = read_file("/proc/sys/kernel/yama/ptrace_scope");

@@ -37,6 +37,15 @@ void parse_inet_sockets(const std::string& text, const std::string& protocol,
                         std::vector<SocketEntry>& out);
 void parse_unix_sockets(const std::string& text, std::vector<SocketEntry>& out);
 
+// Every process on the machine (the numeric entries of /proc).
+std::vector<pid_t> list_processes();
+// Open file descriptors of a process, and its RLIMIT_NOFILE soft limit (0 if unknown).
+size_t count_fds(pid_t pid);
+uint64_t max_fds(pid_t pid);
+// Boot time, seconds since the epoch (btime in /proc/stat), and clock ticks per second.
+uint64_t boot_time_seconds();
+long clock_ticks_per_second();
+
 // /proc/sys/kernel/yama/ptrace_scope, or -1 when Yama is not there.
 int yama_ptrace_scope();
 

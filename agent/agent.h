@@ -1,0 +1,28 @@
+// `stackaudit agent`: samples a live process every interval and serves
+// Prometheus metrics; writes an aggregate audit on exit and on SIGUSR1.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <string>
+
+namespace stackaudit {
+
+struct AgentOptions {
+  pid_t pid = 0;              // --pid, or
+  std::string match;          // --match REGEX over the command line
+  std::chrono::milliseconds interval{1000};
+  std::string listen = "127.0.0.1:9464";
+  std::string audit_json;     // "" for none
+  std::chrono::milliseconds duration{0};  // 0: until stopped
+  std::string rules_file;
+  size_t max_sites = 50;
+};
+
+int run_agent(const AgentOptions& options);
+
+// "500ms", "1s", "2m", "1h" -> milliseconds; throws UserError (exit 2).
+std::chrono::milliseconds parse_duration(const std::string& text, const char* option);
+
+}  // namespace stackaudit

@@ -1,0 +1,153 @@
+#include "agent/exporter.h"
+
+#include <CivetServer.h>
+#include <arpa/inet.h>
+#include <prometheus/text_serializer.h>
+
+#include <regex>
+
+#include "agent/audit_json.h"
+#include "agent/exit_codes.h"
+#include "agent/metrics.h"
+
+namespace stackaudit {
+namespace {
+
+void reply(mg_connection* conn, const char* type, const std::string& body) {
+  mg_printf(conn,
+            "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+            "Connection: close\r\n\r\n",
+            type, body.size());
+  mg_write(conn, body.data(), body.size());
+}
+
+std::string escape_html(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '&': out += "&amp;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string civetweb_listen(const std::string& listen) {
+  static const std::regex v4(R"(^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$)");
+  static const std::regex v6(R"(^\[([0-9a-fA-F:]+)\]:(\d{1,5})$)");
+  std::smatch m;
+  auto bad = [&] {
+    return UserError{kExitUsage, "malformed --listen '" + listen +
+                                     "': expected ADDR:PORT, e.g. 127.0.0.1:9464 or [::1]:9464"};
+  };
+  bool ipv6 = std::regex_match(listen, m, v6);
+  if (!ipv6 && !std::regex_match(listen, m, v4)) throw bad();
+  unsigned char buf[sizeof(in6_addr)];
+  if (inet_pton(ipv6 ? AF_INET6 : AF_INET, m[1].str().c_str(), buf) != 1) throw bad();
+  int port = std::stoi(m[2]);
+  if (port < 1 || port > 65535) throw bad();
+  return ipv6 ? "[" + m[1].str() + "]:" + m[2].str() : m[1].str() + ":" + m[2].str();
+}
+
+class Exporter::MetricsHandler : public CivetHandler {
+ public:
+  explicit MetricsHandler(const Exporter& owner) : owner_(owner) {}
+  bool handleGet(CivetServer*, mg_connection* conn) override {
+    reply(conn, "text/plain; version=0.0.4; charset=utf-8", owner_.metrics_text());
+    return true;
+  }
+
+ private:
+  const Exporter& owner_;
+};
+
+class Exporter::PageHandler : public CivetHandler {
+ public:
+  explicit PageHandler(const Exporter& owner) : owner_(owner) {}
+  bool handleGet(CivetServer*, mg_connection* conn) override {
+    reply(conn, "text/html; charset=utf-8", owner_.landing_page());
+    return true;
+  }
+
+ private:
+  const Exporter& owner_;
+};
+
+Exporter::Exporter(const std::string& listen,
+                   std::vector<std::weak_ptr<prometheus::Collectable>> collectables)
+    : collectables_(std::move(collectables)),
+      metrics_handler_(new MetricsHandler(*this)),
+      page_handler_(new PageHandler(*this)) {
+  std::vector<std::string> options = {"listening_ports", civetweb_listen(listen), "num_threads",
+                                      "2"};
+  try {
+    server_ = std::make_unique<CivetServer>(options);
+  } catch (const CivetException&) {
+    throw UserError{kExitTarget, "cannot listen on " + listen +
+                                     ": the address is in use or not available (choose another "
+                                     "with --listen ADDR:PORT)"};
+  }
+  server_->addHandler("/metrics", *metrics_handler_);
+  server_->addHandler("/$", *page_handler_);  // "/" exactly; other paths 404
+  set_latest(nullptr, "no target yet");
+}
+
+Exporter::~Exporter() {
+  if (server_) server_->close();
+}
+
+std::string Exporter::metrics_text() const {
+  std::vector<prometheus::MetricFamily> families;
+  for (const auto& weak : collectables_)
+    if (auto c = weak.lock()) {
+      auto more = c->Collect();
+      families.insert(families.end(), std::make_move_iterator(more.begin()),
+                      std::make_move_iterator(more.end()));
+    }
+  return prometheus::TextSerializer().Serialize(families);
+}
+
+std::string Exporter::landing_page() const {
+  std::lock_guard lock(page_mutex_);
+  return page_body_;
+}
+
+void Exporter::set_latest(const Snapshot* s, const std::string& target) {
+  std::string html =
+      "<!doctype html><html><head><meta charset=\"utf-8\"><title>stackaudit</title></head><body>"
+      "<h1>stackaudit agent</h1><p>Auditing: " +
+      escape_html(target) + "</p><p><a href=\"/metrics\">/metrics</a></p>";
+  if (s) {
+    html += "<p>Latest round: " + escape_html(rfc3339_utc(s->captured_at_unix_ns)) + ", " +
+            std::to_string(s->summary.threads) + " threads, " + std::to_string(s->summary.blocked) +
+            " blocked (" + std::to_string(s->summary.idle) + " idle)";
+    if (s->summary.event_loops_blocked > 0)
+      html += ", <strong>" + std::to_string(s->summary.event_loops_blocked) +
+              " asyncio event loop(s) blocked</strong>";
+    html += "</p><table border=\"1\" cellpadding=\"4\"><tr><th>category</th><th>threads</th>"
+            "<th>call sites</th></tr>";
+    for (const auto& [category, n] : s->summary.by_category) {
+      if (n == 0) continue;
+      std::map<std::string, int> sites;
+      for (const Thread& t : s->threads)
+        if (t.blocking && t.blocking->category == category)
+          ++sites[t.blocking->site ? site_label(*t.blocking->site) : "-"];
+      std::string cell;
+      for (const auto& [site, count] : sites)
+        cell += escape_html(site) + (count > 1 ? " &times;" + std::to_string(count) : "") + "<br>";
+      html += "<tr><td>" + category + "</td><td>" + std::to_string(n) + "</td><td>" + cell +
+              "</td></tr>";
+    }
+    html += "</table>";
+  }
+  html += "</body></html>\n";
+  std::lock_guard lock(page_mutex_);
+  page_body_ = std::move(html);
+}
+
+}  // namespace stackaudit

@@ -1,0 +1,49 @@
+// The agent's HTTP endpoint: /metrics in the Prometheus text format, and a
+// plain landing page at / that says what is audited and what its blocked
+// threads wait on in the latest round.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <prometheus/collectable.h>
+#include <string>
+#include <vector>
+
+#include "collector/snapshot.h"
+
+class CivetServer;
+
+namespace stackaudit {
+
+class Exporter {
+ public:
+  // Listens on "ADDR:PORT" (IPv4 or [IPv6]). Throws UserError (exit 3) when the
+  // port is taken.
+  Exporter(const std::string& listen,
+           std::vector<std::weak_ptr<prometheus::Collectable>> collectables);
+  ~Exporter();
+  Exporter(const Exporter&) = delete;
+  Exporter& operator=(const Exporter&) = delete;
+
+  // The latest round, for the landing page (a copy is rendered and kept).
+  void set_latest(const Snapshot* snapshot, const std::string& target_description);
+
+  std::string metrics_text() const;
+  std::string landing_page() const;
+
+ private:
+  class MetricsHandler;
+  class PageHandler;
+  std::vector<std::weak_ptr<prometheus::Collectable>> collectables_;
+  mutable std::mutex page_mutex_;
+  std::string page_body_;
+  std::unique_ptr<MetricsHandler> metrics_handler_;
+  std::unique_ptr<PageHandler> page_handler_;
+  std::unique_ptr<CivetServer> server_;
+};
+
+// "127.0.0.1:9464" -> civetweb's listening_ports syntax; throws UserError (exit
+// 2) on a malformed address.
+std::string civetweb_listen(const std::string& listen);
+
+}  // namespace stackaudit

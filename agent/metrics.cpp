@@ -1,0 +1,309 @@
+#include "agent/metrics.h"
+
+#include <unistd.h>
+
+#include <functional>
+
+#include "agent/version.h"
+#include "collector/rules.h"
+#include "injector/proc.h"
+
+namespace stackaudit {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+using prometheus::Histogram;
+
+const Histogram::BucketBoundaries kRoundBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                   0.1,   0.25,   0.5,   1,    2.5,   5};
+const Histogram::BucketBoundaries kStopBuckets = {5e-6, 1e-5,   2.5e-5, 5e-5, 1e-4,
+                                                  2.5e-4, 5e-4, 1e-3,   5e-3, 2e-2};
+const Histogram::BucketBoundaries kEpisodeBuckets = {1,   2,   5,    10,   30,   60,
+                                                     120, 300, 600, 1800, 3600, 14400};
+
+prometheus::MetricFamily family(const std::string& name, const std::string& help,
+                                prometheus::MetricType type) {
+  prometheus::MetricFamily f;
+  f.name = name;
+  f.help = help;
+  f.type = type;
+  return f;
+}
+
+prometheus::ClientMetric value(double v, std::vector<prometheus::ClientMetric::Label> labels,
+                               prometheus::MetricType type) {
+  prometheus::ClientMetric m;
+  m.label = std::move(labels);
+  if (type == prometheus::MetricType::Counter) m.counter.value = v;
+  else m.gauge.value = v;
+  return m;
+}
+
+}  // namespace
+
+std::string site_label(const Frame& f) {
+  std::string label = f.function.empty() ? "?" : f.function;
+  if (!f.file.empty()) {
+    label += " (" + f.file.substr(f.file.rfind('/') + 1);
+    if (f.line > 0) label += ":" + std::to_string(f.line);
+    label += ")";
+  }
+  return label;
+}
+
+std::string episode_key(const Thread& t) {
+  std::string key = t.syscall ? std::to_string(t.syscall->nr) : "-";
+  if (t.syscall)
+    for (uint64_t a : t.syscall->args) key += ":" + std::to_string(a);
+  for (const Frame& f : t.frames) key += "|" + f.function + "@" + std::to_string(f.line);
+  return key;
+}
+
+std::vector<EpisodeTracker::Ended> EpisodeTracker::update(const Snapshot& s, double interval) {
+  std::vector<Ended> ended;
+  std::map<pid_t, Open> next;
+  for (const Thread& t : s.threads) {
+    if (!t.blocking) continue;
+    std::string key = episode_key(t);
+    auto it = open_.find(t.tid);
+    if (it != open_.end() && it->second.key == key) {
+      Open o = std::move(it->second);
+      ++o.rounds;
+      next.emplace(t.tid, std::move(o));
+      open_.erase(it);
+    } else {
+      next.emplace(t.tid, Open{key, t.blocking->category, 1});
+    }
+  }
+  // Whatever did not continue has ended: the thread woke, moved on or exited.
+  for (auto& [tid, o] : open_) ended.push_back({o.category, o.rounds * interval});
+  open_ = std::move(next);
+  return ended;
+}
+
+AgentMetrics::AgentMetrics(prometheus::Registry& r, size_t max_sites)
+    : max_sites_(max_sites),
+      target_info_(BuildGauge()
+                       .Name("stackaudit_target_info")
+                       .Help("The audited process: 1, with its pid and comm as labels")
+                       .Register(r)),
+      target_up_(BuildGauge()
+                     .Name("stackaudit_target_up")
+                     .Help("1 when a target process is being audited, 0 when there is none")
+                     .Register(r)
+                     .Add({})),
+      snapshots_(BuildCounter()
+                     .Name("stackaudit_snapshots_total")
+                     .Help("Sampling rounds completed")
+                     .Register(r)
+                     .Add({})),
+      errors_(BuildCounter()
+                  .Name("stackaudit_snapshot_errors_total")
+                  .Help("Rounds or threads that could not be captured, by reason")
+                  .Register(r)),
+      snapshot_duration_(BuildHistogram()
+                             .Name("stackaudit_snapshot_duration_seconds")
+                             .Help("Wall time of one round's capture (listing, reads, stops)")
+                             .Register(r)
+                             .Add({}, kRoundBuckets)),
+      thread_stop_(BuildHistogram()
+                       .Name("stackaudit_thread_stop_seconds")
+                       .Help("The pause each stopped thread paid (PTRACE_INTERRUPT to detach); "
+                             "threads read without a stop are not counted")
+                       .Register(r)
+                       .Add({}, kStopBuckets)),
+      thread_samples_(BuildCounter()
+                          .Name("stackaudit_thread_samples_total")
+                          .Help("Threads captured, summed over rounds")
+                          .Register(r)
+                          .Add({})),
+      captures_(BuildCounter()
+                    .Name("stackaudit_thread_captures_total")
+                    .Help("Thread captures by how they were made: stopped, nonstop (read while "
+                          "blocked, no stop), reused (unchanged since the last round), failed")
+                    .Register(r)),
+      blocked_samples_(BuildCounter()
+                           .Name("stackaudit_blocked_thread_samples_total")
+                           .Help("Blocked threads seen, summed over rounds, by category")
+                           .Register(r)),
+      blocked_threads_(BuildGauge()
+                           .Name("stackaudit_blocked_threads")
+                           .Help("Blocked threads in the last round, by category")
+                           .Register(r)),
+      site_samples_(BuildCounter()
+                        .Name("stackaudit_blocking_site_samples_total")
+                        .Help("Blocked threads seen at each call site, summed over rounds; the "
+                              "first --max-sites distinct sites get a label, the rest "
+                              "site=\"other\"")
+                        .Register(r)),
+      episodes_(BuildHistogram()
+                    .Name("stackaudit_blocking_episode_seconds")
+                    .Help("How long a thread stayed in one blocking call, from consecutive "
+                          "rounds: resolution is the sampling interval; observed when the "
+                          "episode ends")
+                    .Register(r)),
+      loop_blocked_samples_(BuildCounter()
+                                .Name("stackaudit_event_loop_blocked_samples_total")
+                                .Help("asyncio event loop threads seen blocked outside their "
+                                      "selector, summed over rounds, by category and site")
+                                .Register(r)),
+      loop_threads_(BuildGauge()
+                        .Name("stackaudit_event_loop_threads")
+                        .Help("Threads running an asyncio event loop in the last round")
+                        .Register(r)
+                        .Add({})),
+      pool_threads_(BuildGauge()
+                        .Name("stackaudit_pool_threads")
+                        .Help("Threads per pool (threads named alike, the trailing number "
+                              "removed) in the last round, by state: idle, blocked, running")
+                        .Register(r)) {
+  BuildGauge()
+      .Name("stackaudit_build_info")
+      .Help("stackaudit's version")
+      .Register(r)
+      .Add({{"version", kVersion}})
+      .Set(1);
+  for (const std::string& c : categories()) {
+    blocked_samples_.Add({{"category", c}});
+    blocked_threads_.Add({{"category", c}});
+  }
+  for (const char* mode : {"stopped", "nonstop", "reused", "failed"}) captures_.Add({{"mode", mode}});
+}
+
+void AgentMetrics::target_changed(std::optional<pid_t> pid, const std::string& comm) {
+  if (target_info_series_) target_info_.Remove(target_info_series_);
+  target_info_series_ = nullptr;
+  target_up_.Set(pid ? 1 : 0);
+  if (pid) {
+    target_info_series_ = &target_info_.Add({{"pid", std::to_string(*pid)}, {"comm", comm}});
+    target_info_series_->Set(1);
+  }
+}
+
+prometheus::Counter& AgentMetrics::site_counter(prometheus::Family<prometheus::Counter>& family,
+                                                std::map<std::string, prometheus::Counter*>& known,
+                                                const std::string& category,
+                                                const std::string& site) {
+  // Bounded labels: the first max_sites distinct sites have their own series.
+  std::string name = site;
+  if (!site_names_.count(site)) {
+    if (site_names_.size() < max_sites_) site_names_.insert(site);
+    else name = "other";
+  }
+  std::string key = category + '\0' + name;
+  auto it = known.find(key);
+  if (it == known.end())
+    it = known.emplace(key, &family.Add({{"category", category}, {"site", name}})).first;
+  return *it->second;
+}
+
+void AgentMetrics::observe_round(const Snapshot& s, double duration_seconds) {
+  snapshots_.Increment();
+  snapshot_duration_.Observe(duration_seconds);
+  thread_samples_.Increment(static_cast<double>(s.threads.size()));
+  std::map<std::string, double> blocked;
+  for (const std::string& c : categories()) blocked[c] = 0;
+  for (const Thread& t : s.threads) {
+    captures_.Add({{"mode", t.captured}}).Increment();
+    if (t.captured == "stopped") thread_stop_.Observe(static_cast<double>(t.stop_ns) * 1e-9);
+    if (!t.blocking) continue;
+    const Blocking& b = *t.blocking;
+    ++blocked[b.category];
+    std::string site = b.site ? site_label(*b.site) : "-";
+    site_counter(site_samples_, sites_, b.category, site).Increment();
+    if (b.blocks_event_loop) site_counter(loop_blocked_samples_, loop_sites_, b.category, site).Increment();
+  }
+  for (const auto& [c, n] : blocked) {
+    blocked_samples_.Add({{"category", c}}).Increment(n);
+    blocked_threads_.Add({{"category", c}}).Set(n);
+  }
+  loop_threads_.Set(static_cast<double>(s.summary.event_loop_threads));
+  for (auto& [key, gauge] : pools_) gauge->Set(0);  // pools that vanished read 0
+  for (const Pool& p : s.summary.pools) {
+    double running = static_cast<double>(p.threads - p.idle - p.blocked);
+    for (auto [state, n] : {std::pair<const char*, double>{"idle", static_cast<double>(p.idle)},
+                            {"blocked", static_cast<double>(p.blocked)},
+                            {"running", running}}) {
+      std::string key = p.name + '\0' + state;
+      auto it = pools_.find(key);
+      if (it == pools_.end() && pools_.size() < 3 * max_sites_)
+        it = pools_.emplace(key, &pool_threads_.Add({{"pool", p.name}, {"state", state}})).first;
+      if (it != pools_.end()) it->second->Set(n);
+    }
+  }
+  if (s.capture.threads_failed > 0)
+    errors_.Add({{"reason", "thread_not_captured"}}).Increment(static_cast<double>(s.capture.threads_failed));
+}
+
+void AgentMetrics::observe_episodes(const std::vector<EpisodeTracker::Ended>& ended) {
+  for (const auto& e : ended)
+    episodes_.Add({{"category", e.category}}, kEpisodeBuckets).Observe(e.seconds);
+}
+
+void AgentMetrics::observe_error(const std::string& reason) {
+  errors_.Add({{"reason", reason}}).Increment();
+}
+
+std::vector<prometheus::MetricFamily> TargetCollectable::Collect() const {
+  using prometheus::MetricType;
+  std::vector<prometheus::MetricFamily> out;
+  pid_t pid = pid_.load();
+  if (pid <= 0) return out;
+  auto info = proc::read_process_info(pid);
+  if (!info) return out;
+  double ticks = static_cast<double>(proc::clock_ticks_per_second());
+  auto rss = family("stackaudit_target_resident_memory_bytes",
+                    "Resident memory of the audited process (VmRSS), read at scrape time",
+                    MetricType::Gauge);
+  rss.metric.push_back(value(static_cast<double>(info->rss_bytes), {}, MetricType::Gauge));
+  auto threads = family("stackaudit_target_threads",
+                        "Threads of the audited process, read at scrape time", MetricType::Gauge);
+  threads.metric.push_back(value(static_cast<double>(info->threads), {}, MetricType::Gauge));
+  auto cpu = family("stackaudit_target_cpu_seconds_total",
+                    "CPU time of the audited process by mode (user, system)", MetricType::Counter);
+  cpu.metric.push_back(
+      value(static_cast<double>(info->utime_ticks) / ticks, {{"mode", "user"}}, MetricType::Counter));
+  cpu.metric.push_back(value(static_cast<double>(info->stime_ticks) / ticks, {{"mode", "system"}},
+                             MetricType::Counter));
+  auto ctx = family("stackaudit_target_context_switches_total",
+                    "Context switches of the audited process's main thread, by type",
+                    MetricType::Counter);
+  ctx.metric.push_back(value(static_cast<double>(info->voluntary_ctxt_switches),
+                             {{"ctxswitchtype", "voluntary"}}, MetricType::Counter));
+  ctx.metric.push_back(value(static_cast<double>(info->nonvoluntary_ctxt_switches),
+                             {{"ctxswitchtype", "nonvoluntary"}}, MetricType::Counter));
+  return {rss, threads, cpu, ctx};
+}
+
+std::vector<prometheus::MetricFamily> ProcessCollectable::Collect() const {
+  using prometheus::MetricType;
+  pid_t self = ::getpid();
+  auto info = proc::read_process_info(self);
+  if (!info) return {};
+  double ticks = static_cast<double>(proc::clock_ticks_per_second());
+  std::vector<prometheus::MetricFamily> out;
+  auto add = [&](const char* name, const char* help, MetricType type, double v) {
+    auto f = family(name, help, type);
+    f.metric.push_back(value(v, {}, type));
+    out.push_back(std::move(f));
+  };
+  add("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
+      MetricType::Counter, static_cast<double>(info->utime_ticks + info->stime_ticks) / ticks);
+  add("process_resident_memory_bytes", "Resident memory size in bytes.", MetricType::Gauge,
+      static_cast<double>(info->rss_bytes));
+  add("process_virtual_memory_bytes", "Virtual memory size in bytes.", MetricType::Gauge,
+      static_cast<double>(info->virtual_memory_bytes));
+  add("process_start_time_seconds", "Start time of the process since unix epoch in seconds.",
+      MetricType::Gauge,
+      static_cast<double>(proc::boot_time_seconds()) +
+          static_cast<double>(info->start_time_ticks) / ticks);
+  add("process_open_fds", "Number of open file descriptors.", MetricType::Gauge,
+      static_cast<double>(proc::count_fds(self)));
+  add("process_max_fds", "Maximum number of open file descriptors.", MetricType::Gauge,
+      static_cast<double>(proc::max_fds(self)));
+  return out;
+}
+
+}  // namespace stackaudit

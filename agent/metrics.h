@@ -1,0 +1,106 @@
+// The Prometheus metrics of the continuous agent (ARCHITECTURE §7,
+// docs/metrics.md). Sampling rounds feed AgentMetrics; figures about the
+// target and about the agent itself are read from /proc at scrape time by
+// collectables, never with ptrace and never from a scrape thread's capture.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <optional>
+#include <prometheus/collectable.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <set>
+#include <string>
+
+#include "collector/snapshot.h"
+
+namespace stackaudit {
+
+// Threads that stay in one blocking call (same syscall line and stack) over
+// consecutive rounds are one episode; when it ends, its length is observed.
+class EpisodeTracker {
+ public:
+  struct Ended {
+    std::string category;
+    double seconds;
+  };
+  // Feeds one round; returns the episodes that ended with it.
+  std::vector<Ended> update(const Snapshot& s, double interval_seconds);
+  void clear() { open_.clear(); }
+
+ private:
+  struct Open {
+    std::string key;
+    std::string category;
+    int rounds = 0;
+  };
+  std::map<pid_t, Open> open_;
+};
+
+// The key that says "the same blocking call": syscall and stack.
+std::string episode_key(const Thread& t);
+
+// "backoff (worker.py:24)" or "Cache::get (cache.cpp:88)", for site labels.
+std::string site_label(const Frame& site);
+
+class AgentMetrics {
+ public:
+  AgentMetrics(prometheus::Registry& registry, size_t max_sites);
+
+  void target_changed(std::optional<pid_t> pid, const std::string& comm);
+  void observe_round(const Snapshot& s, double duration_seconds);
+  void observe_episodes(const std::vector<EpisodeTracker::Ended>& ended);
+  void observe_error(const std::string& reason);
+
+ private:
+  prometheus::Counter& site_counter(prometheus::Family<prometheus::Counter>& family,
+                                    std::map<std::string, prometheus::Counter*>& known,
+                                    const std::string& category, const std::string& site);
+
+  size_t max_sites_;
+  prometheus::Family<prometheus::Gauge>& target_info_;
+  prometheus::Gauge& target_up_;
+  prometheus::Gauge* target_info_series_ = nullptr;
+  prometheus::Counter& snapshots_;
+  prometheus::Family<prometheus::Counter>& errors_;
+  prometheus::Histogram& snapshot_duration_;
+  prometheus::Histogram& thread_stop_;
+  prometheus::Counter& thread_samples_;
+  prometheus::Family<prometheus::Counter>& captures_;
+  prometheus::Family<prometheus::Counter>& blocked_samples_;
+  prometheus::Family<prometheus::Gauge>& blocked_threads_;
+  prometheus::Family<prometheus::Counter>& site_samples_;
+  prometheus::Family<prometheus::Histogram>& episodes_;
+  prometheus::Family<prometheus::Counter>& loop_blocked_samples_;
+  prometheus::Gauge& loop_threads_;
+  prometheus::Family<prometheus::Gauge>& pool_threads_;
+  std::map<std::string, prometheus::Counter*> sites_;       // "category\0site" -> series
+  std::map<std::string, prometheus::Counter*> loop_sites_;
+  std::set<std::string> site_names_;                         // distinct sites given a label
+  std::map<std::string, prometheus::Gauge*> pools_;
+};
+
+// stackaudit_target_* figures of the audited process, read at scrape time.
+class TargetCollectable : public prometheus::Collectable {
+ public:
+  void set_pid(pid_t pid) { pid_ = pid; }
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  std::atomic<pid_t> pid_{0};
+};
+
+// The agent's own process_* figures (prometheus-cpp has no process collector).
+class ProcessCollectable : public prometheus::Collectable {
+ public:
+  std::vector<prometheus::MetricFamily> Collect() const override;
+};
+
+}  // namespace stackaudit

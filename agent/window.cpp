@@ -1,0 +1,135 @@
+#include "agent/window.h"
+
+#include <algorithm>
+
+#include "agent/audit_json.h"
+#include "agent/metrics.h"
+#include "collector/snapshot_builder.h"
+#include "injector/proc.h"
+
+namespace stackaudit {
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t idx = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(idx, v.size() - 1)];
+}
+
+void RunWindow::MinAvgMax::add(double v) {
+  min = n == 0 ? v : std::min(min, v);
+  max = n == 0 ? v : std::max(max, v);
+  sum += v;
+  ++n;
+}
+
+nlohmann::json RunWindow::MinAvgMax::json() const {
+  return {{"min", min}, {"avg", n ? sum / static_cast<double>(n) : 0.0}, {"max", max}};
+}
+
+void RunWindow::add_round(const Snapshot& s, double agent_cpu_seconds) {
+  if (rounds_ == 0) first_ns_ = s.captured_at_unix_ns;
+  ++rounds_;
+  samples_ += s.threads.size();
+  for (const Thread& t : s.threads) {
+    if (t.captured == "stopped") {
+      ++stopped_;
+      stop_ns_.push_back(t.stop_ns);
+    } else if (t.captured == "reused") {
+      ++reused_;
+    } else if (t.captured == "nonstop") {
+      ++not_stopped_;
+    }
+    if (!t.blocking) continue;
+    const Blocking& b = *t.blocking;
+    ++by_category_[b.category];
+    ++by_site_[{b.category, b.site ? site_label(*b.site) : "-"}];
+    std::string stack;
+    for (const Frame& f : t.frames) {
+      if (f.inlined) continue;
+      stack += (stack.empty() ? "" : " <- ") + site_label(f);
+      if (stack.size() > 2000) break;
+    }
+    ++stacks_[b.category][stack];
+  }
+  rss_.add(static_cast<double>(s.target.rss_bytes));
+  threads_.add(static_cast<double>(s.target.threads));
+  if (auto info = proc::read_process_info(s.target.pid)) {
+    if (!first_cpu_) first_cpu_ = {info->utime_ticks, info->stime_ticks};
+    last_cpu_ = {info->utime_ticks, info->stime_ticks};
+  }
+  if (first_agent_cpu_ < 0) first_agent_cpu_ = agent_cpu_seconds;
+  last_agent_cpu_ = agent_cpu_seconds;
+  last_ = s;
+}
+
+void RunWindow::add_episode(const std::string& category, double seconds) {
+  episodes_[category].push_back(seconds);
+}
+
+nlohmann::json RunWindow::audit() const {
+  if (!last_) return nullptr;
+  nlohmann::json out = audit_json(*last_);
+  using nlohmann::json;
+  double total = static_cast<double>(samples_);
+  json cats = json::object();
+  for (const auto& [c, n] : by_category_)
+    cats[c] = {{"samples", n}, {"share", total > 0 ? static_cast<double>(n) / total : 0.0}};
+  std::vector<std::pair<std::pair<std::string, std::string>, size_t>> sites(by_site_.begin(),
+                                                                             by_site_.end());
+  std::stable_sort(sites.begin(), sites.end(),
+                   [](const auto& a, const auto& b) { return a.second > b.second; });
+  json site_list = json::array();
+  for (size_t i = 0; i < sites.size() && i < 100; ++i)
+    site_list.push_back({{"category", sites[i].first.first},
+                         {"site", sites[i].first.second},
+                         {"samples", sites[i].second},
+                         {"share", total > 0 ? static_cast<double>(sites[i].second) / total : 0.0}});
+  json top_stacks = json::object();
+  for (const auto& [c, stacks] : stacks_) {
+    std::vector<std::pair<std::string, size_t>> v(stacks.begin(), stacks.end());
+    std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+    json list = json::array();
+    for (size_t i = 0; i < v.size() && i < 5; ++i)
+      list.push_back({{"samples", v[i].second}, {"stack", v[i].first}});
+    top_stacks[c] = list;
+  }
+  json episodes = json::object();
+  for (const auto& [c, v] : episodes_)
+    episodes[c] = {{"count", v.size()},
+                   {"p50", percentile(v, 0.50)},
+                   {"p95", percentile(v, 0.95)},
+                   {"p99", percentile(v, 0.99)},
+                   {"max", percentile(v, 1.0)}};
+  StopStats stops = stop_stats(stop_ns_);
+  double ticks = static_cast<double>(proc::clock_ticks_per_second());
+  json cpu = nullptr;
+  if (first_cpu_ && last_cpu_)
+    cpu = {{"user", static_cast<double>(last_cpu_->first - first_cpu_->first) / ticks},
+           {"system", static_cast<double>(last_cpu_->second - first_cpu_->second) / ticks}};
+  double seconds = static_cast<double>(last_->captured_at_unix_ns - first_ns_) * 1e-9;
+  out["window"] = {
+      {"started_at", rfc3339_utc(first_ns_)},
+      {"last_round_at", rfc3339_utc(last_->captured_at_unix_ns)},
+      {"seconds", seconds},
+      {"interval_seconds", interval_},
+      {"rounds", rounds_},
+      {"rounds_failed", rounds_failed_},
+      {"thread_samples", samples_},
+      {"by_category", cats},
+      {"sites", site_list},
+      {"top_stacks", top_stacks},
+      {"episodes", episodes},
+      {"target",
+       {{"rss_bytes", rss_.json()}, {"threads", threads_.json()}, {"cpu_seconds", cpu}}},
+      {"cost",
+       {{"threads_stopped", stopped_},
+        {"threads_not_stopped", not_stopped_},
+        {"threads_reused", reused_},
+        {"stop_us", {{"p50", stops.p50_us}, {"p99", stops.p99_us}, {"max", stops.max_us}}},
+        {"agent_cpu_seconds", last_agent_cpu_ - std::max(0.0, first_agent_cpu_)}}},
+  };
+  return out;
+}
+
+}  // namespace stackaudit

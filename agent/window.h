@@ -1,0 +1,52 @@
+// What the agent saw over its whole run, for --audit-json: the same audit
+// (stackaudit.audit/v1, last round in the usual fields) plus a "window"
+// section of aggregates (docs/audit-json.md).
+#pragma once
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "collector/snapshot.h"
+
+namespace stackaudit {
+
+class RunWindow {
+ public:
+  explicit RunWindow(double interval_seconds) : interval_(interval_seconds) {}
+
+  void add_round(const Snapshot& s, double agent_cpu_seconds);
+  void add_episode(const std::string& category, double seconds);
+  void round_failed() { ++rounds_failed_; }
+
+  // The last round as an audit, plus "window". Null json when no round ran.
+  nlohmann::json audit() const;
+
+ private:
+  struct MinAvgMax {
+    double min = 0, max = 0, sum = 0;
+    size_t n = 0;
+    void add(double v);
+    nlohmann::json json() const;
+  };
+  double interval_;
+  std::optional<Snapshot> last_;
+  int64_t first_ns_ = 0;
+  size_t rounds_ = 0, rounds_failed_ = 0, samples_ = 0;
+  std::map<std::string, size_t> by_category_;
+  std::map<std::pair<std::string, std::string>, size_t> by_site_;  // (category, site)
+  std::map<std::string, std::map<std::string, size_t>> stacks_;    // category -> stack -> count
+  std::map<std::string, std::vector<double>> episodes_;
+  std::vector<uint64_t> stop_ns_;
+  size_t stopped_ = 0, not_stopped_ = 0, reused_ = 0;
+  MinAvgMax rss_, threads_;
+  std::optional<std::pair<uint64_t, uint64_t>> first_cpu_, last_cpu_;  // target ticks (user, sys)
+  double first_agent_cpu_ = -1, last_agent_cpu_ = 0;
+};
+
+// Percentile by nearest rank (p in [0, 1]); 0 for an empty set.
+double percentile(std::vector<double> values, double p);
+
+}  // namespace stackaudit

@@ -4,8 +4,9 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include <optional>
 #include <prometheus/registry.h>
+#include <algorithm>
+#include <optional>
 #include <regex>
 
 #include "agent/atomic_file.h"
@@ -34,14 +35,22 @@ std::string describe(const ProcessInfo& p) {
 }
 
 // Processes whose command line matches (like process-exporter's cmdline
-// matching), other than ourselves.
+// matching), other than ourselves. A match whose parent matches too is a
+// forked helper of the same program (a worker, a child it waits for), not a
+// second candidate: only the top of each matching tree counts.
 std::vector<ProcessInfo> find_matches(const std::regex& re) {
-  std::vector<ProcessInfo> out;
+  std::vector<ProcessInfo> all;
   for (pid_t pid : proc::list_processes()) {
     if (pid == ::getpid()) continue;
     auto info = proc::read_process_info(pid);
     if (!info || info->cmdline.empty()) continue;
-    if (std::regex_search(joined_cmdline(*info), re)) out.push_back(*info);
+    if (std::regex_search(joined_cmdline(*info), re)) all.push_back(*info);
+  }
+  std::vector<ProcessInfo> out;
+  for (const ProcessInfo& p : all) {
+    bool parent_matches =
+        std::any_of(all.begin(), all.end(), [&](const ProcessInfo& q) { return q.pid == p.ppid; });
+    if (!parent_matches) out.push_back(p);
   }
   return out;
 }
@@ -69,7 +78,8 @@ enum class Wake { kTimeout, kStop, kWriteAudit };
 
 Wake wait_for(std::chrono::milliseconds ms) {
   sigset_t set = control_signals();
-  timespec ts{static_cast<time_t>(ms.count() / 1000), static_cast<long>(ms.count() % 1000) * 1000000};
+  timespec ts{static_cast<time_t>(ms.count() / 1000),
+              static_cast<long>(ms.count() % 1000) * 1000000};
   int sig = sigtimedwait(&set, nullptr, &ts);
   if (sig == SIGINT || sig == SIGTERM) return Wake::kStop;
   if (sig == SIGUSR1) return Wake::kWriteAudit;
@@ -105,6 +115,17 @@ int run_agent(const AgentOptions& o) {
   }
   civetweb_listen(o.listen);  // validate before touching anything
   RuleSet rules = load_rules(o.rules_file);
+
+  sigset_t signals = control_signals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before the HTTP threads start
+
+  prometheus::Registry registry_storage;
+  auto registry = std::shared_ptr<prometheus::Registry>(&registry_storage, [](auto*) {});
+  auto target_figures = std::make_shared<TargetCollectable>();
+  auto self_figures = std::make_shared<ProcessCollectable>();
+  AgentMetrics metrics(registry_storage, o.max_sites);
+  Exporter exporter(o.listen, {registry, target_figures, self_figures});
+
   if (o.pid > 0) {
     try {
       check_target(o.pid);
@@ -123,15 +144,6 @@ int run_agent(const AgentOptions& o) {
     }
   }
 
-  sigset_t signals = control_signals();
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before the HTTP threads start
-
-  prometheus::Registry registry_storage;
-  auto registry = std::shared_ptr<prometheus::Registry>(&registry_storage, [](auto*) {});
-  auto target_figures = std::make_shared<TargetCollectable>();
-  auto self_figures = std::make_shared<ProcessCollectable>();
-  AgentMetrics metrics(registry_storage, o.max_sites);
-  Exporter exporter(o.listen, {registry, target_figures, self_figures});
   spdlog::info("serving metrics on http://{}/metrics", o.listen);
 
   double interval = static_cast<double>(o.interval.count()) / 1000.0;
@@ -248,9 +260,10 @@ int run_agent(const AgentOptions& o) {
       window.add_round(s, self_cpu_seconds());
       exporter.set_latest(&s, describe(*target));
       if (s.capture.eintr_inflicted > 0)
-        spdlog::warn("{} thread(s) saw EINTR: they entered an interruptible wait as they were "
-                     "being stopped",
-                     s.capture.eintr_inflicted);
+        spdlog::warn(
+            "{} thread(s) saw EINTR: they entered an interruptible wait as they were "
+            "being stopped",
+            s.capture.eintr_inflicted);
       previous = std::move(raw);
       auto spent = std::chrono::milliseconds((monotonic_ns() - round_start) / 1000000);
       pause(o.interval > spent ? o.interval - spent : std::chrono::milliseconds(0));

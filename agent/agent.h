@@ -10,11 +10,11 @@
 namespace stackaudit {
 
 struct AgentOptions {
-  pid_t pid = 0;              // --pid, or
-  std::string match;          // --match REGEX over the command line
+  pid_t pid = 0;      // --pid, or
+  std::string match;  // --match REGEX over the command line
   std::chrono::milliseconds interval{1000};
   std::string listen = "127.0.0.1:9464";
-  std::string audit_json;     // "" for none
+  std::string audit_json;                 // "" for none
   std::chrono::milliseconds duration{0};  // 0: until stopped
   std::string rules_file;
   size_t max_sites = 50;

@@ -90,12 +90,14 @@ int run_cli(int argc, char** argv) {
   agent_cmd->add_option("--audit-json", agent.audit_json,
                         "Write the run's aggregate audit (stackaudit.audit/v1 with a window "
                         "section) to FILE, atomically, on exit and on SIGUSR1");
-  agent_cmd->add_option("--duration", duration, "Stop after this long (default: run until stopped)");
+  agent_cmd->add_option("--duration", duration,
+                        "Stop after this long (default: run until stopped)");
   agent_cmd->add_option("--rules", agent.rules_file,
                         "Extra classification rules (format: docs/rules.md)");
-  agent_cmd->add_option("--max-sites", agent.max_sites,
-                        "Distinct call-site labels in metrics (default 50; the rest are "
-                        "site=\"other\")")
+  agent_cmd
+      ->add_option("--max-sites", agent.max_sites,
+                   "Distinct call-site labels in metrics (default 50; the rest are "
+                   "site=\"other\")")
       ->check(CLI::PositiveNumber);
   agent_cmd->add_option("--log-level", log_level, "debug, info (default), warn, error")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}));

@@ -25,11 +25,20 @@ std::string escape_html(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -129,8 +138,9 @@ void Exporter::set_latest(const Snapshot* s, const std::string& target) {
     if (s->summary.event_loops_blocked > 0)
       html += ", <strong>" + std::to_string(s->summary.event_loops_blocked) +
               " asyncio event loop(s) blocked</strong>";
-    html += "</p><table border=\"1\" cellpadding=\"4\"><tr><th>category</th><th>threads</th>"
-            "<th>call sites</th></tr>";
+    html +=
+        "</p><table border=\"1\" cellpadding=\"4\"><tr><th>category</th><th>threads</th>"
+        "<th>call sites</th></tr>";
     for (const auto& [category, n] : s->summary.by_category) {
       if (n == 0) continue;
       std::map<std::string, int> sites;

@@ -3,9 +3,9 @@
 // threads wait on in the latest round.
 #pragma once
 
+#include <prometheus/collectable.h>
 #include <memory>
 #include <mutex>
-#include <prometheus/collectable.h>
 #include <string>
 #include <vector>
 

@@ -18,9 +18,9 @@ using prometheus::Histogram;
 
 const Histogram::BucketBoundaries kRoundBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                    0.1,   0.25,   0.5,   1,    2.5,   5};
-const Histogram::BucketBoundaries kStopBuckets = {5e-6, 1e-5,   2.5e-5, 5e-5, 1e-4,
+const Histogram::BucketBoundaries kStopBuckets = {5e-6,   1e-5, 2.5e-5, 5e-5, 1e-4,
                                                   2.5e-4, 5e-4, 1e-3,   5e-3, 2e-2};
-const Histogram::BucketBoundaries kEpisodeBuckets = {1,   2,   5,    10,   30,   60,
+const Histogram::BucketBoundaries kEpisodeBuckets = {1,   2,   5,   10,   30,   60,
                                                      120, 300, 600, 1800, 3600, 14400};
 
 prometheus::MetricFamily family(const std::string& name, const std::string& help,
@@ -36,8 +36,10 @@ prometheus::ClientMetric value(double v, std::vector<prometheus::ClientMetric::L
                                prometheus::MetricType type) {
   prometheus::ClientMetric m;
   m.label = std::move(labels);
-  if (type == prometheus::MetricType::Counter) m.counter.value = v;
-  else m.gauge.value = v;
+  if (type == prometheus::MetricType::Counter)
+    m.counter.value = v;
+  else
+    m.gauge.value = v;
   return m;
 }
 
@@ -169,7 +171,8 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r, size_t max_sites)
     blocked_samples_.Add({{"category", c}});
     blocked_threads_.Add({{"category", c}});
   }
-  for (const char* mode : {"stopped", "nonstop", "reused", "failed"}) captures_.Add({{"mode", mode}});
+  for (const char* mode : {"stopped", "nonstop", "reused", "failed"})
+    captures_.Add({{"mode", mode}});
 }
 
 void AgentMetrics::target_changed(std::optional<pid_t> pid, const std::string& comm) {
@@ -189,8 +192,10 @@ prometheus::Counter& AgentMetrics::site_counter(prometheus::Family<prometheus::C
   // Bounded labels: the first max_sites distinct sites have their own series.
   std::string name = site;
   if (!site_names_.count(site)) {
-    if (site_names_.size() < max_sites_) site_names_.insert(site);
-    else name = "other";
+    if (site_names_.size() < max_sites_)
+      site_names_.insert(site);
+    else
+      name = "other";
   }
   std::string key = category + '\0' + name;
   auto it = known.find(key);
@@ -213,7 +218,8 @@ void AgentMetrics::observe_round(const Snapshot& s, double duration_seconds) {
     ++blocked[b.category];
     std::string site = b.site ? site_label(*b.site) : "-";
     site_counter(site_samples_, sites_, b.category, site).Increment();
-    if (b.blocks_event_loop) site_counter(loop_blocked_samples_, loop_sites_, b.category, site).Increment();
+    if (b.blocks_event_loop)
+      site_counter(loop_blocked_samples_, loop_sites_, b.category, site).Increment();
   }
   for (const auto& [c, n] : blocked) {
     blocked_samples_.Add({{"category", c}}).Increment(n);
@@ -234,7 +240,8 @@ void AgentMetrics::observe_round(const Snapshot& s, double duration_seconds) {
     }
   }
   if (s.capture.threads_failed > 0)
-    errors_.Add({{"reason", "thread_not_captured"}}).Increment(static_cast<double>(s.capture.threads_failed));
+    errors_.Add({{"reason", "thread_not_captured"}})
+        .Increment(static_cast<double>(s.capture.threads_failed));
 }
 
 void AgentMetrics::observe_episodes(const std::vector<EpisodeTracker::Ended>& ended) {
@@ -263,13 +270,13 @@ std::vector<prometheus::MetricFamily> TargetCollectable::Collect() const {
   threads.metric.push_back(value(static_cast<double>(info->threads), {}, MetricType::Gauge));
   auto cpu = family("stackaudit_target_cpu_seconds_total",
                     "CPU time of the audited process by mode (user, system)", MetricType::Counter);
-  cpu.metric.push_back(
-      value(static_cast<double>(info->utime_ticks) / ticks, {{"mode", "user"}}, MetricType::Counter));
+  cpu.metric.push_back(value(static_cast<double>(info->utime_ticks) / ticks, {{"mode", "user"}},
+                             MetricType::Counter));
   cpu.metric.push_back(value(static_cast<double>(info->stime_ticks) / ticks, {{"mode", "system"}},
                              MetricType::Counter));
-  auto ctx = family("stackaudit_target_context_switches_total",
-                    "Context switches of the audited process's main thread, by type",
-                    MetricType::Counter);
+  auto ctx =
+      family("stackaudit_target_context_switches_total",
+             "Context switches of the audited process's main thread, by type", MetricType::Counter);
   ctx.metric.push_back(value(static_cast<double>(info->voluntary_ctxt_switches),
                              {{"ctxswitchtype", "voluntary"}}, MetricType::Counter));
   ctx.metric.push_back(value(static_cast<double>(info->nonvoluntary_ctxt_switches),

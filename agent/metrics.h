@@ -6,16 +6,16 @@
 
 #include <sys/types.h>
 
-#include <atomic>
-#include <map>
-#include <memory>
-#include <optional>
 #include <prometheus/collectable.h>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -81,9 +81,9 @@ class AgentMetrics {
   prometheus::Family<prometheus::Counter>& loop_blocked_samples_;
   prometheus::Gauge& loop_threads_;
   prometheus::Family<prometheus::Gauge>& pool_threads_;
-  std::map<std::string, prometheus::Counter*> sites_;       // "category\0site" -> series
+  std::map<std::string, prometheus::Counter*> sites_;  // "category\0site" -> series
   std::map<std::string, prometheus::Counter*> loop_sites_;
-  std::set<std::string> site_names_;                         // distinct sites given a label
+  std::set<std::string> site_names_;  // distinct sites given a label
   std::map<std::string, prometheus::Gauge*> pools_;
 };
 

@@ -76,19 +76,21 @@ nlohmann::json RunWindow::audit() const {
   for (const auto& [c, n] : by_category_)
     cats[c] = {{"samples", n}, {"share", total > 0 ? static_cast<double>(n) / total : 0.0}};
   std::vector<std::pair<std::pair<std::string, std::string>, size_t>> sites(by_site_.begin(),
-                                                                             by_site_.end());
+                                                                            by_site_.end());
   std::stable_sort(sites.begin(), sites.end(),
                    [](const auto& a, const auto& b) { return a.second > b.second; });
   json site_list = json::array();
   for (size_t i = 0; i < sites.size() && i < 100; ++i)
-    site_list.push_back({{"category", sites[i].first.first},
-                         {"site", sites[i].first.second},
-                         {"samples", sites[i].second},
-                         {"share", total > 0 ? static_cast<double>(sites[i].second) / total : 0.0}});
+    site_list.push_back(
+        {{"category", sites[i].first.first},
+         {"site", sites[i].first.second},
+         {"samples", sites[i].second},
+         {"share", total > 0 ? static_cast<double>(sites[i].second) / total : 0.0}});
   json top_stacks = json::object();
   for (const auto& [c, stacks] : stacks_) {
     std::vector<std::pair<std::string, size_t>> v(stacks.begin(), stacks.end());
-    std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+    std::stable_sort(v.begin(), v.end(),
+                     [](const auto& a, const auto& b) { return a.second > b.second; });
     json list = json::array();
     for (size_t i = 0; i < v.size() && i < 5; ++i)
       list.push_back({{"samples", v[i].second}, {"stack", v[i].first}});
@@ -120,8 +122,7 @@ nlohmann::json RunWindow::audit() const {
       {"sites", site_list},
       {"top_stacks", top_stacks},
       {"episodes", episodes},
-      {"target",
-       {{"rss_bytes", rss_.json()}, {"threads", threads_.json()}, {"cpu_seconds", cpu}}},
+      {"target", {{"rss_bytes", rss_.json()}, {"threads", threads_.json()}, {"cpu_seconds", cpu}}},
       {"cost",
        {{"threads_stopped", stopped_},
         {"threads_not_stopped", not_stopped_},

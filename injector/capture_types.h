@@ -41,6 +41,7 @@ struct SyscallState {
 struct TaskStat {
   char state = '?';  // R S D T t Z X I
   std::string comm;
+  pid_t ppid = 0;
   uint64_t flags = 0;
   uint64_t utime_ticks = 0;
   uint64_t stime_ticks = 0;
@@ -106,6 +107,7 @@ struct RawThread {
 // Process-wide facts read around the capture.
 struct ProcessInfo {
   pid_t pid = 0;
+  pid_t ppid = 0;
   std::string comm;
   std::string exe;
   std::vector<std::string> cmdline;

@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
-#include <unistd.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -94,6 +93,7 @@ std::optional<TaskStat> parse_stat(const std::string& text) {
   // f[0] is field 3 (state); field N is f[N - 3].
   if (f.size() < 20) return std::nullopt;
   st.state = f[0].empty() ? '?' : f[0][0];
+  st.ppid = static_cast<pid_t>(parse_u64(f[4 - 3]));
   st.flags = parse_u64(f[9 - 3]);
   st.utime_ticks = parse_u64(f[14 - 3]);
   st.stime_ticks = parse_u64(f[15 - 3]);
@@ -165,6 +165,7 @@ std::optional<ProcessInfo> read_process_info(pid_t pid) {
   if (auto st = parse_stat(*stat_text)) {
     info.comm = st->comm;
     info.state = st->state;
+    info.ppid = st->ppid;
     info.utime_ticks = st->utime_ticks;
     info.stime_ticks = st->stime_ticks;
     info.start_time_ticks = st->start_time_ticks;
@@ -377,7 +378,9 @@ uint64_t boot_time_seconds() {
   return at == std::string::npos ? 0 : parse_u64(std::string_view(*text).substr(at + 7, 20));
 }
 
-long clock_ticks_per_second() { return ::sysconf(_SC_CLK_TCK); }
+long clock_ticks_per_second() {
+  return ::sysconf(_SC_CLK_TCK);
+}
 
 int yama_ptrace_scope() {
   auto text = read_file("/proc/sys/kernel/yama/ptrace_scope");

@@ -54,6 +54,19 @@ nlohmann::json dump_json(pid_t pid, RunResult* result = nullptr);
 // The line of `// @line:TAG` in a source file.
 int tagged_line(const std::string& source, const std::string& tag);
 
+// A plain HTTP GET on loopback; nullopt when nothing answers. Status in *status.
+std::optional<std::string> http_get(int port, const std::string& path, int* status = nullptr);
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int free_port();
+// The value of a metric line "name{labels} value" in a Prometheus text scrape.
+std::optional<double> metric_value(const std::string& scrape, const std::string& series);
+// TracerPid of a process (0: none; -1: gone).
+pid_t tracer_of(pid_t pid);
+// No thread of pid in a job stop (T) or ptrace stop (t), and no tracer.
+bool nothing_stopped(pid_t pid);
+// A process's resident memory, bytes.
+uint64_t rss_bytes(pid_t pid);
+
 // The /proc state letter of every thread of pid, by tid.
 std::map<pid_t, char> thread_states(pid_t pid);
 

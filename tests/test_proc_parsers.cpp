@@ -166,7 +166,8 @@ TEST(Symbolizer, NamesAsPeopleReadThem) {
   EXPECT_EQ(strip_parameters("void std::this_thread::sleep_for<long, std::ratio<3600l, 1l> >("
                              "std::chrono::duration<long, std::ratio<3600l, 1l> > const&)"),
             "std::this_thread::sleep_for<long, std::ratio<3600l, 1l> >");
-  EXPECT_EQ(strip_parameters("(anonymous namespace)::worker(int)"), "(anonymous namespace)::worker");
+  EXPECT_EQ(strip_parameters("(anonymous namespace)::worker(int)"),
+            "(anonymous namespace)::worker");
   EXPECT_EQ(strip_parameters("operator new(unsigned long)"), "operator new");
   EXPECT_EQ(strip_parameters("std::vector<int, std::allocator<int> >::push_back(int const&)"),
             "std::vector<int, std::allocator<int> >::push_back");

@@ -22,20 +22,6 @@ long eintr_count(Child& fixture) {
   return std::stol(line->substr(6));
 }
 
-pid_t tracer_of(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(in, line);)
-    if (line.starts_with("TracerPid:")) return std::stoi(line.substr(10));
-  return -1;
-}
-
-// No thread in a job stop (T) or a ptrace stop (t), and no tracer.
-bool nothing_stopped(pid_t pid) {
-  for (const auto& [tid, state] : thread_states(pid))
-    if (state == 't' || state == 'T') return false;
-  return tracer_of(pid) == 0;
-}
-
 TEST(Safety, TwentyDumpsInflictNoEintr) {
   Child fixture({kParkThreads});
   ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));

@@ -1,6 +1,6 @@
 // Test fixture: parks named threads in known primitives and says "ready".
 //
-//   park_threads [--extra N] [--exit-after-ms MS] [--churn 1]
+//   park_threads [--extra N] [--exit-after-ms MS] [--churn 1] [--nap-ms MS] [--tag ANY]
 //
 // Every blocking call sits on a line tagged "@line:TAG" so tests can look the
 // expected line up in this file. Threads in calls that a ptrace stop would
@@ -8,7 +8,9 @@
 // they see; "eintr" on stdin prints the total. --extra N adds N more threads
 // (condition waits and sleeps) for tests that need a crowd. --exit-after-ms
 // makes the process exit on its own, for "target exits mid-capture" tests.
-// --churn 1 starts and ends short-lived threads without pause.
+// --churn 1 starts and ends short-lived threads without pause. --nap-ms MS
+// adds a thread "napper" that sleeps MS at a time, again and again: blocking
+// episodes that end. --tag is ignored (it marks the command line for --match).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -182,6 +184,11 @@ void park_extra(int i) {
   }
 }
 
+void napper(long ms) {
+  pthread_setname_np(pthread_self(), "napper");
+  for (;;) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+}
+
 void churn() {
   pthread_setname_np(pthread_self(), "churn");
   for (;;) {
@@ -207,10 +214,12 @@ int main(int argc, char** argv) {
   int extra = 0;
   long exit_after_ms = -1;
   bool with_churn = false;
+  long nap_ms = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--extra") == 0) extra = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--exit-after-ms") == 0) exit_after_ms = std::atol(argv[i + 1]);
     if (std::strcmp(argv[i], "--churn") == 0) with_churn = std::atoi(argv[i + 1]) != 0;
+    if (std::strcmp(argv[i], "--nap-ms") == 0) nap_ms = std::atol(argv[i + 1]);
   }
   // sigwaitinfo needs the signal blocked everywhere.
   sigset_t usr2;
@@ -257,6 +266,7 @@ int main(int argc, char** argv) {
   while (g_parked.load() < expected) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let them reach their waits
   if (with_churn) std::thread(churn).detach();
+  if (nap_ms > 0) std::thread(napper, nap_ms).detach();
   std::printf("ready %d\n", static_cast<int>(getpid()));
   std::fflush(stdout);
 

@@ -158,13 +158,15 @@ const CPythonReader::CodeInfo* CPythonReader::code_info(uint64_t code) {
   return &codes_.emplace(code, std::move(info)).first->second;
 }
 
-bool CPythonReader::read_thread(uint64_t tstate, PyThreadInfo& t) {
+bool CPythonReader::read_thread(uint64_t tstate, PyThreadInfo& t,
+                                const std::set<long>* frames_for) {
   t.tstate = tstate;
   std::vector<uint8_t> ts(L_.tstate.native_thread_id + 8);
   if (!memory_.read_exact(tstate, ts.data(), ts.size())) return false;
   t.native_tid = field<int64_t>(ts, L_.tstate.native_thread_id);
   t.thread_id = field<uint64_t>(ts, L_.tstate.thread_id);
   uint64_t cframe = field<uint64_t>(ts, L_.tstate.cframe);
+  if (frames_for && !frames_for->count(t.native_tid)) return true;
   uint64_t frame = 0;
   if (cframe && !read_ptr(cframe + L_.cframe.current_frame, &frame)) return false;
   std::vector<uint8_t> f(L_.frame.owner + 1);
@@ -295,7 +297,7 @@ void CPythonReader::read_thread_names(uint64_t interp, std::vector<PyThreadInfo>
   }
 }
 
-bool CPythonReader::read_once(PyProcessInfo& out) {
+bool CPythonReader::read_once(PyProcessInfo& out, const std::set<long>* frames_for) {
   out.threads.clear();
   codes_.clear();
   uint64_t interp = 0;
@@ -311,7 +313,7 @@ bool CPythonReader::read_once(PyProcessInfo& out) {
     size_t first = out.threads.size();
     for (int n = 0; tstate && n < kMaxThreads; ++n) {
       PyThreadInfo t;
-      if (!read_thread(tstate, t)) return false;
+      if (!read_thread(tstate, t, frames_for)) return false;
       complete &= !t.truncated;
       out.threads.push_back(std::move(t));
       if (!read_ptr(tstate + L_.tstate.next, &tstate)) return false;
@@ -330,7 +332,7 @@ bool CPythonReader::read_once(PyProcessInfo& out) {
   return complete;
 }
 
-PyProcessInfo CPythonReader::read() {
+PyProcessInfo CPythonReader::read(const std::set<long>* frames_for) {
   PyProcessInfo out;
   out.version = version_;
   out.gil_wait_begin[0] = runtime_ + L_.runtime.gil_cond;
@@ -341,7 +343,7 @@ PyProcessInfo CPythonReader::read() {
   // keep the last one, marked, when none is clean.
   for (int attempt = 0; attempt < kReadAttempts; ++attempt) {
     out.notes.clear();
-    if (read_once(out)) return out;
+    if (read_once(out, frames_for)) return out;
   }
   out.notes.push_back(
       "some Python stacks changed while being read and are shown partial (truncated)");

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -53,7 +54,10 @@ class CPythonReader {
                                                std::string* warning, uint32_t* version);
 
   uint32_t version() const { return version_; }
-  PyProcessInfo read();
+  // Reads every thread state; frames only for the threads in `frames_for`
+  // (native tids), or for all when it is null. The others come back with no
+  // frames: the caller still has them from an earlier read.
+  PyProcessInfo read(const std::set<long>* frames_for = nullptr);
 
  private:
   CPythonReader(RemoteMemory& memory, const CPythonLayout& layout, uint64_t runtime,
@@ -64,8 +68,8 @@ class CPythonReader {
     int firstlineno = 0;
     int firsttraceable = 0;
   };
-  bool read_once(PyProcessInfo& out);
-  bool read_thread(uint64_t tstate, PyThreadInfo& t);
+  bool read_once(PyProcessInfo& out, const std::set<long>* frames_for);
+  bool read_thread(uint64_t tstate, PyThreadInfo& t, const std::set<long>* frames_for);
   const CodeInfo* code_info(uint64_t code);
   bool read_string(uint64_t obj, std::string* out);
   bool read_ptr(uint64_t addr, uint64_t* out) { return memory_.read_exact(addr, out, 8); }

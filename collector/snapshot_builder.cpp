@@ -130,6 +130,20 @@ SnapshotBuilder::SnapshotBuilder(pid_t pid, RuleSet rules)
 
 Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& capture,
                                      const PyProcessInfo* python) {
+  if (raw.mode == CaptureMode::kReused) {
+    auto it = previous_.find(raw.tid);
+    if (it != previous_.end()) {
+      Thread t = it->second;  // same syscall line, no CPU time since: same stack
+      t.captured = "reused";
+      t.stop_ns = 0;
+      t.note.clear();
+      if (t.python && python)
+        for (const PyThreadInfo& p : python->threads)
+          if (p.native_tid == raw.tid)
+            t.python->holds_gil = p.holds_gil && !t.python->waits_for_gil;
+      return t;
+    }
+  }
   Thread t;
   t.tid = raw.tid;
   t.name = raw.stat.comm;
@@ -251,7 +265,11 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   s.target.exited = raw.target_exited;
   std::optional<PyProcessInfo> python;
   if (python_) {
-    python = python_->read();
+    // Python frames only for threads that may have moved since the last build.
+    std::set<long> moved;
+    for (const RawThread& r : raw.threads)
+      if (r.mode != CaptureMode::kReused || !previous_.count(r.tid)) moved.insert(r.tid);
+    python = python_->read(&moved);
     s.target.runtime_kind = "cpython";
     s.target.runtime_version = cpython_version_text(python->version);
     s.warnings.insert(s.warnings.end(), python->notes.begin(), python->notes.end());
@@ -294,6 +312,8 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
     }
     s.threads.push_back(build_thread(r, raw, python ? &*python : nullptr));
   }
+  previous_.clear();
+  for (const Thread& t : s.threads) previous_.emplace(t.tid, t);
   s.capture.duration_us = raw.duration_ns / 1000;
   s.capture.stop_us = stop_stats(std::move(stops));
 

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <memory>
+#include <unordered_map>
 
 #include "collector/cpython_reader.h"
 #include "collector/module_map.h"
@@ -46,6 +47,9 @@ class SnapshotBuilder {
   std::unique_ptr<CPythonReader> python_;  // set when the target runs a supported CPython
   std::string python_warning_;             // an unsupported one
   uint32_t python_version_ = 0;            // what Py_Version said, supported or not
+  // The last build's threads: a thread reused by the capture (it did not run
+  // since) keeps its stack, Python frames and classification.
+  std::unordered_map<pid_t, Thread> previous_;
 };
 
 // Helpers with no live process behind them, public for tests.

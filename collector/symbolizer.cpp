@@ -76,7 +76,8 @@ std::string strip_parameters(const std::string& s) {
   if (close != std::string::npos) {
     int depth = 0;
     for (size_t i = close + 1; i-- > 0;) {
-      if (text[i] == ')') ++depth;
+      if (text[i] == ')')
+        ++depth;
       else if (text[i] == '(' && --depth == 0) {
         if (i > 0) text.resize(i);  // "operator()" keeps its own parentheses
         break;
@@ -90,8 +91,10 @@ std::string strip_parameters(const std::string& s) {
   size_t cut = std::string::npos;
   for (size_t i = 0; i < text.size(); ++i) {
     char c = text[i];
-    if (c == '<' || c == '(' || c == '[') ++depth;
-    else if ((c == '>' || c == ')' || c == ']') && depth > 0) --depth;
+    if (c == '<' || c == '(' || c == '[')
+      ++depth;
+    else if ((c == '>' || c == ')' || c == ']') && depth > 0)
+      --depth;
     else if (c == ' ' && depth == 0 && !std::string_view(text).substr(0, i).ends_with("operator"))
       cut = i;
   }

@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 PACKAGES=(
   build-essential cmake pkg-config
   libunwind-dev libdw-dev libelf-dev          # unwinding, symbols
-  libspdlog-dev prometheus-cpp-dev            # logging, metrics
+  libspdlog-dev prometheus-cpp-dev libcivetweb-dev  # logging, metrics, HTTP
   nlohmann-json3-dev libcli11-dev             # JSON, command line
   libgtest-dev libgmock-dev                   # tests
   python3.11 util-linux                       # Python fixture; setpriv for permission tests

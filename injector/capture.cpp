@@ -218,13 +218,17 @@ RawThread ProcessCapturer::capture_thread(pid_t tid, const RawCapture* previous)
   bool blocked = sc->kind == SyscallState::Kind::kInSyscall;
   bool in_kernel = blocked || sc->kind == SyscallState::Kind::kOutsideSyscall;
   bool eintr_prone = stop_would_interrupt(t.syscall, t.fds);
+  long eintr_call = eintr_prone ? t.syscall.nr : -1;
   bool must_not_stop = eintr_prone || (in_kernel && t.stat.state == 'D');
   if (must_not_stop || (blocked && options_.nonstop_sufficient)) {
     NonStop copied = capture_nonstop(t);
     // A thread seen in an EINTR-prone call during this capture is never
     // stopped, even if it runs now: it is likely back in that call by the
     // time a stop would land (an event loop between two events).
-    eintr_prone |= stop_would_interrupt(t.syscall, t.fds);
+    if (!eintr_prone && stop_would_interrupt(t.syscall, t.fds)) {
+      eintr_prone = true;
+      eintr_call = t.syscall.nr;
+    }
     switch (copied) {
       case NonStop::kVanished:
         t.vanished = true;
@@ -239,7 +243,7 @@ RawThread ProcessCapturer::capture_thread(pid_t tid, const RawCapture* previous)
         if (eintr_prone) {
           t.mode = CaptureMode::kFailed;
           t.failure = "busy in a wait that a stop would break with EINTR (" +
-                      std::string(syscall_name(t.syscall.nr)) + "); not stopped";
+                      std::string(syscall_name(eintr_call)) + "); not stopped";
           return t;
         }
         break;  // it runs, or waits in a call that a stop does not break

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <prometheus/registry.h>
@@ -118,6 +119,13 @@ int run_agent(const AgentOptions& o) {
 
   sigset_t signals = control_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before the HTTP threads start
+  // One open /proc file per target thread makes rounds cheap (injector/capture.h):
+  // allow as many files as the hard limit does.
+  rlimit files;
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
 
   prometheus::Registry registry_storage;
   auto registry = std::shared_ptr<prometheus::Registry>(&registry_storage, [](auto*) {});
@@ -149,9 +157,11 @@ int run_agent(const AgentOptions& o) {
   double interval = static_cast<double>(o.interval.count()) / 1000.0;
   RunWindow window(interval);
   EpisodeTracker episodes;
+  ThreadKeyCache keys;
+  std::optional<Snapshot> latest;
   auto write_audit = [&] {
     if (o.audit_json.empty()) return;
-    auto audit = window.audit();
+    auto audit = window.audit(latest ? &*latest : nullptr);
     if (audit.is_null()) {
       spdlog::warn("no round completed yet: {} not written", o.audit_json);
       return;
@@ -253,11 +263,12 @@ int run_agent(const AgentOptions& o) {
       }
       double seconds = static_cast<double>(raw.duration_ns) * 1e-9;
       Snapshot s = builder.build(raw);
-      metrics.observe_round(s, seconds);
-      auto ended = episodes.update(s, interval);
+      metrics.observe_round(s, seconds, keys);
+      auto ended = episodes.update(s, interval, keys);
       metrics.observe_episodes(ended);
       for (const auto& e : ended) window.add_episode(e.category, e.seconds);
-      window.add_round(s, self_cpu_seconds());
+      window.add_round(s, self_cpu_seconds(), keys);
+      keys.end_round(s);
       exporter.set_latest(&s, describe(*target));
       if (s.capture.eintr_inflicted > 0)
         spdlog::warn(
@@ -265,6 +276,7 @@ int run_agent(const AgentOptions& o) {
             "being stopped",
             s.capture.eintr_inflicted);
       previous = std::move(raw);
+      latest = std::move(s);
       auto spent = std::chrono::milliseconds((monotonic_ns() - round_start) / 1000000);
       pause(o.interval > spent ? o.interval - spent : std::chrono::milliseconds(0));
     }

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <prometheus/text_serializer.h>
 
+#include <functional>
 #include <regex>
 
 #include "agent/audit_json.h"
@@ -63,35 +64,27 @@ std::string civetweb_listen(const std::string& listen) {
   return ipv6 ? "[" + m[1].str() + "]:" + m[2].str() : m[1].str() + ":" + m[2].str();
 }
 
-class Exporter::MetricsHandler : public CivetHandler {
+// Answers GET with what `body` produces.
+class Exporter::Handler : public CivetHandler {
  public:
-  explicit MetricsHandler(const Exporter& owner) : owner_(owner) {}
+  Handler(const char* content_type, std::function<std::string()> body)
+      : content_type_(content_type), body_(std::move(body)) {}
   bool handleGet(CivetServer*, mg_connection* conn) override {
-    reply(conn, "text/plain; version=0.0.4; charset=utf-8", owner_.metrics_text());
+    reply(conn, content_type_, body_());
     return true;
   }
 
  private:
-  const Exporter& owner_;
-};
-
-class Exporter::PageHandler : public CivetHandler {
- public:
-  explicit PageHandler(const Exporter& owner) : owner_(owner) {}
-  bool handleGet(CivetServer*, mg_connection* conn) override {
-    reply(conn, "text/html; charset=utf-8", owner_.landing_page());
-    return true;
-  }
-
- private:
-  const Exporter& owner_;
+  const char* content_type_;
+  std::function<std::string()> body_;
 };
 
 Exporter::Exporter(const std::string& listen,
                    std::vector<std::weak_ptr<prometheus::Collectable>> collectables)
     : collectables_(std::move(collectables)),
-      metrics_handler_(new MetricsHandler(*this)),
-      page_handler_(new PageHandler(*this)) {
+      metrics_handler_(new Handler("text/plain; version=0.0.4; charset=utf-8",
+                                   [this] { return metrics_text(); })),
+      page_handler_(new Handler("text/html; charset=utf-8", [this] { return landing_page(); })) {
   std::vector<std::string> options = {"listening_ports", civetweb_listen(listen), "num_threads",
                                       "2"};
   try {

@@ -32,13 +32,12 @@ class Exporter {
   std::string landing_page() const;
 
  private:
-  class MetricsHandler;
-  class PageHandler;
+  class Handler;
   std::vector<std::weak_ptr<prometheus::Collectable>> collectables_;
   mutable std::mutex page_mutex_;
   std::string page_body_;
-  std::unique_ptr<MetricsHandler> metrics_handler_;
-  std::unique_ptr<PageHandler> page_handler_;
+  std::unique_ptr<Handler> metrics_handler_;
+  std::unique_ptr<Handler> page_handler_;
   std::unique_ptr<CivetServer> server_;
 };
 

@@ -63,12 +63,36 @@ std::string episode_key(const Thread& t) {
   return key;
 }
 
-std::vector<EpisodeTracker::Ended> EpisodeTracker::update(const Snapshot& s, double interval) {
+const ThreadKeys& ThreadKeyCache::get(const Thread& t) {
+  auto it = keys_.find(t.tid);
+  if (it != keys_.end() && t.captured == "reused") return it->second;
+  ThreadKeys k;
+  k.site = t.blocking && t.blocking->site ? site_label(*t.blocking->site) : "-";
+  for (const Frame& f : t.frames) {
+    if (f.inlined) continue;
+    k.stack += (k.stack.empty() ? "" : " <- ") + site_label(f);
+    if (k.stack.size() > 2000) break;
+  }
+  k.episode = episode_key(t);
+  return keys_[t.tid] = std::move(k);
+}
+
+void ThreadKeyCache::end_round(const Snapshot& s) {
+  std::unordered_map<pid_t, ThreadKeys> kept;
+  for (const Thread& t : s.threads) {
+    auto it = keys_.find(t.tid);
+    if (it != keys_.end()) kept.emplace(t.tid, std::move(it->second));
+  }
+  keys_ = std::move(kept);
+}
+
+std::vector<EpisodeTracker::Ended> EpisodeTracker::update(const Snapshot& s, double interval,
+                                                          ThreadKeyCache& keys) {
   std::vector<Ended> ended;
   std::map<pid_t, Open> next;
   for (const Thread& t : s.threads) {
     if (!t.blocking) continue;
-    std::string key = episode_key(t);
+    const std::string& key = keys.get(t).episode;
     auto it = open_.find(t.tid);
     if (it != open_.end() && it->second.key == key) {
       Open o = std::move(it->second);
@@ -204,7 +228,7 @@ prometheus::Counter& AgentMetrics::site_counter(prometheus::Family<prometheus::C
   return *it->second;
 }
 
-void AgentMetrics::observe_round(const Snapshot& s, double duration_seconds) {
+void AgentMetrics::observe_round(const Snapshot& s, double duration_seconds, ThreadKeyCache& keys) {
   snapshots_.Increment();
   snapshot_duration_.Observe(duration_seconds);
   thread_samples_.Increment(static_cast<double>(s.threads.size()));
@@ -216,7 +240,7 @@ void AgentMetrics::observe_round(const Snapshot& s, double duration_seconds) {
     if (!t.blocking) continue;
     const Blocking& b = *t.blocking;
     ++blocked[b.category];
-    std::string site = b.site ? site_label(*b.site) : "-";
+    const std::string& site = keys.get(t).site;
     site_counter(site_samples_, sites_, b.category, site).Increment();
     if (b.blocks_event_loop)
       site_counter(loop_blocked_samples_, loop_sites_, b.category, site).Increment();

@@ -18,10 +18,31 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 
 #include "collector/snapshot.h"
 
 namespace stackaudit {
+
+// Strings derived from a blocked thread (its site label, its stack as text,
+// its episode key). A thread reused by the capture has not changed, so they
+// are computed once and kept while it stays that way: with a thousand
+// unchanged threads, this is most of a round's work.
+struct ThreadKeys {
+  std::string site;
+  std::string stack;
+  std::string episode;
+};
+
+class ThreadKeyCache {
+ public:
+  const ThreadKeys& get(const Thread& t);
+  // Forgets threads that are gone.
+  void end_round(const Snapshot& s);
+
+ private:
+  std::unordered_map<pid_t, ThreadKeys> keys_;
+};
 
 // Threads that stay in one blocking call (same syscall line and stack) over
 // consecutive rounds are one episode; when it ends, its length is observed.
@@ -32,7 +53,7 @@ class EpisodeTracker {
     double seconds;
   };
   // Feeds one round; returns the episodes that ended with it.
-  std::vector<Ended> update(const Snapshot& s, double interval_seconds);
+  std::vector<Ended> update(const Snapshot& s, double interval_seconds, ThreadKeyCache& keys);
   void clear() { open_.clear(); }
 
  private:
@@ -55,7 +76,7 @@ class AgentMetrics {
   AgentMetrics(prometheus::Registry& registry, size_t max_sites);
 
   void target_changed(std::optional<pid_t> pid, const std::string& comm);
-  void observe_round(const Snapshot& s, double duration_seconds);
+  void observe_round(const Snapshot& s, double duration_seconds, ThreadKeyCache& keys);
   void observe_episodes(const std::vector<EpisodeTracker::Ended>& ended);
   void observe_error(const std::string& reason);
 

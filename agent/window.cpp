@@ -27,8 +27,9 @@ nlohmann::json RunWindow::MinAvgMax::json() const {
   return {{"min", min}, {"avg", n ? sum / static_cast<double>(n) : 0.0}, {"max", max}};
 }
 
-void RunWindow::add_round(const Snapshot& s, double agent_cpu_seconds) {
+void RunWindow::add_round(const Snapshot& s, double agent_cpu_seconds, ThreadKeyCache& keys) {
   if (rounds_ == 0) first_ns_ = s.captured_at_unix_ns;
+  last_ns_ = s.captured_at_unix_ns;
   ++rounds_;
   samples_ += s.threads.size();
   for (const Thread& t : s.threads) {
@@ -42,15 +43,10 @@ void RunWindow::add_round(const Snapshot& s, double agent_cpu_seconds) {
     }
     if (!t.blocking) continue;
     const Blocking& b = *t.blocking;
+    const ThreadKeys& k = keys.get(t);
     ++by_category_[b.category];
-    ++by_site_[{b.category, b.site ? site_label(*b.site) : "-"}];
-    std::string stack;
-    for (const Frame& f : t.frames) {
-      if (f.inlined) continue;
-      stack += (stack.empty() ? "" : " <- ") + site_label(f);
-      if (stack.size() > 2000) break;
-    }
-    ++stacks_[b.category][stack];
+    ++by_site_[{b.category, k.site}];
+    ++stacks_[b.category][k.stack];
   }
   rss_.add(static_cast<double>(s.target.rss_bytes));
   threads_.add(static_cast<double>(s.target.threads));
@@ -60,16 +56,15 @@ void RunWindow::add_round(const Snapshot& s, double agent_cpu_seconds) {
   }
   if (first_agent_cpu_ < 0) first_agent_cpu_ = agent_cpu_seconds;
   last_agent_cpu_ = agent_cpu_seconds;
-  last_ = s;
 }
 
 void RunWindow::add_episode(const std::string& category, double seconds) {
   episodes_[category].push_back(seconds);
 }
 
-nlohmann::json RunWindow::audit() const {
-  if (!last_) return nullptr;
-  nlohmann::json out = audit_json(*last_);
+nlohmann::json RunWindow::audit(const Snapshot* latest) const {
+  if (!latest || rounds_ == 0) return nullptr;
+  nlohmann::json out = audit_json(*latest);
   using nlohmann::json;
   double total = static_cast<double>(samples_);
   json cats = json::object();
@@ -109,10 +104,10 @@ nlohmann::json RunWindow::audit() const {
   if (first_cpu_ && last_cpu_)
     cpu = {{"user", static_cast<double>(last_cpu_->first - first_cpu_->first) / ticks},
            {"system", static_cast<double>(last_cpu_->second - first_cpu_->second) / ticks}};
-  double seconds = static_cast<double>(last_->captured_at_unix_ns - first_ns_) * 1e-9;
+  double seconds = static_cast<double>(last_ns_ - first_ns_) * 1e-9;
   out["window"] = {
       {"started_at", rfc3339_utc(first_ns_)},
-      {"last_round_at", rfc3339_utc(last_->captured_at_unix_ns)},
+      {"last_round_at", rfc3339_utc(last_ns_)},
       {"seconds", seconds},
       {"interval_seconds", interval_},
       {"rounds", rounds_},

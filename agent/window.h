@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/metrics.h"
 #include "collector/snapshot.h"
 
 namespace stackaudit {
@@ -17,12 +18,13 @@ class RunWindow {
  public:
   explicit RunWindow(double interval_seconds) : interval_(interval_seconds) {}
 
-  void add_round(const Snapshot& s, double agent_cpu_seconds);
+  void add_round(const Snapshot& s, double agent_cpu_seconds, ThreadKeyCache& keys);
   void add_episode(const std::string& category, double seconds);
   void round_failed() { ++rounds_failed_; }
 
-  // The last round as an audit, plus "window". Null json when no round ran.
-  nlohmann::json audit() const;
+  // The last round (`latest`) as an audit, plus "window". Null json when no
+  // round ran.
+  nlohmann::json audit(const Snapshot* latest) const;
 
  private:
   struct MinAvgMax {
@@ -32,8 +34,7 @@ class RunWindow {
     nlohmann::json json() const;
   };
   double interval_;
-  std::optional<Snapshot> last_;
-  int64_t first_ns_ = 0;
+  int64_t first_ns_ = 0, last_ns_ = 0;
   size_t rounds_ = 0, rounds_failed_ = 0, samples_ = 0;
   std::map<std::string, size_t> by_category_;
   std::map<std::pair<std::string, std::string>, size_t> by_site_;  // (category, site)

@@ -133,7 +133,8 @@ Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& cap
   if (raw.mode == CaptureMode::kReused) {
     auto it = previous_.find(raw.tid);
     if (it != previous_.end()) {
-      Thread t = it->second;  // same syscall line, no CPU time since: same stack
+      Thread t = std::move(it->second);  // same syscall line, no CPU time since: same stack
+      previous_.erase(it);
       t.captured = "reused";
       t.stop_ns = 0;
       t.note.clear();

@@ -1,10 +1,14 @@
 #include "injector/capture.h"
 
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <set>
+#include <unordered_map>
 
 #include "injector/clock.h"
 #include "injector/proc.h"
@@ -73,7 +77,46 @@ ProcessCapturer::ProcessCapturer(pid_t pid, CaptureOptions options)
       options_(options),
       memory_(pid),
       stopper_(options.stop_deadline),
-      scratch_(new uint8_t[options.max_stack_bytes]) {}
+      scratch_(new uint8_t[options.max_stack_bytes]) {
+  rlimit files;
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur > 512)
+    schedstat_fd_budget_ = std::min<size_t>(files.rlim_cur - 256, 65536);
+}
+
+ProcessCapturer::~ProcessCapturer() {
+  close_schedstat_fds({});
+}
+
+std::optional<SchedStat> ProcessCapturer::schedstat(pid_t tid) {
+  auto it = schedstat_fds_.find(tid);
+  if (it == schedstat_fds_.end()) {
+    if (schedstat_fds_.size() >= schedstat_fd_budget_) return proc::read_schedstat(pid_, tid);
+    std::string path =
+        "/proc/" + std::to_string(pid_) + "/task/" + std::to_string(tid) + "/schedstat";
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return std::nullopt;
+    it = schedstat_fds_.emplace(tid, fd).first;
+  }
+  char buf[128];
+  ssize_t n = ::pread(it->second, buf, sizeof buf - 1, 0);
+  if (n <= 0) {  // the thread is gone
+    ::close(it->second);
+    schedstat_fds_.erase(it);
+    return std::nullopt;
+  }
+  return proc::parse_schedstat(std::string(buf, static_cast<size_t>(n)));
+}
+
+void ProcessCapturer::close_schedstat_fds(const std::set<pid_t>& keep) {
+  for (auto it = schedstat_fds_.begin(); it != schedstat_fds_.end();) {
+    if (keep.count(it->first)) {
+      ++it;
+    } else {
+      ::close(it->second);
+      it = schedstat_fds_.erase(it);
+    }
+  }
+}
 
 size_t ProcessCapturer::copy_stack(uint64_t sp, uint64_t* start, uint64_t* map_start,
                                    uint64_t* map_end) {
@@ -93,22 +136,20 @@ size_t ProcessCapturer::copy_stack(uint64_t sp, uint64_t* start, uint64_t* map_s
   return n > 0 ? static_cast<size_t>(n) : 0;
 }
 
-bool ProcessCapturer::try_reuse(RawThread& t, const RawCapture* previous) {
-  if (!previous || t.syscall.kind != SyscallState::Kind::kInSyscall) return false;
-  for (const RawThread& p : previous->threads) {
-    if (p.tid != t.tid) continue;
-    bool same = p.syscall.line == t.syscall.line && p.schedstat == t.schedstat &&
-                p.stat.start_time_ticks == t.stat.start_time_ticks && !p.stack.empty() &&
-                p.mode != CaptureMode::kFailed;
-    if (!same) return false;
-    t.regs = p.regs;
-    t.full_registers = p.full_registers;
-    t.stack_start = p.stack_start;
-    t.stack = p.stack;
-    t.mode = CaptureMode::kReused;
-    return true;
-  }
-  return false;
+bool ProcessCapturer::try_reuse(pid_t tid, RawThread* p, RawThread& out) {
+  if (!p || p->mode == CaptureMode::kFailed || p->stack.empty() ||
+      p->syscall.kind != SyscallState::Kind::kInSyscall)
+    return false;
+  // Kernels without schedstat accounting report zeros: then this proves nothing.
+  if (p->schedstat.timeslices == 0) return false;
+  auto sched = schedstat(tid);
+  if (!sched || !(*sched == p->schedstat)) return false;
+  out = std::move(*p);
+  out.mode = CaptureMode::kReused;
+  out.stop_ns = 0;
+  out.eintr_restarted = out.eintr_inflicted = false;
+  out.failure.clear();
+  return true;
 }
 
 ProcessCapturer::NonStop ProcessCapturer::capture_nonstop(RawThread& t) {
@@ -116,7 +157,7 @@ ProcessCapturer::NonStop ProcessCapturer::capture_nonstop(RawThread& t) {
     uint64_t start = 0, map_start = 0, map_end = 0;
     size_t bytes = copy_stack(t.syscall.sp, &start, &map_start, &map_end);
     auto after = proc::read_syscall(pid_, t.tid);
-    auto sched_after = proc::read_schedstat(pid_, t.tid);
+    auto sched_after = schedstat(t.tid);
     if (!after || !sched_after) return NonStop::kVanished;
     // Same syscall line (number, arguments, sp, pc) and no CPU time used: the
     // thread did not run while we copied, so the copy is one consistent stack.
@@ -189,12 +230,13 @@ void ProcessCapturer::read_fds(RawThread& t) {
     t.fds.push_back(std::move(*link));
 }
 
-RawThread ProcessCapturer::capture_thread(pid_t tid, const RawCapture* previous) {
+RawThread ProcessCapturer::capture_thread(pid_t tid, RawThread* previous) {
   RawThread t;
+  if (try_reuse(tid, previous, t)) return t;
   t.tid = tid;
   auto stat = proc::read_stat(pid_, tid);
   auto sc = proc::read_syscall(pid_, tid);
-  auto sched = proc::read_schedstat(pid_, tid);
+  auto sched = schedstat(tid);
   if (!stat || !sc || !sched || stat->state == 'Z' || stat->state == 'X') {
     t.vanished = true;
     t.failure = "thread exited";
@@ -206,8 +248,6 @@ RawThread ProcessCapturer::capture_thread(pid_t tid, const RawCapture* previous)
   t.schedstat = *sched;
   t.wchan = proc::read_wchan(pid_, tid);
   read_fds(t);
-
-  if (try_reuse(t, previous)) return t;
 
   // A thread blocked in the kernel has a still user stack: copy it without a
   // stop. That is a must for a call that a stop would break with EINTR, and
@@ -254,11 +294,12 @@ RawThread ProcessCapturer::capture_thread(pid_t tid, const RawCapture* previous)
   return t;
 }
 
-RawCapture ProcessCapturer::capture(const RawCapture* previous) {
+RawCapture ProcessCapturer::capture(RawCapture* previous) {
   RawCapture cap;
   cap.started_unix_ns = wall_ns();
   uint64_t start = monotonic_ns();
-  if (auto info = proc::read_process_info(pid_)) cap.process = *info;
+  auto info = proc::read_process_info(pid_);
+  if (info) cap.process = *info;
   if (maps_.empty() || maps_stale_) {
     maps_ = proc::read_maps(pid_);
     maps_stale_ = false;
@@ -270,19 +311,36 @@ RawCapture ProcessCapturer::capture(const RawCapture* previous) {
     memory_.read(maps_.front().start, &probe, 1);
   }
 
+  std::unordered_map<pid_t, RawThread*> before;
+  if (previous)
+    for (RawThread& p : previous->threads) before.emplace(p.tid, &p);
   std::set<pid_t> seen;
-  for (int round = 0; round < options_.list_rounds; ++round) {
+  // Listing /proc/PID/task costs a dentry per thread. When the process has as
+  // many threads as last time and every one of them is still there (checked by
+  // capturing it), nothing was created: skip the listing.
+  bool listed = false;
+  if (previous && info && info->threads == previous->threads.size()) {
+    listed = true;
+    for (RawThread& p : previous->threads) {
+      seen.insert(p.tid);
+      cap.threads.push_back(capture_thread(p.tid, &p));
+      listed &= !cap.threads.back().vanished;
+    }
+  }
+  for (int round = 0; !listed && round < options_.list_rounds; ++round) {
     auto tids = proc::list_tasks(pid_);
     if (tids.empty()) break;
     bool found_new = false;
     for (pid_t tid : tids) {
       if (!seen.insert(tid).second) continue;
       found_new = true;
-      cap.threads.push_back(capture_thread(tid, previous));
+      auto it = before.find(tid);
+      cap.threads.push_back(capture_thread(tid, it == before.end() ? nullptr : it->second));
     }
     if (!found_new) break;
   }
   if (!proc::process_exists(pid_)) cap.target_exited = true;
+  close_schedstat_fds(seen);  // threads that exited
   // Threads that did not reach their stop in time are still seized: give them
   // a bounded moment now, before the (slower) unwinding and symbolization.
   stopper_.drain(std::chrono::milliseconds(50));
@@ -292,13 +350,18 @@ RawCapture ProcessCapturer::capture(const RawCapture* previous) {
     maps_stale_ = false;
   }
   cap.maps = maps_;
-  bool any_socket = std::any_of(cap.threads.begin(), cap.threads.end(),
-                                [](const RawThread& t) { return is_socket(t.fds); });
-  if (any_socket) cap.sockets = proc::read_sockets(pid_);
-  if (auto info = proc::read_process_info(pid_)) {
-    cap.process.rss_bytes = info->rss_bytes;
-    cap.process.threads = info->threads;
+  // /proc/PID/net/tcp walks the kernel's whole connection table: read it only
+  // when a thread that moved waits on a socket; reused threads' sockets are
+  // described by the previous table.
+  bool new_socket_wait = std::any_of(
+      cap.threads.begin(), cap.threads.end(),
+      [](const RawThread& t) { return t.mode != CaptureMode::kReused && is_socket(t.fds); });
+  if (new_socket_wait) {
+    cap.sockets = proc::read_sockets(pid_);
+  } else if (previous) {
+    cap.sockets = std::move(previous->sockets);
   }
+  // RSS and thread count as of the start of the round (read once per round).
   cap.duration_ns = monotonic_ns() - start;
   return cap;
 }

@@ -12,6 +12,9 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <set>
+#include <unordered_map>
 
 #include "injector/capture_types.h"
 #include "injector/ptrace_stopper.h"
@@ -34,19 +37,26 @@ struct CaptureOptions {
 class ProcessCapturer {
  public:
   ProcessCapturer(pid_t pid, CaptureOptions options);
+  ~ProcessCapturer();
+  ProcessCapturer(const ProcessCapturer&) = delete;
+  ProcessCapturer& operator=(const ProcessCapturer&) = delete;
 
   // previous: the last capture of the same process, for reuse (may be null).
-  RawCapture capture(const RawCapture* previous = nullptr);
+  // The stacks of threads reused from it are moved out of it.
+  RawCapture capture(RawCapture* previous = nullptr);
 
   pid_t pid() const { return pid_; }
 
  private:
   class CopyWindow;
-  RawThread capture_thread(pid_t tid, const RawCapture* previous);
+  RawThread capture_thread(pid_t tid, RawThread* previous);
   enum class NonStop { kCopied, kUnstable, kVanished };
   NonStop capture_nonstop(RawThread& t);
   void capture_stopped(RawThread& t);
-  bool try_reuse(RawThread& t, const RawCapture* previous);
+  // A thread that was blocked in a syscall last time and has not been
+  // scheduled since (same schedstat: no CPU time, no timeslice) is in the same
+  // state: one /proc read instead of six, and no copy.
+  bool try_reuse(pid_t tid, RawThread* previous, RawThread& out);
   // Copies [sp - 128, sp - 128 + max) bounded by the stack's mapping into
   // scratch_; returns the start address and the byte count. Allocation-free.
   size_t copy_stack(uint64_t sp, uint64_t* start, uint64_t* map_start, uint64_t* map_end);
@@ -58,6 +68,13 @@ class ProcessCapturer {
   PtraceStopper stopper_;
   std::vector<Mapping> maps_;
   bool maps_stale_ = false;
+  // Open /proc/PID/task/TID/schedstat files, read again with pread at offset 0
+  // each round: the reuse check is one pread per unchanged thread instead of
+  // an open (a path walk through /proc), a read and a close.
+  std::unordered_map<pid_t, int> schedstat_fds_;
+  size_t schedstat_fd_budget_ = 0;
+  std::optional<SchedStat> schedstat(pid_t tid);
+  void close_schedstat_fds(const std::set<pid_t>& keep);
   std::unique_ptr<uint8_t[]> scratch_;
 };
 

@@ -69,17 +69,26 @@ bool process_exists(pid_t pid) {
   return ::access(pid_path(pid, "stat").c_str(), F_OK) == 0;
 }
 
-std::vector<pid_t> list_tasks(pid_t pid) {
-  std::vector<pid_t> tids;
-  DIR* dir = ::opendir(pid_path(pid, "task").c_str());
-  if (!dir) return tids;
+namespace {
+
+// The numeric entries of a /proc directory (processes, tasks), sorted.
+std::vector<pid_t> numeric_entries(const std::string& path) {
+  std::vector<pid_t> ids;
+  DIR* dir = ::opendir(path.c_str());
+  if (!dir) return ids;
   while (dirent* e = ::readdir(dir)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    tids.push_back(static_cast<pid_t>(std::atoi(e->d_name)));
+    ids.push_back(static_cast<pid_t>(std::atoi(e->d_name)));
   }
   ::closedir(dir);
-  std::sort(tids.begin(), tids.end());
-  return tids;
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+}  // namespace
+
+std::vector<pid_t> list_tasks(pid_t pid) {
+  return numeric_entries(pid_path(pid, "task"));
 }
 
 std::optional<TaskStat> parse_stat(const std::string& text) {
@@ -336,16 +345,7 @@ std::vector<SocketEntry> read_sockets(pid_t pid) {
 }
 
 std::vector<pid_t> list_processes() {
-  std::vector<pid_t> pids;
-  DIR* dir = ::opendir("/proc");
-  if (!dir) return pids;
-  while (dirent* e = ::readdir(dir)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    pids.push_back(static_cast<pid_t>(std::atoi(e->d_name)));
-  }
-  ::closedir(dir);
-  std::sort(pids.begin(), pids.end());
-  return pids;
+  return numeric_entries("/proc");
 }
 
 size_t count_fds(pid_t pid) {

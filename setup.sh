@@ -19,7 +19,7 @@ PACKAGES=(
   python3.11 util-linux                       # Python fixture; setpriv for permission tests
   libc6-dbg binutils xz-utils                 # debug-info tests: libc by build-id, stripped fixtures
   prometheus                                  # promtool and the server, for metrics tests
-  elfutils gdb                                # eu-stack and gdb, for the benchmarks
+  elfutils gdb austin                         # eu-stack, gdb and austin, for the benchmarks
 )
 
 install_missing() {

@@ -51,8 +51,17 @@ void RunWindow::add_round(const Snapshot& s, double agent_cpu_seconds, ThreadKey
   rss_.add(static_cast<double>(s.target.rss_bytes));
   threads_.add(static_cast<double>(s.target.threads));
   if (auto info = proc::read_process_info(s.target.pid)) {
-    if (!first_cpu_) first_cpu_ = {info->utime_ticks, info->stime_ticks};
-    last_cpu_ = {info->utime_ticks, info->stime_ticks};
+    std::pair<uint64_t, uint64_t> now{info->utime_ticks, info->stime_ticks};
+    if (!first_cpu_) first_cpu_ = now;
+    if (last_cpu_ && s.captured_at_unix_ns > last_cpu_ns_) {
+      double ticks =
+          static_cast<double>(now.first + now.second - last_cpu_->first - last_cpu_->second);
+      double seconds = static_cast<double>(s.captured_at_unix_ns - last_cpu_ns_) * 1e-9;
+      cpu_percent_.add(100.0 * ticks / static_cast<double>(proc::clock_ticks_per_second()) /
+                       seconds);
+    }
+    last_cpu_ = now;
+    last_cpu_ns_ = s.captured_at_unix_ns;
   }
   if (first_agent_cpu_ < 0) first_agent_cpu_ = agent_cpu_seconds;
   last_agent_cpu_ = agent_cpu_seconds;
@@ -117,7 +126,11 @@ nlohmann::json RunWindow::audit(const Snapshot* latest) const {
       {"sites", site_list},
       {"top_stacks", top_stacks},
       {"episodes", episodes},
-      {"target", {{"rss_bytes", rss_.json()}, {"threads", threads_.json()}, {"cpu_seconds", cpu}}},
+      {"target",
+       {{"rss_bytes", rss_.json()},
+        {"threads", threads_.json()},
+        {"cpu_percent", cpu_percent_.json()},
+        {"cpu_seconds", cpu}}},
       {"cost",
        {{"threads_stopped", stopped_},
         {"threads_not_stopped", not_stopped_},

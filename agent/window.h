@@ -42,8 +42,9 @@ class RunWindow {
   std::map<std::string, std::vector<double>> episodes_;
   std::vector<uint64_t> stop_ns_;
   size_t stopped_ = 0, not_stopped_ = 0, reused_ = 0;
-  MinAvgMax rss_, threads_;
+  MinAvgMax rss_, threads_, cpu_percent_;  // cpu_percent_: target CPU between rounds, % of a core
   std::optional<std::pair<uint64_t, uint64_t>> first_cpu_, last_cpu_;  // target ticks (user, sys)
+  int64_t last_cpu_ns_ = 0;                                            // when last_cpu_ was read
   double first_agent_cpu_ = -1, last_agent_cpu_ = 0;
 };
 

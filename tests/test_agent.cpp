@@ -249,6 +249,8 @@ TEST(Agent, SigtermWritesTheRunsAuditAndLeavesNothingStopped) {
   EXPECT_GE(w["episodes"]["sleep"]["max"], w["episodes"]["sleep"]["p50"]);
   EXPECT_GT(w["target"]["rss_bytes"]["max"], 0.0);
   EXPECT_GE(w["target"]["threads"]["min"], 15.0);
+  EXPECT_GE(w["target"]["cpu_percent"]["max"], w["target"]["cpu_percent"]["min"]);
+  EXPECT_GT(w["target"]["cpu_percent"]["avg"], 10.0);  // the fixture's busy thread
   EXPECT_TRUE(w["cost"]["stop_us"].contains("p99"));
   EXPECT_GT(w["cost"]["threads_reused"], 0);
 }
@@ -342,6 +344,42 @@ TEST(AgentErrors, BadOptionsAreUsageErrors) {
     EXPECT_EQ(r.exit_code, 2) << what << ": " << r.err;
     EXPECT_TRUE(r.err.starts_with("stackaudit: ")) << what << ": " << r.err;
   }
+}
+
+TEST(AgentErrors, SeveralMatchesAreListed) {
+  std::string tag = "twice-" + std::to_string(getpid());
+  Child a({kParkThreads, "--tag", tag});
+  Child b({kParkThreads, "--tag", tag});
+  ASSERT_TRUE(a.wait_for("ready", std::chrono::seconds(10)));
+  ASSERT_TRUE(b.wait_for("ready", std::chrono::seconds(10)));
+  RunResult r = run({kStackaudit, "agent", "--match", "park_threads --tag " + tag, "--listen",
+                     "127.0.0.1:" + std::to_string(free_port())});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_NE(r.err.find("matches 2 processes"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("PID " + std::to_string(a.pid())), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("PID " + std::to_string(b.pid())), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+TEST(Agent, BlockedEventLoopOfAPythonServiceIsExported) {
+  Child service({"/usr/bin/python3.11", PY_SERVICE_SCRIPT});
+  ASSERT_TRUE(service.wait_for("ready", std::chrono::seconds(20)));
+  Agent agent({"--pid", std::to_string(service.pid()), "--interval", "200ms"});
+  ASSERT_TRUE(agent.serving());
+  EXPECT_TRUE(eventually(
+      [&] { return metric_value(agent.scrape(), "stackaudit_event_loop_threads") == 1.0; }));
+  service.write_line("block");
+  ASSERT_TRUE(service.wait_for("blocking", std::chrono::seconds(10)));
+  std::string series =
+      "stackaudit_event_loop_blocked_samples_total{category=\"sleep\",site=\"blocking_handler "
+      "(py_service.py:" +
+      std::to_string(tagged_line(PY_SERVICE_SCRIPT, "loop_sleep")) + ")\"}";
+  EXPECT_TRUE(eventually([&] { return metric_value(agent.scrape(), series).value_or(0) > 0; },
+                         std::chrono::seconds(10)))
+      << agent.scrape();
+  std::string pool = "stackaudit_pool_threads{pool=\"legacy_bridge\",state=\"blocked\"}";
+  EXPECT_EQ(metric_value(agent.scrape(), pool), 6.0);
+  EXPECT_EQ(agent.stop(), 0);
 }
 
 TEST(AgentErrors, UnmatchedRegexWaitsAndServesTargetUpZero) {

@@ -6,9 +6,12 @@
 #include <unistd.h>
 
 #include <prometheus/registry.h>
+#include <regex.h>
 #include <algorithm>
 #include <optional>
-#include <regex>
+
+#include <cctype>
+#include <memory>
 
 #include "agent/atomic_file.h"
 #include "agent/dump.h"
@@ -35,17 +38,39 @@ std::string describe(const ProcessInfo& p) {
   return "PID " + std::to_string(p.pid) + " (" + p.comm + ") " + joined_cmdline(p);
 }
 
+// A POSIX extended regular expression (regcomp), owned.
+class CmdlineRegex {
+ public:
+  explicit CmdlineRegex(const std::string& pattern) {
+    int rc = regcomp(&re_, pattern.c_str(), REG_EXTENDED | REG_NOSUB);
+    if (rc != 0) {
+      char why[256];
+      regerror(rc, &re_, why, sizeof why);
+      throw UserError{kExitUsage, "malformed --match regex '" + pattern + "': " + why};
+    }
+  }
+  ~CmdlineRegex() { regfree(&re_); }
+  CmdlineRegex(const CmdlineRegex&) = delete;
+  CmdlineRegex& operator=(const CmdlineRegex&) = delete;
+  bool search(const std::string& text) const {
+    return regexec(&re_, text.c_str(), 0, nullptr, 0) == 0;
+  }
+
+ private:
+  regex_t re_;
+};
+
 // Processes whose command line matches (like process-exporter's cmdline
 // matching), other than ourselves. A match whose parent matches too is a
 // forked helper of the same program (a worker, a child it waits for), not a
 // second candidate: only the top of each matching tree counts.
-std::vector<ProcessInfo> find_matches(const std::regex& re) {
+std::vector<ProcessInfo> find_matches(const CmdlineRegex& re) {
   std::vector<ProcessInfo> all;
   for (pid_t pid : proc::list_processes()) {
     if (pid == ::getpid()) continue;
     auto info = proc::read_process_info(pid);
     if (!info || info->cmdline.empty()) continue;
-    if (std::regex_search(joined_cmdline(*info), re)) all.push_back(*info);
+    if (re.search(joined_cmdline(*info))) all.push_back(*info);
   }
   std::vector<ProcessInfo> out;
   for (const ProcessInfo& p : all) {
@@ -90,15 +115,24 @@ Wake wait_for(std::chrono::milliseconds ms) {
 }  // namespace
 
 std::chrono::milliseconds parse_duration(const std::string& text, const char* option) {
-  static const std::regex re(R"(^(\d+(?:\.\d+)?)(ms|s|m|h)?$)");
-  std::smatch m;
-  if (!std::regex_match(text, m, re))
-    throw UserError{kExitUsage, std::string("malformed ") + option + " '" + text +
-                                    "': expected a duration like 500ms, 1s, 2m or 1h"};
-  double v = std::stod(m[1]);
-  std::string unit = m[2].matched ? m[2].str() : "s";
-  double ms = unit == "ms" ? v : unit == "s" ? v * 1e3 : unit == "m" ? v * 6e4 : v * 3.6e6;
-  return std::chrono::milliseconds(static_cast<long long>(ms));
+  auto bad = [&] {
+    return UserError{kExitUsage, std::string("malformed ") + option + " '" + text +
+                                     "': expected a duration like 500ms, 1s, 2m or 1h"};
+  };
+  size_t digits = 0;
+  while (digits < text.size() &&
+         (std::isdigit(static_cast<unsigned char>(text[digits])) || text[digits] == '.'))
+    ++digits;
+  std::string number = text.substr(0, digits), unit = text.substr(digits);
+  if (number.empty() || number.front() == '.' || std::count(number.begin(), number.end(), '.') > 1)
+    throw bad();
+  double scale = unit == "ms"                  ? 1
+                 : unit == "s" || unit.empty() ? 1e3
+                 : unit == "m"                 ? 6e4
+                 : unit == "h"                 ? 3.6e6
+                                               : -1;
+  if (scale < 0) throw bad();
+  return std::chrono::milliseconds(static_cast<long long>(std::stod(number) * scale));
 }
 
 int run_agent(const AgentOptions& o) {
@@ -106,14 +140,8 @@ int run_agent(const AgentOptions& o) {
     throw UserError{kExitUsage, "--interval must be longer than 0 (e.g. 1s or 100ms)"};
   if ((o.pid > 0) == !o.match.empty())
     throw UserError{kExitUsage, "give exactly one of --pid PID or --match REGEX"};
-  std::optional<std::regex> match;
-  if (!o.match.empty()) {
-    try {
-      match.emplace(o.match, std::regex::extended);
-    } catch (const std::regex_error& e) {
-      throw UserError{kExitUsage, "malformed --match regex '" + o.match + "': " + e.what()};
-    }
-  }
+  std::unique_ptr<CmdlineRegex> match;
+  if (!o.match.empty()) match = std::make_unique<CmdlineRegex>(o.match);
   civetweb_listen(o.listen);  // validate before touching anything
   RuleSet rules = load_rules(o.rules_file);
 

@@ -4,8 +4,8 @@
 #include <arpa/inet.h>
 #include <prometheus/text_serializer.h>
 
+#include <algorithm>
 #include <functional>
-#include <regex>
 
 #include "agent/audit_json.h"
 #include "agent/exit_codes.h"
@@ -48,20 +48,23 @@ std::string escape_html(const std::string& s) {
 }  // namespace
 
 std::string civetweb_listen(const std::string& listen) {
-  static const std::regex v4(R"(^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$)");
-  static const std::regex v6(R"(^\[([0-9a-fA-F:]+)\]:(\d{1,5})$)");
-  std::smatch m;
   auto bad = [&] {
     return UserError{kExitUsage, "malformed --listen '" + listen +
                                      "': expected ADDR:PORT, e.g. 127.0.0.1:9464 or [::1]:9464"};
   };
-  bool ipv6 = std::regex_match(listen, m, v6);
-  if (!ipv6 && !std::regex_match(listen, m, v4)) throw bad();
+  bool ipv6 = listen.starts_with('[');
+  size_t colon = ipv6 ? listen.find("]:") : listen.rfind(':');
+  if (colon == std::string::npos || colon == 0) throw bad();
+  std::string addr = ipv6 ? listen.substr(1, colon - 1) : listen.substr(0, colon);
+  std::string port = listen.substr(colon + (ipv6 ? 2 : 1));
   unsigned char buf[sizeof(in6_addr)];
-  if (inet_pton(ipv6 ? AF_INET6 : AF_INET, m[1].str().c_str(), buf) != 1) throw bad();
-  int port = std::stoi(m[2]);
-  if (port < 1 || port > 65535) throw bad();
-  return ipv6 ? "[" + m[1].str() + "]:" + m[2].str() : m[1].str() + ":" + m[2].str();
+  if (inet_pton(ipv6 ? AF_INET6 : AF_INET, addr.c_str(), buf) != 1) throw bad();
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    throw bad();
+  int number = std::stoi(port);
+  if (number < 1 || number > 65535) throw bad();
+  return ipv6 ? "[" + addr + "]:" + port : addr + ":" + port;
 }
 
 // Answers GET with what `body` produces.

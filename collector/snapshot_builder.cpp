@@ -3,7 +3,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <regex>
+#include <cctype>
+#include <string_view>
 
 #include "injector/syscalls.h"
 
@@ -32,10 +33,12 @@ uint64_t inode_in(const std::string& link) {
 
 // "python3.11" or a mapped "libpython3.11.so.1.0" -> "3.11".
 std::string python_version(const std::string& name) {
-  static const std::regex re(R"((?:^|lib)python(3\.\d+))");
-  std::smatch m;
-  if (std::regex_search(name, m, re)) return m[1];
-  return "";
+  std::string_view n = name;
+  if (n.starts_with("lib")) n.remove_prefix(3);
+  if (!n.starts_with("python3.")) return "";
+  size_t end = 8;
+  while (end < n.size() && std::isdigit(static_cast<unsigned char>(n[end]))) ++end;
+  return end > 8 ? std::string(n.substr(6, end - 6)) : "";
 }
 
 }  // namespace

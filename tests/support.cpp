@@ -1,5 +1,7 @@
 #include "tests/support.h"
 
+#include "injector/proc.h"
+
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -184,8 +186,10 @@ std::map<pid_t, char> thread_states(pid_t pid) {
   if (!d) return out;
   while (dirent* e = readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::ifstream stat(dir + "/" + e->d_name + "/stat");
-    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    // A thread may vanish while we read: then there is nothing to say about it.
+    auto read = proc::read_file(dir + "/" + e->d_name + "/stat");
+    if (!read) continue;
+    const std::string& text = *read;
     auto close = text.rfind(')');
     if (close != std::string::npos && close + 2 < text.size())
       out[static_cast<pid_t>(std::atoi(e->d_name))] = text[close + 2];

@@ -16,6 +16,18 @@ double percentile(std::vector<double> v, double p) {
   return v[std::min(idx, v.size() - 1)];
 }
 
+template <class T>
+void RunWindow::keep_sample(std::vector<T>& samples, size_t& seen, T value) {
+  ++seen;
+  if (samples.size() < kMaxSamples) {
+    samples.push_back(value);
+    return;
+  }
+  rng_ = rng_ * 6364136223846793005ull + 1442695040888963407ull;  // LCG: uniform enough here
+  size_t slot = static_cast<size_t>((rng_ >> 16) % seen);
+  if (slot < kMaxSamples) samples[slot] = value;
+}
+
 void RunWindow::MinAvgMax::add(double v) {
   min = n == 0 ? v : std::min(min, v);
   max = n == 0 ? v : std::max(max, v);
@@ -35,7 +47,7 @@ void RunWindow::add_round(const Snapshot& s, double agent_cpu_seconds, ThreadKey
   for (const Thread& t : s.threads) {
     if (t.captured == "stopped") {
       ++stopped_;
-      stop_ns_.push_back(t.stop_ns);
+      keep_sample(stop_ns_, stops_seen_, t.stop_ns);
     } else if (t.captured == "reused") {
       ++reused_;
     } else if (t.captured == "nonstop") {
@@ -68,7 +80,7 @@ void RunWindow::add_round(const Snapshot& s, double agent_cpu_seconds, ThreadKey
 }
 
 void RunWindow::add_episode(const std::string& category, double seconds) {
-  episodes_[category].push_back(seconds);
+  keep_sample(episodes_[category], episodes_seen_[category], seconds);
 }
 
 nlohmann::json RunWindow::audit(const Snapshot* latest) const {
@@ -102,7 +114,7 @@ nlohmann::json RunWindow::audit(const Snapshot* latest) const {
   }
   json episodes = json::object();
   for (const auto& [c, v] : episodes_)
-    episodes[c] = {{"count", v.size()},
+    episodes[c] = {{"count", episodes_seen_.at(c)},
                    {"p50", percentile(v, 0.50)},
                    {"p95", percentile(v, 0.95)},
                    {"p99", percentile(v, 0.99)},

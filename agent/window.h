@@ -40,7 +40,14 @@ class RunWindow {
   std::map<std::pair<std::string, std::string>, size_t> by_site_;  // (category, site)
   std::map<std::string, std::map<std::string, size_t>> stacks_;    // category -> stack -> count
   std::map<std::string, std::vector<double>> episodes_;
+  // Bounded for runs of days: past kMaxSamples, a uniform reservoir sample.
+  static constexpr size_t kMaxSamples = 100000;
   std::vector<uint64_t> stop_ns_;
+  size_t stops_seen_ = 0;
+  std::map<std::string, size_t> episodes_seen_;
+  uint64_t rng_ = 0x9e3779b97f4a7c15ull;
+  template <class T>
+  void keep_sample(std::vector<T>& samples, size_t& seen, T value);
   size_t stopped_ = 0, not_stopped_ = 0, reused_ = 0;
   MinAvgMax rss_, threads_, cpu_percent_;  // cpu_percent_: target CPU between rounds, % of a core
   std::optional<std::pair<uint64_t, uint64_t>> first_cpu_, last_cpu_;  // target ticks (user, sys)

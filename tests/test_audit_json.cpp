@@ -1,8 +1,6 @@
 // The audit JSON contract (ARCHITECTURE §6) on a canned snapshot.
 #include <gtest/gtest.h>
 
-#include <regex>
-
 #include "agent/audit_json.h"
 #include "agent/text_report.h"
 
@@ -63,8 +61,6 @@ TEST(AuditJson, FollowsTheV1Contract) {
   EXPECT_EQ(j["schema"], "stackaudit.audit/v1");
   EXPECT_EQ(j["tool"]["name"], "stackaudit");
   EXPECT_TRUE(j["tool"]["version"].is_string());
-  EXPECT_TRUE(std::regex_match(std::string(j["captured_at"]),
-                               std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z)")));
   EXPECT_EQ(j["captured_at"], "2023-11-14T22:13:20.123456Z");
   EXPECT_EQ(j["target"]["pid"], 123);
   EXPECT_EQ(j["target"]["cmdline"][1], "--port");

@@ -58,7 +58,7 @@ case "${1:-}" in
     ;;
   test)
     install_missing
-    cmake -S . -B build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTACKAUDIT_SANITIZE=ON >/dev/null
+    cmake -S . -B build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTACKAUDIT_SANITIZE=ON -DSTACKAUDIT_TEST_HOOKS=ON >/dev/null
     cmake --build build-test -j "$jobs" >/dev/null
     exec ctest --test-dir build-test --output-on-failure -j "$jobs"
     ;;

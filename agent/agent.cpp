@@ -142,6 +142,7 @@ int run_agent(const AgentOptions& o) {
     throw UserError{kExitUsage, "give exactly one of --pid PID or --match REGEX"};
   std::unique_ptr<CmdlineRegex> match;
   if (!o.match.empty()) match = std::make_unique<CmdlineRegex>(o.match);
+  check_max_stop(o.max_stop);
   civetweb_listen(o.listen);  // validate before touching anything
   RuleSet rules = load_rules(o.rules_file);
 
@@ -276,6 +277,7 @@ int run_agent(const AgentOptions& o) {
     SnapshotBuilder builder(target->pid, rules);
     builder.prepare(proc::read_maps(target->pid));
     CaptureOptions capture_options;
+    capture_options.max_stop = o.max_stop;
     capture_options.nonstop_sufficient = [&](const RawThread& t) {
       return builder.complete_without_stop(t);
     };

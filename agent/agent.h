@@ -18,6 +18,7 @@ struct AgentOptions {
   std::chrono::milliseconds duration{0};  // 0: until stopped
   std::string rules_file;
   size_t max_sites = 50;
+  std::chrono::milliseconds max_stop{50};  // --max-stop
 };
 
 int run_agent(const AgentOptions& options);

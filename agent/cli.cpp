@@ -13,6 +13,7 @@
 #include "agent/exit_codes.h"
 #include "agent/version.h"
 #include "injector/ptrace_stopper.h"
+#include "injector/stopper_process.h"
 
 namespace stackaudit {
 namespace {
@@ -21,8 +22,17 @@ constexpr const char* kDescription =
     "stackaudit: which threads of a live process are blocked, in which primitive\n"
     "(lock, condition, queue, sleep, socket, file, poll, process, futex), and where.\n"
     "Blocked threads are read without being stopped; running threads are stopped\n"
-    "one at a time for microseconds (PTRACE_SEIZE, never PTRACE_ATTACH); waits that\n"
-    "a stop would break with EINTR are never stopped. Needs root or CAP_SYS_PTRACE.";
+    "one at a time for microseconds (PTRACE_SEIZE, never PTRACE_ATTACH) by a\n"
+    "real-time stopper process whose watchdog bounds every stop (--max-stop); waits\n"
+    "that a stop would break with EINTR are never stopped, and under a seccomp\n"
+    "filter no blocked thread is. Needs root or CAP_SYS_PTRACE (CAP_SYS_NICE for\n"
+    "real-time stops).";
+
+constexpr const char* kMaxStopHelp =
+    "The longest any thread of the target may stay stopped (default 50ms, 1ms to 10s). Stops "
+    "are made by a separate stopper process whose kernel timer kills it past this bound, "
+    "whatever happens to stackaudit (stopped, starved, hung); the kernel then lets the thread "
+    "go. A stop normally lasts microseconds";
 
 constexpr const char* kFooter =
     "Exit codes: 0 done; 1 done but some threads could not be captured; 2 usage error\n"
@@ -40,6 +50,8 @@ void setup_logging() {
 }  // namespace
 
 int run_cli(int argc, char** argv) {
+  // The stopper process is this binary, started again by the capture.
+  if (is_stopper_invocation(argc, argv)) return stopper_main(argc, argv);
   block_sigchld();  // before any thread: stop notifications must reach the capture thread
   setup_logging();
   CLI::App app(kDescription, "stackaudit");
@@ -70,6 +82,8 @@ int run_cli(int argc, char** argv) {
   dump_cmd->add_option("--rules", dump.rules_file,
                        "Extra classification rules, tried before the built-in ones "
                        "(format: docs/rules.md)");
+  std::string dump_max_stop = "50ms";
+  dump_cmd->add_option("--max-stop", dump_max_stop, kMaxStopHelp);
   dump_cmd->footer(kFooter);
 
   AgentOptions agent;
@@ -99,6 +113,8 @@ int run_cli(int argc, char** argv) {
                    "Distinct call-site labels in metrics (default 50; the rest are "
                    "site=\"other\")")
       ->check(CLI::PositiveNumber);
+  std::string agent_max_stop = "50ms";
+  agent_cmd->add_option("--max-stop", agent_max_stop, kMaxStopHelp);
   agent_cmd->add_option("--log-level", log_level, "debug, info (default), warn, error")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
   agent_cmd->footer(kFooter);
@@ -122,11 +138,15 @@ int run_cli(int argc, char** argv) {
   }
 
   try {
-    if (*dump_cmd) return run_dump(dump);
+    if (*dump_cmd) {
+      dump.max_stop = parse_duration(dump_max_stop, "--max-stop");
+      return run_dump(dump);
+    }
     if (*agent_cmd) {
       spdlog::set_level(spdlog::level::from_str(log_level));
       agent.interval = parse_duration(interval, "--interval");
       agent.duration = parse_duration(duration, "--duration");
+      agent.max_stop = parse_duration(agent_max_stop, "--max-stop");
       return run_agent(agent);
     }
     if (*demo_cmd) return run_demo();

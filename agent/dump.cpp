@@ -30,7 +30,12 @@ RuleSet load_rules(const std::string& rules_file) {
   return rules;
 }
 
-Snapshot audit_process(pid_t pid, const RuleSet& rules) {
+void check_max_stop(std::chrono::milliseconds max_stop) {
+  if (max_stop < std::chrono::milliseconds(1) || max_stop > std::chrono::seconds(10))
+    throw UserError{kExitUsage, "--max-stop must be between 1ms and 10s (default 50ms)"};
+}
+
+Snapshot audit_process(pid_t pid, const RuleSet& rules, std::chrono::milliseconds max_stop) {
   try {
     check_target(pid);
   } catch (const TargetError& e) {
@@ -39,6 +44,7 @@ Snapshot audit_process(pid_t pid, const RuleSet& rules) {
   SnapshotBuilder builder(pid, rules);
   builder.prepare(proc::read_maps(pid));
   CaptureOptions options;
+  options.max_stop = max_stop;
   options.nonstop_sufficient = [&](const RawThread& t) { return builder.complete_without_stop(t); };
   ProcessCapturer capturer(pid, options);
   RawCapture raw = capturer.capture();
@@ -75,8 +81,9 @@ void apply_stack_view(Snapshot& s, StackView view) {
 int run_dump(const DumpOptions& o) {
   if (o.format != "text" && o.format != "json")
     throw UserError{kExitUsage, "unknown --format '" + o.format + "' (text or json)"};
+  check_max_stop(o.max_stop);
   RuleSet rules = load_rules(o.rules_file);
-  Snapshot snapshot = audit_process(o.pid, rules);
+  Snapshot snapshot = audit_process(o.pid, rules, o.max_stop);
   StackView view = o.stack;
   if (view == StackView::kAuto)
     view = o.format == "text" && snapshot.target.runtime_kind == "cpython" ? StackView::kPython

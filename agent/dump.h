@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <string>
 
 #include "collector/rules.h"
@@ -25,6 +26,7 @@ struct DumpOptions {
   std::string format = "text";  // text | json
   std::string output;           // "" or "-" for stdout
   std::string rules_file;
+  std::chrono::milliseconds max_stop{50};  // --max-stop
 };
 
 // Loads the built-in rules plus a user rules file; throws UserError.
@@ -32,7 +34,11 @@ RuleSet load_rules(const std::string& rules_file);
 
 // Checks the target, captures every thread, builds the snapshot. Throws
 // UserError for a target that cannot be audited.
-Snapshot audit_process(pid_t pid, const RuleSet& rules);
+Snapshot audit_process(pid_t pid, const RuleSet& rules,
+                       std::chrono::milliseconds max_stop = std::chrono::milliseconds(50));
+
+// Checks --max-stop (1 ms to 10 s); throws UserError (exit 2).
+void check_max_stop(std::chrono::milliseconds max_stop);
 
 // The exit code a finished audit deserves (0, or 1 when some threads are missing).
 int audit_exit_code(const Snapshot& snapshot);

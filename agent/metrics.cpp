@@ -136,10 +136,22 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r, size_t max_sites)
                              .Add({}, kRoundBuckets)),
       thread_stop_(BuildHistogram()
                        .Name("stackaudit_thread_stop_seconds")
-                       .Help("The pause each stopped thread paid (PTRACE_INTERRUPT to detach); "
-                             "threads read without a stop are not counted")
+                       .Help("How long each stopped thread was held: from its stop to its "
+                             "release; threads read without a stop are not counted")
                        .Register(r)
                        .Add({}, kStopBuckets)),
+      stop_watchdog_(BuildCounter()
+                         .Name("stackaudit_stop_watchdog_total")
+                         .Help("Stops that outlived --max-stop and were ended by the stopper's "
+                               "watchdog (the kernel let the thread go); should stay 0")
+                         .Register(r)
+                         .Add({})),
+      stop_races_(BuildCounter()
+                      .Name("stackaudit_stop_races_total")
+                      .Help("Stops that landed just as a thread entered a call, by what was done: "
+                            "call_reentered (an EINTR undone), restart_redirected (seccomp), "
+                            "eintr_seen (a signal of its own was due; the program saw EINTR)")
+                      .Register(r)),
       thread_samples_(BuildCounter()
                           .Name("stackaudit_thread_samples_total")
                           .Help("Threads captured, summed over rounds")
@@ -263,6 +275,12 @@ void AgentMetrics::observe_round(const Snapshot& s, double duration_seconds, Thr
       if (it != pools_.end()) it->second->Set(n);
     }
   }
+  stop_watchdog_.Increment(static_cast<double>(s.capture.watchdog_ended));
+  for (auto [outcome, n] :
+       {std::pair<const char*, size_t>{"call_reentered", s.capture.eintr_restarted},
+        {"restart_redirected", s.capture.restarts_redirected},
+        {"eintr_seen", s.capture.eintr_inflicted}})
+    stop_races_.Add({{"outcome", outcome}}).Increment(static_cast<double>(n));
   if (s.capture.threads_failed > 0)
     errors_.Add({{"reason", "thread_not_captured"}})
         .Increment(static_cast<double>(s.capture.threads_failed));

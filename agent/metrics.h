@@ -93,6 +93,8 @@ class AgentMetrics {
   prometheus::Family<prometheus::Counter>& errors_;
   prometheus::Histogram& snapshot_duration_;
   prometheus::Histogram& thread_stop_;
+  prometheus::Counter& stop_watchdog_;
+  prometheus::Family<prometheus::Counter>& stop_races_;
   prometheus::Counter& thread_samples_;
   prometheus::Family<prometheus::Counter>& captures_;
   prometheus::Family<prometheus::Counter>& blocked_samples_;

@@ -44,8 +44,9 @@ std::string text_report(const Snapshot& s) {
   out << "pause: " << s.capture.threads_not_stopped << " threads read without a stop, "
       << s.capture.threads_stopped << " stopped one at a time";
   if (s.capture.threads_stopped > 0)
-    out << " (p50 " << s.capture.stop_us.p50_us << " us, p99 " << s.capture.stop_us.p99_us
-        << " us, max " << s.capture.stop_us.max_us << " us)";
+    out << " (held p50 " << s.capture.stop_us.p50_us << " us, p99 " << s.capture.stop_us.p99_us
+        << " us, max " << s.capture.stop_us.max_us << " us; bound " << s.capture.max_stop_us / 1000
+        << " ms)";
   out << "\n";
   for (const auto& w : s.warnings) out << "warning: " << w << "\n";
 

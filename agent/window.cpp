@@ -44,6 +44,10 @@ void RunWindow::add_round(const Snapshot& s, double agent_cpu_seconds, ThreadKey
   last_ns_ = s.captured_at_unix_ns;
   ++rounds_;
   samples_ += s.threads.size();
+  watchdog_ended_ += s.capture.watchdog_ended;
+  eintr_restarted_ += s.capture.eintr_restarted;
+  eintr_inflicted_ += s.capture.eintr_inflicted;
+  stop_retries_ += s.capture.stop_retries;
   for (const Thread& t : s.threads) {
     if (t.captured == "stopped") {
       ++stopped_;
@@ -147,6 +151,10 @@ nlohmann::json RunWindow::audit(const Snapshot* latest) const {
        {{"threads_stopped", stopped_},
         {"threads_not_stopped", not_stopped_},
         {"threads_reused", reused_},
+        {"stop_retries", stop_retries_},
+        {"watchdog_ended", watchdog_ended_},
+        {"eintr_restarted", eintr_restarted_},
+        {"eintr_inflicted", eintr_inflicted_},
         {"stop_us", {{"p50", stops.p50_us}, {"p99", stops.p99_us}, {"max", stops.max_us}}},
         {"agent_cpu_seconds", last_agent_cpu_ - std::max(0.0, first_agent_cpu_)}}},
   };

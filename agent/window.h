@@ -49,6 +49,7 @@ class RunWindow {
   template <class T>
   void keep_sample(std::vector<T>& samples, size_t& seen, T value);
   size_t stopped_ = 0, not_stopped_ = 0, reused_ = 0;
+  size_t stop_retries_ = 0, watchdog_ended_ = 0, eintr_restarted_ = 0, eintr_inflicted_ = 0;
   MinAvgMax rss_, threads_, cpu_percent_;  // cpu_percent_: target CPU between rounds, % of a core
   std::optional<std::pair<uint64_t, uint64_t>> first_cpu_, last_cpu_;  // target ticks (user, sys)
   int64_t last_cpu_ns_ = 0;                                            // when last_cpu_ was read

@@ -71,7 +71,7 @@ struct Thread {
   bool truncated = false;
   std::string captured;  // stopped nonstop reused failed
   std::string note;      // why failed / truncated
-  uint64_t stop_ns = 0;
+  uint64_t stop_ns = 0;  // how long it was held stopped (0 if not stopped)
 };
 
 struct StopStats {
@@ -85,9 +85,16 @@ struct CaptureSummary {
   size_t threads_not_stopped = 0;  // captured without a stop (nonstop or reused)
   size_t threads_failed = 0;
   size_t threads_exited = 0;
-  size_t eintr_restarted = 0;  // stops that interrupted an EINTR-prone call, rewound unseen
-  size_t eintr_inflicted = 0;  // ... that could not be rewound: the program saw EINTR
-  StopStats stop_us;
+  size_t eintr_restarted = 0;      // stops that interrupted an EINTR-prone call, rewound unseen
+  size_t eintr_inflicted = 0;      // ... that could not be rewound: the program saw EINTR
+  size_t restarts_redirected = 0;  // seccomp: resumed by the original call, not restart_syscall
+  size_t stop_retries = 0;         // stops asked for again: the thread was slow to reach its stop
+  size_t late_stops = 0;           // threads captured after a first deadline had passed
+  size_t watchdog_ended = 0;       // stopper processes ended mid-stop; the kernel let the thread go
+  StopStats stop_us;               // how long each stopped thread was held: stop seen -> let go
+  StopStats reach_us;              // from the interrupt to the stop (the thread was not held)
+  std::string stopper_priority;    // how the stopper process ran; "" when nothing was stopped
+  uint64_t max_stop_us = 0;        // the bound its watchdog enforced
 };
 
 struct Target {
@@ -99,6 +106,7 @@ struct Target {
   uint64_t threads = 0;
   std::string runtime_kind = "native";
   std::string runtime_version;
+  std::string seccomp;  // the main thread's: none, strict, filter; "" unknown
   bool exited = false;  // the process ended during the capture
 };
 

@@ -265,8 +265,11 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   Snapshot s;
   s.captured_at_unix_ns = raw.started_unix_ns;
   const ProcessInfo& p = raw.process;
-  s.target = Target{p.pid, p.comm, p.exe, p.cmdline, p.rss_bytes, p.threads, "native", "", false};
+  s.target =
+      Target{p.pid, p.comm, p.exe, p.cmdline, p.rss_bytes, p.threads, "native", "", "", false};
   s.target.exited = raw.target_exited;
+  static const char* const kSeccompModes[] = {"none", "strict", "filter"};
+  if (p.seccomp >= 0 && p.seccomp <= 2) s.target.seccomp = kSeccompModes[p.seccomp];
   std::optional<PyProcessInfo> python;
   if (python_) {
     // Python frames only for threads that may have moved since the last build.
@@ -293,7 +296,7 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
     if (!python_warning_.empty()) s.warnings.push_back(python_warning_);
   }
 
-  std::vector<uint64_t> stops;
+  std::vector<uint64_t> stops, reaches;
   for (const RawThread& r : raw.threads) {
     if (r.vanished) {
       ++s.capture.threads_exited;
@@ -303,8 +306,11 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
       case CaptureMode::kStopped:
         ++s.capture.threads_stopped;
         stops.push_back(r.stop_ns);
+        reaches.push_back(r.reach_ns);
         s.capture.eintr_restarted += r.eintr_restarted;
         s.capture.eintr_inflicted += r.eintr_inflicted;
+        s.capture.restarts_redirected += r.restart_redirected;
+        s.capture.late_stops += r.late;
         break;
       case CaptureMode::kNonStop:
       case CaptureMode::kReused:
@@ -320,6 +326,11 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   for (const Thread& t : s.threads) previous_.emplace(t.tid, t);
   s.capture.duration_us = raw.duration_ns / 1000;
   s.capture.stop_us = stop_stats(std::move(stops));
+  s.capture.reach_us = stop_stats(std::move(reaches));
+  s.capture.stop_retries = raw.stopper.retries;
+  s.capture.watchdog_ended = raw.stopper.watchdog_ended;
+  s.capture.stopper_priority = raw.stopper.priority;
+  s.capture.max_stop_us = raw.stopper.max_stop_us;
 
   s.summary.threads = s.threads.size();
   for (const auto& c : categories()) s.summary.by_category[c] = 0;
@@ -358,6 +369,14 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   if (s.capture.threads_failed > 0)
     s.warnings.push_back(std::to_string(s.capture.threads_failed) +
                          " thread(s) could not be captured (see their note)");
+  if (s.capture.watchdog_ended > 0)
+    s.warnings.push_back(std::to_string(s.capture.watchdog_ended) +
+                         " stop(s) outlived the stop bound (the stopper was stopped, starved or "
+                         "hung) and were ended by its watchdog; the kernel let the threads go");
+  if (s.capture.threads_stopped > 0 && !s.capture.stopper_priority.starts_with("realtime"))
+    s.warnings.push_back("stops ran at " + s.capture.stopper_priority +
+                         " priority: on a busy machine a stop can wait for a CPU; give "
+                         "stackaudit CAP_SYS_NICE for real-time stops");
   return s;
 }
 

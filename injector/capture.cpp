@@ -13,6 +13,7 @@
 #include "injector/clock.h"
 #include "injector/proc.h"
 #include "injector/syscalls.h"
+#include "injector/test_hooks.h"
 
 namespace stackaudit {
 namespace {
@@ -55,28 +56,11 @@ bool stop_would_interrupt(const SyscallState& sc, const std::vector<FdLink>& fds
   return true;
 }
 
-// Runs inside the stop window: copies registers and the stack into memory
-// allocated beforehand.
-class ProcessCapturer::CopyWindow final : public StopWindow {
- public:
-  explicit CopyWindow(ProcessCapturer& owner) : owner_(owner) {}
-  void on_stopped(const user_regs_struct& regs) override {
-    regs_ = regs;
-    bytes_ = owner_.copy_stack(regs.rsp, &start_, &map_start_, &map_end_);
-  }
-  user_regs_struct regs_{};
-  uint64_t start_ = 0, map_start_ = 0, map_end_ = 0;
-  size_t bytes_ = 0;
-
- private:
-  ProcessCapturer& owner_;
-};
-
 ProcessCapturer::ProcessCapturer(pid_t pid, CaptureOptions options)
     : pid_(pid),
       options_(options),
       memory_(pid),
-      stopper_(options.stop_deadline),
+      stopper_(StopperOptions{options.max_stop, options.max_stack_bytes}),
       scratch_(new uint8_t[options.max_stack_bytes]) {
   rlimit files;
   if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur > 512)
@@ -182,28 +166,80 @@ ProcessCapturer::NonStop ProcessCapturer::capture_nonstop(RawThread& t) {
   return NonStop::kUnstable;
 }
 
-void ProcessCapturer::capture_stopped(RawThread& t) {
-  CopyWindow window(*this);
-  auto r = stopper_.stop(t.tid, window);
-  t.stop_ns = r.stop_ns;
+bool ProcessCapturer::sandboxed(pid_t tid) {
+  if (process_seccomp_ > 0 || sandboxed_.count(tid)) return true;
+  if (proc::read_seccomp(pid_, tid) <= 0) return false;
+  sandboxed_.insert(tid);  // a filter is never removed
+  return true;
+}
+
+std::string ProcessCapturer::why_not_stopped(pid_t tid, int attempts) const {
+  uint64_t waited_ms = 0;
+  for (int a = 0; a < attempts; ++a) waited_ms += (options_.stop_deadline.count() << a) / 1000;
+  std::string why = "did not reach its stop in " + std::to_string(attempts) + " attempt(s) over " +
+                    std::to_string(waited_ms) + " ms: ";
+  auto st = proc::read_stat(pid_, tid);
+  char state = st ? st->state : '?';
+  if (state == 'D')
+    why += "it is in uninterruptible sleep (D)";
+  else if (state == 'R')
+    why += "it is running but was not given a CPU in time (the machine is busy)";
+  else
+    why += std::string("its state is '") + state + "'";
+  return why + "; it is let go the moment it stops";
+}
+
+ProcessCapturer::Stop ProcessCapturer::capture_stopped(RawThread& t, int attempt) {
+  PtraceStopper::Request request;
+  request.pid = pid_;
+  request.tid = t.tid;
+  request.seccomp = sandboxed(t.tid);
+  bool blocked = t.syscall.kind == SyscallState::Kind::kInSyscall;
+  request.vetted_syscall = blocked && !stop_would_interrupt(t.syscall, t.fds) ? t.syscall.nr : -1;
+  request.reach_deadline = options_.stop_deadline * (1 << attempt);
+  StopCopy copy = stopper_.stop(request);
+  const StopResult& r = copy.result;
+  t.stop_attempts = attempt + 1;
   switch (r.outcome) {
-    case StopOutcome::kStopped:
-      t.regs = window.regs_;
+    case StopOutcome::kStopped: {
+      t.regs = copy.regs;
       t.full_registers = true;
-      t.stack_start = window.start_;
-      t.stack.assign(scratch_.get(), scratch_.get() + window.bytes_);
-      t.stack_map_start = window.map_start_;
-      t.stack_map_end = window.map_end_;
+      t.stack_start = copy.stack_start;
+      t.stack.assign(copy.stack, copy.stack + copy.stack_bytes);
+      t.stack_map_start = t.stack_map_end = 0;
+      if (const Mapping* m = find_mapping(maps_, copy.regs.rsp)) {
+        t.stack_map_start = m->start;
+        t.stack_map_end = m->end;
+      } else {
+        maps_stale_ = true;  // a stack mapped after we read the maps
+      }
+      t.stop_ns = r.hold_ns;
+      t.reach_ns = r.reach_ns;
+      t.late = r.late;
       t.eintr_restarted = r.eintr_restarted;
       t.eintr_inflicted = r.eintr_inflicted;
+      t.restart_redirected = r.restart_redirected;
+      t.failure.clear();
+      std::string call(syscall_name(r.eintr_syscall));
       if (r.eintr_inflicted)
-        t.failure = "it entered " + std::string(syscall_name(r.eintr_syscall)) +
-                    " as it was being stopped and saw EINTR";
+        t.failure = "it entered " + call +
+                    " as it was being stopped and saw EINTR (a signal of its own was due)";
       else if (r.eintr_restarted)
-        t.failure = "it entered " + std::string(syscall_name(r.eintr_syscall)) +
-                    " as it was being stopped; the call was restarted, the program saw nothing";
+        t.failure = "it entered " + call +
+                    " as it was being stopped; the call was entered again, the program saw nothing";
+      else if (r.restart_redirected)
+        t.failure =
+            "it entered a wait as it was being stopped; under its seccomp filter the wait was "
+            "entered again as the original call, not through restart_syscall";
       t.mode = CaptureMode::kStopped;
-      return;
+      return Stop::kDone;
+    }
+    case StopOutcome::kRefused:
+      return Stop::kRefused;
+    case StopOutcome::kTimedOut:
+      t.mode = CaptureMode::kFailed;
+      t.failure = why_not_stopped(t.tid, attempt + 1);
+      return Stop::kTimedOut;
     case StopOutcome::kVanished:
       t.vanished = true;
       break;
@@ -211,14 +247,16 @@ void ProcessCapturer::capture_stopped(RawThread& t) {
       break;
   }
   t.mode = CaptureMode::kFailed;
-  t.failure = to_string(r.outcome);
-  if (r.outcome == StopOutcome::kError) t.failure += std::string(": ") + std::strerror(r.error);
+  t.failure = copy.problem.empty() ? to_string(r.outcome) : copy.problem;
+  if (r.outcome == StopOutcome::kError && r.error != 0)
+    t.failure += std::string(": ") + std::strerror(r.error);
   if (r.outcome == StopOutcome::kPermissionDenied) {
     // PTRACE_SEIZE says EPERM for a thread someone else traces, too.
     auto status = proc::read_process_info(pid_);
     if (status && status->tracer_pid != 0)
       t.failure = "already traced by PID " + std::to_string(status->tracer_pid);
   }
+  return Stop::kDone;
 }
 
 void ProcessCapturer::read_fds(RawThread& t) {
@@ -230,68 +268,93 @@ void ProcessCapturer::read_fds(RawThread& t) {
     t.fds.push_back(std::move(*link));
 }
 
-RawThread ProcessCapturer::capture_thread(pid_t tid, RawThread* previous) {
+bool ProcessCapturer::read_thread(RawThread& t) {
+  auto stat = proc::read_stat(pid_, t.tid);
+  auto sc = proc::read_syscall(pid_, t.tid);
+  auto sched = schedstat(t.tid);
+  if (stat) t.stat = *stat;
+  if (!stat || !sc || !sched || stat->state == 'Z' || stat->state == 'X') return false;
+  t.syscall = *sc;
+  t.schedstat = *sched;
+  t.wchan = proc::read_wchan(pid_, t.tid);
+  read_fds(t);
+  return true;
+}
+
+RawThread ProcessCapturer::capture_thread(pid_t tid, RawThread* previous, int attempt) {
   RawThread t;
   if (try_reuse(tid, previous, t)) return t;
   t.tid = tid;
-  auto stat = proc::read_stat(pid_, tid);
-  auto sc = proc::read_syscall(pid_, tid);
-  auto sched = schedstat(tid);
-  if (!stat || !sc || !sched || stat->state == 'Z' || stat->state == 'X') {
-    t.vanished = true;
-    t.failure = "thread exited";
-    if (stat) t.stat = *stat;
-    return t;
-  }
-  t.stat = *stat;
-  t.syscall = *sc;
-  t.schedstat = *sched;
-  t.wchan = proc::read_wchan(pid_, tid);
-  read_fds(t);
-
-  // A thread blocked in the kernel has a still user stack: copy it without a
-  // stop. That is a must for a call that a stop would break with EINTR, and
-  // for uninterruptible sleep (it would not reach a stop until it wakes); for
-  // any other wait it is kept when it unwinds completely from sp and pc alone
-  // (options_.nonstop_sufficient), so that only running threads, and code
-  // whose unwinding needs more registers, pay for a stop.
-  bool blocked = sc->kind == SyscallState::Kind::kInSyscall;
-  bool in_kernel = blocked || sc->kind == SyscallState::Kind::kOutsideSyscall;
-  bool eintr_prone = stop_would_interrupt(t.syscall, t.fds);
-  long eintr_call = eintr_prone ? t.syscall.nr : -1;
-  bool must_not_stop = eintr_prone || (in_kernel && t.stat.state == 'D');
-  if (must_not_stop || (blocked && options_.nonstop_sufficient)) {
-    NonStop copied = capture_nonstop(t);
-    // A thread seen in an EINTR-prone call during this capture is never
-    // stopped, even if it runs now: it is likely back in that call by the
-    // time a stop would land (an event loop between two events).
-    if (!eintr_prone && stop_would_interrupt(t.syscall, t.fds)) {
-      eintr_prone = true;
-      eintr_call = t.syscall.nr;
+  long eintr_call = -1;  // an EINTR-prone call the thread was seen in
+  for (int look = 0; look < options_.looks; ++look) {
+    if (!read_thread(t)) {
+      t.vanished = true;
+      t.mode = CaptureMode::kFailed;
+      t.failure = "thread exited";
+      return t;
     }
-    switch (copied) {
-      case NonStop::kVanished:
+    // A thread blocked in the kernel has a still user stack: copy it without a
+    // stop. That is a must for a call that a stop would break with EINTR, and
+    // for uninterruptible sleep (it would not reach a stop until it wakes);
+    // for any other wait it is kept when it unwinds completely from sp and pc
+    // alone (options_.nonstop_sufficient), or when the thread runs under a
+    // seccomp filter (a stop would resume its call through restart_syscall),
+    // so that only running threads, and code whose unwinding needs more
+    // registers, pay for a stop.
+    bool blocked = t.syscall.kind == SyscallState::Kind::kInSyscall;
+    bool in_kernel = blocked || t.syscall.kind == SyscallState::Kind::kOutsideSyscall;
+    bool eintr_prone = stop_would_interrupt(t.syscall, t.fds);
+    if (eintr_prone) eintr_call = t.syscall.nr;
+    bool d_state = in_kernel && t.stat.state == 'D';
+    bool stop_d_state = d_state && test_hooks().stop_d_state;  // test-only: a late stop
+    bool must_not_stop = eintr_prone || (d_state && !stop_d_state);
+    if (!stop_d_state && (must_not_stop || (blocked && options_.nonstop_sufficient))) {
+      NonStop copied = capture_nonstop(t);
+      if (copied == NonStop::kVanished) {
         t.vanished = true;
         t.mode = CaptureMode::kFailed;
         t.failure = "thread exited";
         return t;
-      case NonStop::kCopied:
-        if (must_not_stop || options_.nonstop_sufficient(t)) return t;
-        t.stack.clear();  // incomplete without registers: take them with a stop
-        break;
-      case NonStop::kUnstable:
-        if (eintr_prone) {
-          t.mode = CaptureMode::kFailed;
-          t.failure = "busy in a wait that a stop would break with EINTR (" +
-                      std::string(syscall_name(eintr_call)) + "); not stopped";
+      }
+      if (copied == NonStop::kCopied) {
+        bool complete = options_.nonstop_sufficient && options_.nonstop_sufficient(t);
+        if (must_not_stop || complete) return t;
+        if (sandboxed(t.tid)) {
+          t.failure =
+              "not stopped: the process runs under a seccomp filter, and a stop would resume "
+              "this call through restart_syscall, which a filter may deny; the stack ends "
+              "where it cannot be unwound without registers";
           return t;
         }
-        break;  // it runs, or waits in a call that a stop does not break
+        t.stack.clear();  // incomplete without registers: take them with a stop
+      }
+      // kUnstable: it runs now, or moves from wait to wait. The stopper
+      // looks again just before its stop and refuses a call a stop must
+      // not touch.
+    }
+    switch (capture_stopped(t, attempt)) {
+      case Stop::kDone:
+        return t;
+      case Stop::kTimedOut:
+        slow_.push_back(tid);
+        return t;
+      case Stop::kRefused:
+        continue;  // it is in such a call now: read it where it is
     }
   }
-  capture_stopped(t);
-  if (t.vanished) t.failure = "thread exited";
+  t.mode = CaptureMode::kFailed;
+  if (eintr_call >= 0)
+    t.failure = "busy in a wait that a stop would break with EINTR (" +
+                std::string(syscall_name(eintr_call)) + "); not stopped";
+  else
+    t.failure = "busy entering and leaving system calls under a seccomp filter; not stopped";
   return t;
+}
+
+void ProcessCapturer::read_maps() {
+  maps_ = proc::read_maps(pid_);
+  maps_stale_ = false;
+  stopper_.set_maps(maps_);
 }
 
 RawCapture ProcessCapturer::capture(RawCapture* previous) {
@@ -300,16 +363,11 @@ RawCapture ProcessCapturer::capture(RawCapture* previous) {
   uint64_t start = monotonic_ns();
   auto info = proc::read_process_info(pid_);
   if (info) cap.process = *info;
-  if (maps_.empty() || maps_stale_) {
-    maps_ = proc::read_maps(pid_);
-    maps_stale_ = false;
-  }
-  // One read before any stop, so that a fallback to /proc/PID/mem (when
-  // process_vm_readv is refused) opens its file now, not in a stop window.
-  if (!maps_.empty()) {
-    uint8_t probe;
-    memory_.read(maps_.front().start, &probe, 1);
-  }
+  process_seccomp_ = info ? info->seccomp : -1;
+  if (maps_.empty() || maps_stale_) read_maps();
+  stopper_.new_round();
+  slow_.clear();
+  size_t ended_before = stopper_.watchdog_ended();
 
   std::unordered_map<pid_t, RawThread*> before;
   if (previous)
@@ -323,7 +381,7 @@ RawCapture ProcessCapturer::capture(RawCapture* previous) {
     listed = true;
     for (RawThread& p : previous->threads) {
       seen.insert(p.tid);
-      cap.threads.push_back(capture_thread(p.tid, &p));
+      cap.threads.push_back(capture_thread(p.tid, &p, 0));
       listed &= !cap.threads.back().vanished;
     }
   }
@@ -335,21 +393,30 @@ RawCapture ProcessCapturer::capture(RawCapture* previous) {
       if (!seen.insert(tid).second) continue;
       found_new = true;
       auto it = before.find(tid);
-      cap.threads.push_back(capture_thread(tid, it == before.end() ? nullptr : it->second));
+      cap.threads.push_back(capture_thread(tid, it == before.end() ? nullptr : it->second, 0));
     }
     if (!found_new) break;
   }
+  // Threads that did not reach their stop in time were not held: their
+  // interrupt stands, and the stopper lets them go the moment they stop,
+  // keeping a copy if they do so before we ask again. Ask again, waiting
+  // longer each time.
+  for (int attempt = 1; attempt < options_.stop_attempts && !slow_.empty(); ++attempt) {
+    std::vector<pid_t> again;
+    again.swap(slow_);
+    cap.stopper.retries += again.size();
+    for (pid_t tid : again)
+      for (RawThread& t : cap.threads)
+        if (t.tid == tid) t = capture_thread(tid, nullptr, attempt);
+  }
   if (!proc::process_exists(pid_)) cap.target_exited = true;
   close_schedstat_fds(seen);  // threads that exited
-  // Threads that did not reach their stop in time are still seized: give them
-  // a bounded moment now, before the (slower) unwinding and symbolization.
-  stopper_.drain(std::chrono::milliseconds(50));
 
-  if (maps_stale_) {
-    maps_ = proc::read_maps(pid_);
-    maps_stale_ = false;
-  }
+  if (maps_stale_) read_maps();
   cap.maps = maps_;
+  cap.stopper.priority = stopper_.priority();
+  cap.stopper.max_stop_us = static_cast<uint64_t>(stopper_.max_stop().count());
+  cap.stopper.watchdog_ended = stopper_.watchdog_ended() - ended_before;
   // /proc/PID/net/tcp walks the kernel's whole connection table: read it only
   // when a thread that moved waits on a socket; reused threads' sockets are
   // described by the previous table.
@@ -361,7 +428,6 @@ RawCapture ProcessCapturer::capture(RawCapture* previous) {
   } else if (previous) {
     cap.sockets = std::move(previous->sockets);
   }
-  // RSS and thread count as of the start of the round (read once per round).
   cap.duration_ns = monotonic_ns() - start;
   return cap;
 }

@@ -1,9 +1,11 @@
-// Captures every thread of a process per the capture policy (ARCHITECTURE §3):
-// one thread at a time, registers plus a copy of the top of its stack; a
-// thread blocked in a call that a stop would break with EINTR is copied
-// without being stopped, and so is any blocked thread whose copy is enough
-// (CaptureOptions::nonstop_sufficient); a thread that did not run since the
-// previous capture is reused without being touched.
+// Captures every thread of a process per the capture policy (ARCHITECTURE §3,
+// docs/capture-policy.md): one thread at a time, registers plus a copy of the
+// top of its stack; a thread blocked in a call that a stop would break with
+// EINTR is copied without being stopped, and so is any blocked thread whose
+// copy is enough (CaptureOptions::nonstop_sufficient) or whose process runs
+// under a seccomp filter; a thread that did not run since the previous capture
+// is reused without being touched. Stops are made by the stopper process
+// (injector/stopper_process.h), which bounds each one.
 #pragma once
 
 #include <sys/types.h>
@@ -17,8 +19,8 @@
 #include <unordered_map>
 
 #include "injector/capture_types.h"
-#include "injector/ptrace_stopper.h"
 #include "injector/remote_memory.h"
+#include "injector/stopper_process.h"
 
 namespace stackaudit {
 
@@ -29,9 +31,16 @@ struct CaptureOptions {
   // while no thread is stopped. When unset, such threads are stopped.
   std::function<bool(const RawThread&)> nonstop_sufficient;
   size_t max_stack_bytes = 64 * 1024;
+  // How long to wait for a thread to reach its stop before going on to the
+  // others; each later attempt waits twice as long. A thread that has not
+  // stopped yet is not held: it is let go the moment it stops.
   std::chrono::microseconds stop_deadline{20'000};
+  int stop_attempts = 3;
+  // The longest any thread may stay stopped, enforced by the stopper's watchdog.
+  std::chrono::microseconds max_stop{50'000};
   int list_rounds = 8;       // re-list tasks until no new thread shows up
   int nonstop_attempts = 3;  // copies of a blocked thread's stack to get a stable one
+  int looks = 3;             // times a thread may be looked at again after a refused stop
 };
 
 class ProcessCapturer {
@@ -48,24 +57,30 @@ class ProcessCapturer {
   pid_t pid() const { return pid_; }
 
  private:
-  class CopyWindow;
-  RawThread capture_thread(pid_t tid, RawThread* previous);
+  // attempt: how many times this thread was already asked to stop this round.
+  RawThread capture_thread(pid_t tid, RawThread* previous, int attempt);
+  bool read_thread(RawThread& t);
   enum class NonStop { kCopied, kUnstable, kVanished };
   NonStop capture_nonstop(RawThread& t);
-  void capture_stopped(RawThread& t);
+  enum class Stop { kDone, kRefused, kTimedOut };
+  Stop capture_stopped(RawThread& t, int attempt);
+  // Whether the thread runs under a seccomp filter (or strict mode).
+  bool sandboxed(pid_t tid);
+  std::string why_not_stopped(pid_t tid, int attempts) const;
   // A thread that was blocked in a syscall last time and has not been
   // scheduled since (same schedstat: no CPU time, no timeslice) is in the same
   // state: one /proc read instead of six, and no copy.
   bool try_reuse(pid_t tid, RawThread* previous, RawThread& out);
   // Copies [sp - 128, sp - 128 + max) bounded by the stack's mapping into
-  // scratch_; returns the start address and the byte count. Allocation-free.
+  // scratch_; returns the start address and the byte count.
   size_t copy_stack(uint64_t sp, uint64_t* start, uint64_t* map_start, uint64_t* map_end);
+  void read_maps();
   void read_fds(RawThread& t);
 
   pid_t pid_;
   CaptureOptions options_;
   RemoteMemory memory_;
-  PtraceStopper stopper_;
+  StopperProcess stopper_;
   std::vector<Mapping> maps_;
   bool maps_stale_ = false;
   // Open /proc/PID/task/TID/schedstat files, read again with pread at offset 0
@@ -76,6 +91,9 @@ class ProcessCapturer {
   std::optional<SchedStat> schedstat(pid_t tid);
   void close_schedstat_fds(const std::set<pid_t>& keep);
   std::unique_ptr<uint8_t[]> scratch_;
+  int process_seccomp_ = -1;   // the main thread's, read once per capture
+  std::set<pid_t> sandboxed_;  // threads seen under a filter (it is never removed)
+  std::vector<pid_t> slow_;    // threads that did not reach their stop in time this round
 };
 
 // A thread is "blocked in a syscall that a stop would interrupt" (EINTR).

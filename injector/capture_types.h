@@ -99,9 +99,13 @@ struct RawThread {
   // thread that has run on since, so the unwinder must not read it live.
   uint64_t stack_map_start = 0;
   uint64_t stack_map_end = 0;
-  bool eintr_restarted = false;  // our stop interrupted an EINTR-prone wait; it was rewound
-  bool eintr_inflicted = false;  // ... and could not be: the program saw EINTR
-  uint64_t stop_ns = 0;          // how long this thread was stopped (0 if never)
+  bool eintr_restarted = false;     // our stop interrupted an EINTR-prone wait; it was rewound
+  bool eintr_inflicted = false;     // ... and could not be: the program saw EINTR
+  bool restart_redirected = false;  // seccomp: resumed by the original call, not restart_syscall
+  uint64_t stop_ns = 0;             // how long this thread was held stopped (0 if never)
+  uint64_t reach_ns = 0;            // from our interrupt to its stop
+  int stop_attempts = 0;            // interrupts asked for (more than one: it was slow to stop)
+  bool late = false;                // it reached its stop after a first deadline had passed
 };
 
 // Process-wide facts read around the capture.
@@ -121,6 +125,15 @@ struct ProcessInfo {
   uint64_t stime_ticks = 0;
   uint64_t start_time_ticks = 0;  // since boot
   uint64_t virtual_memory_bytes = 0;
+  int seccomp = -1;  // the main thread's Seccomp: 0 none, 1 strict, 2 filter; -1 unknown
+};
+
+// How the stops of one capture were made.
+struct StopperInfo {
+  std::string priority;       // how the stopper process ran; "" when none was needed
+  uint64_t max_stop_us = 0;   // the bound its watchdog enforces
+  size_t watchdog_ended = 0;  // stopper processes ended mid-stop during this capture
+  size_t retries = 0;         // stops asked for again (a thread slow to reach its stop)
 };
 
 struct RawCapture {
@@ -131,6 +144,7 @@ struct RawCapture {
   int64_t started_unix_ns = 0;  // wall clock, for captured_at
   uint64_t duration_ns = 0;     // monotonic, whole capture
   bool target_exited = false;   // the process went away during the capture
+  StopperInfo stopper;
 };
 
 }  // namespace stackaudit

@@ -165,6 +165,15 @@ std::string read_wchan(pid_t pid, pid_t tid) {
   return *text;
 }
 
+int read_seccomp(pid_t pid, pid_t tid) {
+  auto status = read_file(task_path(pid, tid, "status"));
+  if (!status) return -1;
+  auto at = status->find("\nSeccomp:");
+  if (at == std::string::npos) return -1;
+  auto f = split_ws(std::string_view(*status).substr(at + 9, 16));
+  return f.empty() ? -1 : static_cast<int>(parse_u64(f[0]));
+}
+
 std::optional<ProcessInfo> read_process_info(pid_t pid) {
   auto status = read_file(pid_path(pid, "status"));
   auto stat_text = read_file(pid_path(pid, "stat"));
@@ -199,6 +208,8 @@ std::optional<ProcessInfo> read_process_info(pid_t pid) {
       info.voluntary_ctxt_switches = parse_u64(f[0]);
     else if (key == "nonvoluntary_ctxt_switches")
       info.nonvoluntary_ctxt_switches = parse_u64(f[0]);
+    else if (key == "Seccomp")
+      info.seccomp = static_cast<int>(parse_u64(f[0]));
   }
   char exe[4096];
   ssize_t n = ::readlink(pid_path(pid, "exe").c_str(), exe, sizeof exe - 1);

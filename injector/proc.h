@@ -24,6 +24,8 @@ std::optional<SyscallState> read_syscall(pid_t pid, pid_t tid);
 std::optional<SchedStat> read_schedstat(pid_t pid, pid_t tid);
 std::string read_wchan(pid_t pid, pid_t tid);
 std::optional<ProcessInfo> read_process_info(pid_t pid);
+// A thread's seccomp mode (Seccomp: in its status): 0 none, 1 strict, 2 filter; -1 unknown.
+int read_seccomp(pid_t pid, pid_t tid);
 std::vector<Mapping> read_maps(pid_t pid);
 std::optional<FdLink> read_fd_link(pid_t pid, int fd);
 std::vector<SocketEntry> read_sockets(pid_t pid);

@@ -1,48 +1,24 @@
 #include "injector/ptrace_stopper.h"
 
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/wait.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "injector/clock.h"
+#include "injector/proc.h"
 #include "injector/syscalls.h"
 
 namespace stackaudit {
 namespace {
 
-enum class WaitResult { kStopped, kGone, kTimedOut, kError };
-
-// Waits for tid to report a stop, without blocking past deadline_ns. The
-// kernel sends the tracer SIGCHLD when a tracee stops; with SIGCHLD blocked
-// (PtraceStopper's constructor) we sleep in sigtimedwait until it comes rather
-// than spin: spinning competes with the very thread we wait for on small
-// machines.
-WaitResult wait_for_stop(pid_t tid, uint64_t deadline_ns, int* status) {
-  sigset_t chld;
-  sigemptyset(&chld);
-  sigaddset(&chld, SIGCHLD);
-  for (;;) {
-    pid_t r = ::waitpid(tid, status, __WALL | WNOHANG);
-    if (r == tid) {
-      if (WIFSTOPPED(*status)) return WaitResult::kStopped;
-      return WaitResult::kGone;  // exited or killed
-    }
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return errno == ECHILD ? WaitResult::kGone : WaitResult::kError;
-    }
-    uint64_t now = monotonic_ns();
-    if (now >= deadline_ns) return WaitResult::kTimedOut;
-    uint64_t left = deadline_ns - now;
-    timespec timeout{static_cast<time_t>(left / 1000000000), static_cast<long>(left % 1000000000)};
-    sigtimedwait(&chld, nullptr, &timeout);  // woken by any SIGCHLD; waitpid tells whose
-  }
-}
+// What a syscall interrupted by a stop returns to the kernel's signal code
+// when the kernel means to resume it through restart_syscall.
+constexpr long kErestartRestartblock = 516;
 
 // The signal to hand back on detach. A PTRACE_EVENT_STOP (our interrupt, or a
 // group-stop) needs none: detaching from a group-stop leaves the thread
@@ -51,6 +27,84 @@ WaitResult wait_for_stop(pid_t tid, uint64_t deadline_ns, int* status) {
 int signal_to_reinject(int status) {
   if ((status >> 16) == PTRACE_EVENT_STOP) return 0;
   return WSTOPSIG(status);
+}
+
+// Our own interrupt's stop, as opposed to a group stop (SIGSTOP) or a signal
+// being delivered: only then is an EINTR or a restart ours to undo.
+bool our_interrupt(int status) {
+  return (status >> 16) == PTRACE_EVENT_STOP && WSTOPSIG(status) == SIGTRAP;
+}
+
+// True when a signal that the thread does not block is queued for it or its
+// process: then the call's EINTR is what the program is meant to see (its
+// handler runs next). A pending signal the thread blocks (a sigtimedwait's own
+// signal, restored to blocked on the way out) is no reason: the call, entered
+// again, takes it as it would have.
+bool deliverable_signal_pending(pid_t tid) {
+  uint64_t blocked = 0;
+  if (::ptrace(PTRACE_GETSIGMASK, tid, sizeof blocked, &blocked) != 0) return true;
+  constexpr int kPeek = 8;
+  siginfo_t infos[kPeek];
+  for (unsigned flags : {0u, unsigned{PTRACE_PEEKSIGINFO_SHARED}}) {
+    __ptrace_peeksiginfo_args args{0, flags, kPeek};
+    long n = ::ptrace(PTRACE_PEEKSIGINFO, tid, &args, infos);
+    if (n < 0 || n == kPeek) return true;  // cannot tell, or more than we looked at
+    for (long i = 0; i < n; ++i) {
+      int sig = infos[i].si_signo;
+      if (sig < 1 || sig > 64 || !(blocked & (1ull << (sig - 1)))) return true;
+    }
+  }
+  return false;
+}
+
+// Makes the thread execute its syscall instruction again, with the original
+// number and arguments (the syscall ABI leaves the argument registers as they
+// were). This is what the kernel itself does for the calls it restarts.
+bool reenter_call(pid_t tid, user_regs_struct& regs) {
+  user_regs_struct again = regs;
+  again.rax = regs.orig_rax;
+  again.rip -= 2;  // syscall, sysenter and int 0x80 are all two bytes
+  if (::ptrace(PTRACE_SETREGS, tid, nullptr, &again) != 0) return false;
+  regs = again;
+  return true;
+}
+
+// Our interrupt raced with the thread entering a call: it landed after the
+// look at /proc and found the thread inside the call. Two things can follow
+// that the program would notice, and both are undone here, first thing in the
+// stop window:
+//  - a call that a stop breaks has returned -EINTR: enter it again (its wait
+//    starts over: a timed one lasts at most the look-to-interrupt gap, a few
+//    microseconds, longer than it would have);
+//  - under a seccomp filter, a sleep, timed poll or timed futex wait is about
+//    to be resumed through restart_syscall, which the filter may deny (EPERM
+//    to the program) or punish (SIGSYS): enter the original call instead,
+//    which the filter allowed when the program made it.
+void undo_race(pid_t tid, int status, bool seccomp, user_regs_struct& regs, StopResult& result) {
+  if (!our_interrupt(status)) return;
+  long nr = static_cast<long>(regs.orig_rax);
+  long ret = static_cast<long>(regs.rax);
+  if (nr < 0) return;  // stopped in user space, not in a syscall
+  if (ret == -EINTR && stop_effect(nr) != StopEffect::kRestarts) {
+    result.eintr_syscall = nr;
+    if (resumable_after_eintr(nr) && !deliverable_signal_pending(tid) && reenter_call(tid, regs))
+      result.eintr_restarted = true;
+    else
+      result.eintr_inflicted = true;
+  } else if (ret == -kErestartRestartblock && seccomp) {
+    result.restart_redirected = reenter_call(tid, regs);
+  }
+}
+
+// Refuses the stop when the thread sits in a call that a stop would break
+// (EINTR), or, under a seccomp filter, in any call (it would be resumed
+// through the kernel's restart path). Reading /proc does not disturb it.
+bool look_allows_stop(const PtraceStopper::Request& r, long* nr) {
+  auto sc = proc::read_syscall(r.pid, r.tid);
+  if (!sc || sc->kind != SyscallState::Kind::kInSyscall) return true;  // SEIZE will tell
+  *nr = sc->nr;
+  if (r.seccomp) return false;
+  return stop_effect(sc->nr) == StopEffect::kRestarts || sc->nr == r.vetted_syscall;
 }
 
 }  // namespace
@@ -62,22 +116,19 @@ const char* to_string(StopOutcome outcome) {
     case StopOutcome::kVanished:
       return "thread exited";
     case StopOutcome::kTimedOut:
-      return "did not reach a stop in time (uninterruptible sleep?)";
+      return "did not reach its stop in time";
+    case StopOutcome::kRefused:
+      return "entered a call that a stop must not touch";
     case StopOutcome::kPermissionDenied:
       return "permission denied";
     case StopOutcome::kAlreadyTraced:
       return "already traced by another tracer";
+    case StopOutcome::kWatchdog:
+      return "the stop was ended by the watchdog";
     case StopOutcome::kError:
       return "ptrace error";
   }
   return "?";
-}
-
-PtraceStopper::PtraceStopper(std::chrono::microseconds stop_deadline) : deadline_(stop_deadline) {
-  // SIGCHLD must be blocked in this thread for sigtimedwait to see it. Block
-  // it process-wide early (block_sigchld) so no other thread swallows it.
-  block_sigchld();
-  pending_.reserve(16);
 }
 
 void block_sigchld() {
@@ -87,127 +138,187 @@ void block_sigchld() {
   pthread_sigmask(SIG_BLOCK, &chld, nullptr);
 }
 
+PtraceStopper::PtraceStopper(Watchdog* watchdog, LateStops* late)
+    : watchdog_(watchdog), late_(late) {
+  // SIGCHLD must be blocked in this thread for sigtimedwait to see it.
+  block_sigchld();
+}
+
 PtraceStopper::~PtraceStopper() {
-  drain(std::chrono::milliseconds(100));
+  uint64_t end = monotonic_ns() + 100'000'000;
+  while (count_ > 0 && monotonic_ns() < end) wait_and_collect(std::chrono::milliseconds(10));
 }
 
-namespace {
-
-// True when a signal is queued for the thread or its process: then an EINTR
-// may be what the program is meant to see, and we must not hide it.
-bool signal_pending(pid_t tid) {
-  siginfo_t info;
-  for (unsigned flags : {0u, unsigned{PTRACE_PEEKSIGINFO_SHARED}}) {
-    __ptrace_peeksiginfo_args args{0, flags, 1};
-    long n = ::ptrace(PTRACE_PEEKSIGINFO, tid, &args, &info);
-    if (n != 0) return true;  // one queued, or cannot tell
-  }
-  return false;
+PtraceStopper::Outstanding* PtraceStopper::find(pid_t tid) {
+  for (size_t i = 0; i < count_; ++i)
+    if (outstanding_[i].tid == tid) return &outstanding_[i];
+  return nullptr;
 }
 
-// Our interrupt raced with the thread entering a call that a stop breaks:
-// the call has returned -EINTR and the thread is in its trace stop before
-// going back to user space. Re-executing the syscall instruction with the
-// original number is what the kernel does itself for the calls it restarts.
-void undo_eintr(pid_t tid, user_regs_struct& regs, PtraceStopper::Result& result) {
-  if (static_cast<long>(regs.rax) != -EINTR) return;
-  long nr = static_cast<long>(regs.orig_rax);
-  if (nr < 0 || stop_effect(nr) == StopEffect::kRestarts) return;
-  result.eintr_syscall = nr;
-  const uint64_t args[6] = {regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9};
-  if (restart_is_transparent(nr, args) && !signal_pending(tid)) {
-    user_regs_struct rewound = regs;
-    rewound.rax = regs.orig_rax;
-    rewound.rip -= 2;  // the syscall instruction is two bytes (0f 05)
-    if (::ptrace(PTRACE_SETREGS, tid, nullptr, &rewound) == 0) {
-      result.eintr_restarted = true;
-      regs = rewound;
-      return;
-    }
+void PtraceStopper::forget(pid_t tid) {
+  for (size_t i = 0; i < count_; ++i) {
+    if (outstanding_[i].tid != tid) continue;
+    outstanding_[i] = outstanding_[--count_];
+    return;
   }
-  result.eintr_inflicted = true;
 }
 
-}  // namespace
+void PtraceStopper::sleep_for_sigchld(uint64_t until_ns) {
+  uint64_t now = monotonic_ns();
+  if (now >= until_ns) return;
+  uint64_t left = until_ns - now;
+  if (watchdog_) left = std::min<uint64_t>(left, watchdog_->period().count() * 1000ull);
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  timespec timeout{static_cast<time_t>(left / 1000000000), static_cast<long>(left % 1000000000)};
+  sigtimedwait(&chld, nullptr, &timeout);  // woken by any SIGCHLD; waitpid tells whose
+}
 
-PtraceStopper::Result PtraceStopper::stop(pid_t tid, StopWindow& window) {
-  Result result;
-  if (!pending_.empty()) drain(std::chrono::microseconds(0));
-  if (::ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) != 0) {
-    result.error = errno;
-    if (errno == ESRCH)
-      result.outcome = StopOutcome::kVanished;
-    else if (errno == EPERM)
-      result.outcome = StopOutcome::kPermissionDenied;
-    else
-      result.outcome = StopOutcome::kError;
-    return result;
-  }
-  // From here on the thread is ours until we detach it or it exits: any path
-  // that cannot detach now leaves it on pending_, which detaches or reaps it.
-  uint64_t start = monotonic_ns();
-  if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) {
-    result.error = errno;
-    result.outcome = result.error == ESRCH ? StopOutcome::kVanished : StopOutcome::kError;
-    pending_.push_back(tid);
-    return result;
-  }
-  int status = 0;
-  switch (wait_for_stop(tid, start + static_cast<uint64_t>(deadline_.count()) * 1000, &status)) {
-    case WaitResult::kStopped:
-      break;
-    case WaitResult::kGone:
-      result.outcome = StopOutcome::kVanished;  // reaped by waitpid already
-      return result;
-    case WaitResult::kTimedOut:
-      // It will stop when it leaves its uninterruptible wait; detach it then.
-      pending_.push_back(tid);  // not in a stop window: the thread is not stopped
-      result.outcome = StopOutcome::kTimedOut;
-      return result;
-    case WaitResult::kError:
-      result.error = errno;
-      result.outcome = StopOutcome::kError;
-      pending_.push_back(tid);
-      return result;
-  }
-
+void PtraceStopper::let_go(Outstanding& o, int status, StopWindow* window, StopResult& result) {
+  uint64_t seen = monotonic_ns();
+  result.reach_ns = seen - o.interrupted_ns;
   user_regs_struct regs;
-  bool have_regs = ::ptrace(PTRACE_GETREGS, tid, nullptr, &regs) == 0;
+  bool have_regs = ::ptrace(PTRACE_GETREGS, o.tid, nullptr, &regs) == 0;
   if (have_regs) {
-    undo_eintr(tid, regs, result);
-    window.on_stopped(regs);
+    undo_race(o.tid, status, o.seccomp, regs, result);
+    if (window) window->on_stopped(o.tid, regs);
   }
   result.pending_signal = signal_to_reinject(status);
   bool detached =
-      ::ptrace(PTRACE_DETACH, tid, nullptr,
+      ::ptrace(PTRACE_DETACH, o.tid, nullptr,
                reinterpret_cast<void*>(static_cast<uintptr_t>(result.pending_signal))) == 0;
-  result.stop_ns = monotonic_ns() - start;
-  if (!detached) pending_.push_back(tid);  // killed while stopped: reap it
+  result.hold_ns = monotonic_ns() - seen;
   result.outcome = have_regs && detached ? StopOutcome::kStopped : StopOutcome::kVanished;
-  return result;
+  // Detached: it is no longer ours. Not detached: it was killed while stopped
+  // and its exit is still to be reaped.
+  if (detached) forget(o.tid);
 }
 
-size_t PtraceStopper::drain(std::chrono::microseconds budget) {
-  uint64_t deadline = monotonic_ns() + static_cast<uint64_t>(budget.count()) * 1000;
-  while (!pending_.empty()) {
-    for (size_t i = 0; i < pending_.size();) {
-      int status = 0;
-      pid_t r = ::waitpid(pending_[i], &status, __WALL | WNOHANG);
-      if (r == pending_[i] || (r < 0 && errno == ECHILD)) {
-        if (r > 0 && WIFSTOPPED(status))
-          ::ptrace(PTRACE_DETACH, pending_[i], nullptr,
-                   reinterpret_cast<void*>(static_cast<uintptr_t>(signal_to_reinject(status))));
-        pending_[i] = pending_.back();
-        pending_.pop_back();
-      } else {
-        ++i;
-      }
+void PtraceStopper::handle(pid_t tid, int status, const Request* current, StopWindow* window,
+                           StopResult* result, bool* done) {
+  Outstanding* o = find(tid);
+  if (!o) return;
+  bool mine = current && current->tid == tid;
+  if (!WIFSTOPPED(status)) {  // exited or killed: reaped by this waitpid
+    forget(tid);
+    if (mine) {
+      result->outcome = StopOutcome::kVanished;
+      *done = true;
     }
-    if (pending_.empty() || monotonic_ns() >= deadline) break;
-    timespec pause{0, 200 * 1000};
-    nanosleep(&pause, nullptr);
+    return;
   }
-  return pending_.size();
+  if (mine) {
+    let_go(*o, status, window, *result);
+    *done = true;
+    return;
+  }
+  // A thread that missed its deadline: let it go now, copied if wanted.
+  Outstanding copy = *o;
+  StopResult late;
+  late.late = true;
+  StopWindow* late_window = late_ ? late_->window_for(copy.pid, copy.tid, copy.tag) : nullptr;
+  let_go(*o, status, late_window, late);
+  if (late_ && late_window) late_->captured(copy.pid, copy.tid, copy.tag, late);
+}
+
+size_t PtraceStopper::collect() {
+  for (;;) {
+    int status = 0;
+    pid_t tid = ::waitpid(-1, &status, __WALL | WNOHANG);
+    if (tid > 0) {
+      handle(tid, status, nullptr, nullptr, nullptr, nullptr);
+      continue;
+    }
+    if (tid < 0 && errno == EINTR) continue;
+    if (tid < 0 && errno == ECHILD) count_ = 0;  // nothing of ours is left
+    break;
+  }
+  if (watchdog_) watchdog_->renew(count_ > 0);
+  return count_;
+}
+
+size_t PtraceStopper::wait_and_collect(std::chrono::microseconds timeout) {
+  if (collect() == 0) return 0;
+  sleep_for_sigchld(monotonic_ns() + static_cast<uint64_t>(timeout.count()) * 1000);
+  return collect();
+}
+
+StopResult PtraceStopper::stop(const Request& request, StopWindow& window) {
+  StopResult result;
+  collect();  // let go of late arrivals first
+  Outstanding* o = find(request.tid);
+  if (!o) {
+    // A new stop: look first, then seize and interrupt right away, so that
+    // whatever the thread does between the look and the interrupt lasts a
+    // few microseconds.
+    if (full()) {
+      result.error = EBUSY;
+      return result;
+    }
+    long nr = -1;
+    if (request.look_first && !look_allows_stop(request, &nr)) {
+      result.outcome = StopOutcome::kRefused;
+      result.refused_syscall = nr;
+      return result;
+    }
+    uint64_t looked = monotonic_ns();
+    if (::ptrace(PTRACE_SEIZE, request.tid, nullptr, nullptr) != 0) {
+      result.error = errno;
+      result.outcome = errno == ESRCH   ? StopOutcome::kVanished
+                       : errno == EPERM ? StopOutcome::kPermissionDenied
+                                        : StopOutcome::kError;
+      return result;
+    }
+    // From here on the thread is ours until it is let go or exits.
+    o = &outstanding_[count_++];
+    *o = Outstanding{request.pid, request.tid, monotonic_ns(), request.tag, request.seccomp};
+    if (watchdog_) watchdog_->renew(true);  // armed before the interrupt
+    o->interrupted_ns = monotonic_ns();
+    if (::ptrace(PTRACE_INTERRUPT, request.tid, nullptr, nullptr) != 0) {
+      result.error = errno;
+      // ESRCH: it exited since the seize; its exit is reaped by waitpid.
+      result.outcome = errno == ESRCH ? StopOutcome::kVanished : StopOutcome::kError;
+      return result;
+    }
+    result.look_gap_ns = monotonic_ns() - looked;
+  } else {
+    result.late = true;  // interrupted by an earlier attempt, still on its way
+  }
+  pid_t tid = request.tid;
+  uint64_t deadline = monotonic_ns() + static_cast<uint64_t>(request.reach_deadline.count()) * 1000;
+  for (;;) {
+    bool done = false;
+    for (;;) {
+      int status = 0;
+      pid_t who = ::waitpid(-1, &status, __WALL | WNOHANG);
+      if (who > 0) {
+        handle(who, status, &request, &window, &result, &done);
+        if (done) break;
+        continue;
+      }
+      if (who < 0 && errno == EINTR) continue;
+      if (who < 0 && errno == ECHILD) {  // not ours any more: it exited and was reaped
+        count_ = 0;
+        result.outcome = StopOutcome::kVanished;
+        done = true;
+      }
+      break;
+    }
+    if (watchdog_) watchdog_->renew(count_ > 0);
+    if (done) return result;
+    if (!find(tid)) {  // let go without a report (cannot happen; be safe)
+      result.outcome = StopOutcome::kVanished;
+      return result;
+    }
+    if (monotonic_ns() >= deadline) {
+      // Not stopped yet: it stays interrupted and is let go the moment it
+      // stops (collect, or any later wait), copied if a late sink wants it.
+      result.outcome = StopOutcome::kTimedOut;
+      return result;
+    }
+    sleep_for_sigchld(deadline);
+  }
 }
 
 }  // namespace stackaudit

@@ -54,6 +54,9 @@ constexpr Behaviour kBehaviour[] = {
     {SYS_openat, StopEffect::kRestarts, -1},
     {SYS_open, StopEffect::kRestarts, -1},
     {SYS_sched_yield, StopEffect::kRestarts, -1},
+    // The parent of a vfork sleeps uninterruptibly until the child execs or
+    // exits; a stop is taken after the call returns.
+    {SYS_vfork, StopEffect::kRestarts, -1},
     {SYS_pread64, StopEffect::kRestarts, 0},
     {SYS_pwrite64, StopEffect::kRestarts, 0},
     {SYS_preadv, StopEffect::kRestarts, 0},
@@ -114,24 +117,40 @@ StopEffect stop_effect(long nr) {
   return b ? b->effect : StopEffect::kEintr;
 }
 
-bool restart_is_transparent(long nr, const uint64_t args[6]) {
+bool resumable_after_eintr(long nr) {
   switch (nr) {
     case SYS_epoll_wait:
     case SYS_epoll_pwait:
-      return static_cast<int>(args[3]) == -1;  // timeout in ms, -1: for ever
     case SYS_epoll_pwait2:
-      return args[3] == 0;  // no timespec: for ever
     case SYS_rt_sigtimedwait:
-      return args[2] == 0;  // sigwaitinfo
     case SYS_semop:
-      return true;
     case SYS_semtimedop:
-      return args[3] == 0;
     case SYS_io_getevents:
     case SYS_io_pgetevents:
-      return args[4] == 0;
+    case SYS_mq_timedreceive:
+    case SYS_mq_timedsend:
+    // Sockets (EINTR with SO_RCVTIMEO/SO_SNDTIMEO): a transfer that moved any
+    // byte returns its count, not EINTR. A blocking connect that is entered
+    // again waits for the connection already under way.
+    case SYS_read:
+    case SYS_readv:
+    case SYS_write:
+    case SYS_writev:
+    case SYS_recvfrom:
+    case SYS_recvmsg:
+    case SYS_recvmmsg:
+    case SYS_sendto:
+    case SYS_sendmsg:
+    case SYS_sendmmsg:
+    case SYS_accept:
+    case SYS_accept4:
+    case SYS_connect:
+    case SYS_sendfile:
+      return true;
     default:
-      return false;  // socket timeouts, io_uring: a restart would change what the program sees
+      // ioctl (the driver decides), splice, io_uring_enter and anything we do
+      // not know: the EINTR stands, and is reported.
+      return false;
   }
 }
 

@@ -26,11 +26,11 @@ StopEffect stop_effect(long nr);
 // Index of the argument that is a file descriptor, or -1.
 int fd_argument(long nr);
 
-// Whether a call that returned EINTR because of our stop can be restarted as
-// if nothing happened: it waits without a time limit (a restart would
-// otherwise wait its whole timeout again) and the kernel left its arguments
-// as they were. Then re-executing it is what the kernel itself does for the
-// calls it restarts.
-bool restart_is_transparent(long nr, const uint64_t args[6]);
+// Whether a call that returned EINTR because a stop hit it can be entered
+// again with the same arguments as if nothing had happened: its EINTR means it
+// did nothing (no byte moved, no event or signal consumed). A timed wait then
+// starts its timeout over; the capture only lets that happen to a thread that
+// entered the call microseconds before (see PtraceStopper).
+bool resumable_after_eintr(long nr);
 
 }  // namespace stackaudit

@@ -22,6 +22,7 @@ const char* const kStackaudit = STACKAUDIT_BIN;
 const char* const kParkThreads = PARK_THREADS_BIN;
 const char* const kParkThreadsSource = PARK_THREADS_SOURCE;
 const char* const kPyPark = PY_PARK_SCRIPT;
+const char* const kSeccompSleepers = SECCOMP_SLEEPERS_BIN;
 
 namespace {
 
@@ -109,6 +110,13 @@ void Child::write_line(const std::string& line) {
   if (write(in_, s.data(), s.size()) < 0) throw std::runtime_error("write to child");
 }
 
+long Child::ask(const std::string& command, const std::string& prefix) {
+  write_line(command);
+  auto line = wait_for(prefix, std::chrono::seconds(5));
+  if (!line) return -1;
+  return std::stol(line->substr(prefix.size()));
+}
+
 RunResult run(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
   int out[2], err[2];
   if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
@@ -155,6 +163,45 @@ RunResult run(const std::vector<std::string>& argv, std::chrono::milliseconds ti
   if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
   return r;
+}
+
+Agent::Agent(std::vector<std::string> args, std::vector<std::string> env) {
+  port_ = free_port();
+  std::vector<std::string> argv = {"/usr/bin/env"};
+  argv.insert(argv.end(), env.begin(), env.end());
+  argv.insert(argv.end(), {kStackaudit, "agent", "--listen", "127.0.0.1:" + std::to_string(port_)});
+  argv.insert(argv.end(), args.begin(), args.end());
+  child_ = std::make_unique<Child>(argv);
+  pid_ = child_->pid();
+}
+
+std::string Agent::scrape() {
+  return http_get(port_, "/metrics").value_or("");
+}
+
+bool Agent::serving() {
+  return eventually([&] { return http_get(port_, "/metrics").has_value(); },
+                    std::chrono::seconds(20));
+}
+
+int Agent::wait(std::chrono::milliseconds timeout) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  int status = 0;
+  do {
+    if (pid_ > 0 && waitpid(pid_, &status, WNOHANG) == pid_) {
+      child_->forget();
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    }
+    usleep(20 * 1000);
+  } while (std::chrono::steady_clock::now() < end);
+  return -1000;
+}
+
+int Agent::stop(int sig) {
+  if (pid_ <= 0) return -1000;
+  kill(pid_, sig);
+  return wait(std::chrono::seconds(15));
 }
 
 nlohmann::json dump_json(pid_t pid, RunResult* result) {
@@ -245,6 +292,20 @@ std::optional<double> metric_value(const std::string& scrape, const std::string&
       return std::stod(line.substr(series.size() + 1));
   }
   return std::nullopt;
+}
+
+std::vector<pid_t> children_of(pid_t pid) {
+  std::vector<pid_t> out;
+  for (pid_t p : proc::list_processes()) {
+    auto st = proc::read_stat(p, p);
+    if (st && st->ppid == pid) out.push_back(p);
+  }
+  return out;
+}
+
+char process_state(pid_t pid) {
+  auto st = proc::read_stat(pid, pid);
+  return st ? st->state : '?';
 }
 
 pid_t tracer_of(pid_t pid) {

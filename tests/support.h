@@ -2,10 +2,12 @@
 // binary itself.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -28,13 +30,42 @@ class Child {
   // Reads lines until one starts with prefix; returns it.
   std::optional<std::string> wait_for(const std::string& prefix, std::chrono::milliseconds timeout);
   void write_line(const std::string& line);
+  // Writes `command`, waits for a line starting with `prefix`, and returns the
+  // number right after the prefix, or -1.
+  long ask(const std::string& command, const std::string& prefix);
   void kill_and_reap();
+  // The process was reaped elsewhere: do not signal its (now reusable) PID.
+  void forget() { pid_ = -1; }
 
  private:
   pid_t pid_ = -1;
   int in_ = -1;
   int out_ = -1;
   std::string buffer_;
+};
+
+// `stackaudit agent --listen 127.0.0.1:<free port> ARGS...` as a child
+// process, with extra environment variables (NAME=VALUE) before it.
+class Agent {
+ public:
+  explicit Agent(std::vector<std::string> args, std::vector<std::string> env = {});
+  int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  std::string scrape();
+  // /metrics answers (bounded wait).
+  bool serving();
+  // Sends a signal and waits (bounded, 15 s) for the exit code: the exit
+  // status, -signal when killed, -1000 when it did not end.
+  int stop(int sig = SIGTERM);
+  // Waits (bounded) for it to end on its own; same codes as stop().
+  int wait(std::chrono::milliseconds timeout);
+  // Lines it wrote to stdout (its log goes to stderr, which is not kept).
+  Child& child() { return *child_; }
+
+ private:
+  int port_;
+  pid_t pid_;
+  std::unique_ptr<Child> child_;
 };
 
 struct RunResult {
@@ -60,6 +91,10 @@ std::optional<std::string> http_get(int port, const std::string& path, int* stat
 int free_port();
 // The value of a metric line "name{labels} value" in a Prometheus text scrape.
 std::optional<double> metric_value(const std::string& scrape, const std::string& series);
+// The processes whose parent is pid.
+std::vector<pid_t> children_of(pid_t pid);
+// A process's /proc state letter ('?' when it is gone).
+char process_state(pid_t pid);
 // TracerPid of a process (0: none; -1: gone).
 pid_t tracer_of(pid_t pid);
 // No thread of pid in a job stop (T) or ptrace stop (t), and no tracer.
@@ -86,6 +121,7 @@ extern const char* const kStackaudit;
 extern const char* const kParkThreads;
 extern const char* const kParkThreadsSource;
 extern const char* const kPyPark;
+extern const char* const kSeccompSleepers;
 
 }  // namespace stackaudit::test
 

@@ -35,42 +35,6 @@ std::string url_encode(const std::string& s) {
   return out;
 }
 
-// The agent as a child process with its stderr kept for messages.
-class Agent {
- public:
-  explicit Agent(std::vector<std::string> args, std::vector<std::string> env = {}) {
-    port_ = free_port();
-    std::vector<std::string> argv = {"/usr/bin/env"};
-    argv.insert(argv.end(), env.begin(), env.end());
-    argv.insert(argv.end(),
-                {kStackaudit, "agent", "--listen", "127.0.0.1:" + std::to_string(port_)});
-    argv.insert(argv.end(), args.begin(), args.end());
-    child_ = std::make_unique<Child>(argv);
-  }
-  int port() const { return port_; }
-  pid_t pid() const { return child_->pid(); }
-  std::string scrape() { return http_get(port_, "/metrics").value_or(""); }
-  bool serving() {
-    return eventually([&] { return http_get(port_, "/metrics").has_value(); },
-                      std::chrono::seconds(20));
-  }
-  // Sends a signal and waits (bounded) for the exit code.
-  int stop(int sig = SIGTERM) {
-    kill(child_->pid(), sig);
-    int status = 0;
-    for (int i = 0; i < 300; ++i) {
-      if (waitpid(child_->pid(), &status, WNOHANG) == child_->pid())
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-      usleep(50 * 1000);
-    }
-    return -1000;  // did not stop within 15 s
-  }
-
- private:
-  int port_;
-  std::unique_ptr<Child> child_;
-};
-
 // A Prometheus server on loopback, scraping one target every second.
 class PrometheusServer {
  public:

@@ -10,8 +10,8 @@ namespace {
 Snapshot canned() {
   Snapshot s;
   s.captured_at_unix_ns = 1'700'000'000'123'456'789;
-  s.target =
-      Target{123, "svc", "/usr/bin/svc", {"svc", "--port", "80"}, 50 << 20, 2, "native", "", false};
+  s.target = Target{123, "svc",  "/usr/bin/svc", {"svc", "--port", "80"}, 50 << 20, 2, "native",
+                    "",  "none", false};
   s.capture.duration_us = 900;
   s.capture.threads_stopped = 1;
   s.capture.threads_not_stopped = 1;

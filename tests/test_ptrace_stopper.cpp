@@ -1,10 +1,11 @@
-// The stopper's own safety net, on a real process: when a stop lands on a
-// thread blocked in a call that a stop breaks (the capture never aims at one,
-// but a thread can enter such a call in the microseconds between our look at
-// /proc and the interrupt), the call is rewound when that is invisible to the
-// program, and reported when it is not.
+// The ptrace core on a real process: its look before each stop refuses a
+// call that a stop must not touch, and when a stop does land on a call that a
+// stop breaks (the capture never aims at one, but a thread can enter such a
+// call in the microseconds between the look and the interrupt), the call is
+// entered again, unseen by the program.
 #include <dirent.h>
 #include <sys/syscall.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -32,7 +33,7 @@ long eintr_count(Child& fixture) {
 }
 
 struct KeepRegs final : StopWindow {
-  void on_stopped(const user_regs_struct& r) override { regs = r; }
+  void on_stopped(pid_t, const user_regs_struct& r) override { regs = r; }
   user_regs_struct regs{};
 };
 
@@ -42,12 +43,22 @@ class StopperOnBlockedThreads : public ::testing::Test {
     fixture_ = std::make_unique<Child>(std::vector<std::string>{kParkThreads});
     ASSERT_TRUE(fixture_->wait_for("ready", std::chrono::seconds(10)));
   }
-  PtraceStopper::Result stop(const std::string& thread) {
+  // Stops the thread. `vetted`: a call the caller saw it in and allows, as the
+  // capture does for a read on a pipe; here it makes the stop land on a call
+  // that a stop breaks, which the capture only ever does by accident (a
+  // thread entering the call between the look and the interrupt).
+  StopResult stop(const std::string& thread, long vetted = -1, bool seccomp = false) {
     pid_t tid = tid_named(fixture_->pid(), thread);
     EXPECT_NE(tid, 0) << thread;
-    PtraceStopper stopper(std::chrono::milliseconds(100));
+    PtraceStopper stopper;
     KeepRegs window;
-    return stopper.stop(tid, window);
+    PtraceStopper::Request request;
+    request.pid = fixture_->pid();
+    request.tid = tid;
+    request.vetted_syscall = vetted;
+    request.seccomp = seccomp;
+    request.reach_deadline = std::chrono::milliseconds(100);
+    return stopper.stop(request, window);
   }
   bool back_in(const std::string& thread, long nr) {
     pid_t tid = tid_named(fixture_->pid(), thread);
@@ -59,8 +70,22 @@ class StopperOnBlockedThreads : public ::testing::Test {
   std::unique_ptr<Child> fixture_;
 };
 
-TEST_F(StopperOnBlockedThreads, InfiniteEpollWaitIsRewoundAndSeesNothing) {
+TEST_F(StopperOnBlockedThreads, ALookRefusesAThreadInACallAStopWouldBreak) {
   auto r = stop("epoll_wait");
+  EXPECT_EQ(r.outcome, StopOutcome::kRefused);
+  EXPECT_EQ(r.refused_syscall, SYS_epoll_wait);
+  EXPECT_TRUE(nothing_stopped(fixture_->pid()));
+}
+
+TEST_F(StopperOnBlockedThreads, UnderSeccompALookRefusesAnyCall) {
+  // A stopped nanosleep would be resumed through restart_syscall.
+  auto r = stop("sleeper", -1, true);
+  EXPECT_EQ(r.outcome, StopOutcome::kRefused);
+  EXPECT_EQ(r.refused_syscall, SYS_clock_nanosleep);
+}
+
+TEST_F(StopperOnBlockedThreads, EpollWaitIsEnteredAgainAndSeesNothing) {
+  auto r = stop("epoll_wait", SYS_epoll_wait);
   EXPECT_EQ(r.outcome, StopOutcome::kStopped);
   EXPECT_EQ(r.eintr_syscall, SYS_epoll_wait);
   EXPECT_TRUE(r.eintr_restarted);
@@ -69,34 +94,78 @@ TEST_F(StopperOnBlockedThreads, InfiniteEpollWaitIsRewoundAndSeesNothing) {
   EXPECT_EQ(eintr_count(*fixture_), 0);
 }
 
-TEST_F(StopperOnBlockedThreads, SigwaitinfoIsRewoundAndSeesNothing) {
-  auto r = stop("sigwait");
+TEST_F(StopperOnBlockedThreads, SigwaitinfoIsEnteredAgainAndSeesNothing) {
+  auto r = stop("sigwait", SYS_rt_sigtimedwait);
   EXPECT_EQ(r.outcome, StopOutcome::kStopped);
   EXPECT_TRUE(r.eintr_restarted);
   EXPECT_TRUE(back_in("sigwait", SYS_rt_sigtimedwait));
   EXPECT_EQ(eintr_count(*fixture_), 0);
 }
 
-TEST_F(StopperOnBlockedThreads, RecvWithATimeoutCannotBeRewoundAndIsReported) {
-  // A restart would wait the whole SO_RCVTIMEO again: the EINTR stands, and
-  // the result says so (the capture never stops such a thread on purpose).
-  auto r = stop("recv_timeo");
+TEST_F(StopperOnBlockedThreads, RecvWithATimeoutIsEnteredAgainAndSeesNothing) {
+  // SO_RCVTIMEO: the kernel answers a stop with EINTR. Entered again, the
+  // call waits its timeout anew, which is why the capture never stops a
+  // thread seen in it: only one that entered it microseconds ago.
+  auto r = stop("recv_timeo", SYS_recvfrom);
   EXPECT_EQ(r.outcome, StopOutcome::kStopped);
   EXPECT_EQ(r.eintr_syscall, SYS_recvfrom);
-  EXPECT_FALSE(r.eintr_restarted);
-  EXPECT_TRUE(r.eintr_inflicted);
-  // The thread counts it once it runs again.
-  EXPECT_TRUE(eventually([&] { return eintr_count(*fixture_) == 1; }));
+  EXPECT_TRUE(r.eintr_restarted);
+  EXPECT_FALSE(r.eintr_inflicted);
+  EXPECT_TRUE(back_in("recv_timeo", SYS_recvfrom));
+  EXPECT_EQ(eintr_count(*fixture_), 0);
+}
+
+// A sandboxed process whose filter answers restart_syscall with EPERM.
+class StopperUnderSeccomp : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fixture_ =
+        std::make_unique<Child>(std::vector<std::string>{kSeccompSleepers, "--deny", "eperm"});
+    ASSERT_TRUE(fixture_->wait_for("ready", std::chrono::seconds(10)));
+  }
+  // Stops the sleeping thread as a racing stop would: no look first.
+  StopResult stop_sleeper(bool seccomp) {
+    pid_t tid = tid_named(fixture_->pid(), "long_nanosleep");
+    EXPECT_NE(tid, 0);
+    PtraceStopper stopper;
+    KeepRegs window;
+    PtraceStopper::Request request;
+    request.pid = fixture_->pid();
+    request.tid = tid;
+    request.seccomp = seccomp;
+    request.look_first = false;
+    request.reach_deadline = std::chrono::milliseconds(100);
+    return stopper.stop(request, window);
+  }
+  long failed_waits() { return fixture_->ask("eperm", "eperm "); }
+  std::unique_ptr<Child> fixture_;
+};
+
+TEST_F(StopperUnderSeccomp, ASleepIsEnteredAgainRatherThanThroughRestartSyscall) {
+  auto r = stop_sleeper(true);
+  EXPECT_EQ(r.outcome, StopOutcome::kStopped);
+  EXPECT_TRUE(r.restart_redirected);
+  usleep(100 * 1000);
+  EXPECT_EQ(failed_waits(), 0);
+}
+
+TEST_F(StopperUnderSeccomp, WithoutTheRedirectTheFilterFailsTheSleep) {
+  // The control: resumed the kernel's way, the sleep fails with EPERM.
+  auto r = stop_sleeper(false);
+  EXPECT_EQ(r.outcome, StopOutcome::kStopped);
+  EXPECT_FALSE(r.restart_redirected);
+  EXPECT_TRUE(eventually([&] { return failed_waits() == 1; }));
 }
 
 TEST_F(StopperOnBlockedThreads, RestartableWaitsNeedNothing) {
   for (const char* thread : {"cond_wait", "sleeper", "pipe_read"}) {
     SCOPED_TRACE(thread);
-    auto r = stop(thread);
+    auto r = stop(thread, SYS_read);  // a read on a pipe restarts by itself
     EXPECT_EQ(r.outcome, StopOutcome::kStopped);
     EXPECT_EQ(r.eintr_syscall, -1);
     EXPECT_FALSE(r.eintr_restarted);
     EXPECT_FALSE(r.eintr_inflicted);
+    EXPECT_FALSE(r.restart_redirected);
   }
   EXPECT_EQ(eintr_count(*fixture_), 0);
 }

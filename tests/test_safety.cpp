@@ -1,6 +1,8 @@
 // The capture policy (ARCHITECTURE §3) on real processes: no EINTR inflicted,
-// no thread left stopped even when stackaudit is SIGKILLed mid-capture, and a
-// target found stopped is left stopped.
+// not even when a stop lands as a thread enters a timed wait; a seccomp filter
+// that denies restart_syscall never sees one; no thread left stopped even when
+// stackaudit is SIGKILLed mid-capture; a target found stopped is left stopped.
+// The bounds on every stop are in test_stop_bounds.cpp.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -16,10 +18,7 @@ namespace stackaudit::test {
 namespace {
 
 long eintr_count(Child& fixture) {
-  fixture.write_line("eintr");
-  auto line = fixture.wait_for("eintr ", std::chrono::seconds(5));
-  if (!line) return -1;
-  return std::stol(line->substr(6));
+  return fixture.ask("eintr", "eintr ");
 }
 
 TEST(Safety, TwentyDumpsInflictNoEintr) {
@@ -33,6 +32,92 @@ TEST(Safety, TwentyDumpsInflictNoEintr) {
   }
   // epoll_wait, recv with SO_RCVTIMEO and sigwaitinfo each count every EINTR.
   EXPECT_EQ(eintr_count(fixture), 0);
+}
+
+TEST(Safety, TimedWaitsEnteredAsTheStopLandsSeeNoEintr) {
+  // Nine threads compute for 50-150 us, then wait 2 ms in epoll_wait, in recv
+  // with SO_RCVTIMEO or in sigtimedwait, again and again. stackaudit sees them
+  // running and stops them, and a stop that lands just after such a thread
+  // entered its wait breaks the wait with EINTR unless it is resumed unseen.
+  Child fixture({kParkThreads, "--race", "3"});
+  ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));
+  ASSERT_EQ(eintr_count(fixture), 0);
+  long resumed = 0;
+  for (int i = 0; i < 30; ++i) {
+    RunResult r;
+    auto audit = dump_json(fixture.pid(), &r);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(audit["capture"]["eintr_inflicted"], 0);
+    resumed += audit["capture"]["eintr_restarted"].get<long>();
+  }
+  {
+    Agent agent(
+        {"--pid", std::to_string(fixture.pid()), "--interval", "100ms", "--duration", "5s"});
+    EXPECT_EQ(agent.wait(std::chrono::seconds(30)), 0);
+  }
+  // Every EINTR the racers saw is counted by them; there must be none.
+  EXPECT_EQ(eintr_count(fixture), 0);
+  long waits = fixture.ask("race", "race waits=");
+  EXPECT_GT(waits, 1000) << "the racers did not run";
+  RecordProperty("waits_resumed_unseen", static_cast<int>(resumed));
+}
+
+// Reads "eperm N" from a seccomp_sleepers fixture.
+long failed_waits(Child& fixture) {
+  return fixture.ask("eperm", "eperm ");
+}
+
+// Dumps and samples a process whose seccomp filter denies restart_syscall
+// with `action`; returns the last dump.
+nlohmann::json audit_sandboxed(Child& fixture) {
+  nlohmann::json audit;
+  for (int i = 0; i < 20; ++i) {
+    RunResult r;
+    audit = dump_json(fixture.pid(), &r);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+  }
+  Agent agent({"--pid", std::to_string(fixture.pid()), "--interval", "100ms", "--duration", "3s"});
+  EXPECT_EQ(agent.wait(std::chrono::seconds(30)), 0);
+  return audit;
+}
+
+void expect_sandbox_respected(const nlohmann::json& audit) {
+  EXPECT_EQ(audit["target"]["seccomp"], "filter");
+  // Threads parked in their waits are read where they are, never stopped; the
+  // frame-pointer ones whose callers cannot be found from sp and pc alone end
+  // their stack there, and say why.
+  int truncated = 0;
+  for (const char* name : {"long_nanosleep", "long_clock_nsle", "long_poll", "long_cond_timed"}) {
+    SCOPED_TRACE(name);
+    const auto* t = thread_named(audit, name);
+    ASSERT_NE(t, nullptr);
+    EXPECT_EQ((*t)["captured"], "nonstop");
+    EXPECT_NE(frame_named(*t, "wait_long"), nullptr);
+    if (!(*t)["truncated"].get<bool>()) continue;
+    ++truncated;
+    ASSERT_TRUE((*t)["note"].is_string());
+    EXPECT_NE((*t)["note"].get<std::string>().find("seccomp filter"), std::string::npos);
+  }
+  EXPECT_GE(truncated, 2) << "the fixture no longer needs a stop to unwind its waits";
+}
+
+TEST(Safety, SeccompFilterThatDeniesRestartSyscallSeesNoFailedWait) {
+  // A stopped nanosleep, clock_nanosleep, timed poll or timed futex wait is
+  // resumed by the kernel through restart_syscall; this filter answers EPERM.
+  Child fixture({kSeccompSleepers, "--deny", "eperm"});
+  ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));
+  auto audit = audit_sandboxed(fixture);
+  EXPECT_EQ(failed_waits(fixture), 0);
+  expect_sandbox_respected(audit);
+}
+
+TEST(Safety, SeccompFilterThatKillsOnRestartSyscallSurvives) {
+  Child fixture({kSeccompSleepers, "--deny", "kill"});
+  ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));
+  auto audit = audit_sandboxed(fixture);
+  EXPECT_NE(process_state(fixture.pid()), 'Z') << "killed by its own seccomp filter";
+  EXPECT_EQ(failed_waits(fixture), 0);
+  expect_sandbox_respected(audit);
 }
 
 TEST(Safety, SigkillAtAnyMomentLeavesNoThreadStopped) {

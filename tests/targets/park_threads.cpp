@@ -1,6 +1,7 @@
 // Test fixture: parks named threads in known primitives and says "ready".
 //
 //   park_threads [--extra N] [--exit-after-ms MS] [--churn 1] [--nap-ms MS] [--tag ANY]
+//                [--race N] [--spin N] [--vfork-ms MS]
 //
 // Every blocking call sits on a line tagged "@line:TAG" so tests can look the
 // expected line up in this file. Threads in calls that a ptrace stop would
@@ -11,15 +12,30 @@
 // --churn 1 starts and ends short-lived threads without pause. --nap-ms MS
 // adds a thread "napper" that sleeps MS at a time, again and again: blocking
 // episodes that end. --tag is ignored (it marks the command line for --match).
+//
+// For the safety tests: --race N adds N threads of each of three kinds that
+// compute for 50-150 us and then enter a *timed* EINTR-prone wait (epoll_wait,
+// recv with SO_RCVTIMEO, sigtimedwait; 2 ms each), again and again, so that a
+// stop aimed at a running thread often lands just as it enters the wait; they
+// count EINTRs with the others, and "race" on stdin prints how many waits they
+// made and the longest time a wait overran its timeout. --spin N adds N threads
+// that never wait ("spinner_I"). --vfork-ms MS adds "vforker", which vforks a
+// child that sleeps MS and exits, again and again: the thread spends that time
+// in uninterruptible sleep (D); "vfork" prints the longest time it took to run
+// again after its child exited. "stall" prints the longest gap "busy" or a
+// spinner saw between two turns of its loop since the last "stall", which is
+// how long it was kept from running (stopped, or not given a CPU).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -39,7 +55,11 @@ namespace {
 std::atomic<int> g_parked{0};
 std::atomic<long> g_eintr{0};
 std::atomic<long> g_sink{0};
-std::mutex g_held;  // held forever by the holder thread
+std::atomic<long> g_race_waits{0};
+std::atomic<long> g_race_overrun_ns{0};  // the longest a timed wait overran its timeout
+std::atomic<long> g_busy_gap_ns{0};      // the longest gap in the busy thread's loop
+std::atomic<long> g_vfork_late_ns{0};    // the longest the vforker took to run after its child
+std::mutex g_held;                       // held forever by the holder thread
 std::mutex g_cv_mutex;
 std::condition_variable g_cv;  // never notified
 
@@ -166,10 +186,120 @@ __attribute__((noinline)) void park_sigwait() {
   }
 }
 
+long now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+void raise_to(std::atomic<long>& max, long value) {
+  long seen = max.load(std::memory_order_relaxed);
+  while (value > seen && !max.compare_exchange_weak(seen, value)) {
+  }
+}
+
 __attribute__((noinline)) void park_busy() {
   named("busy");
   volatile uint64_t x = 1;
-  for (;;) x = x * 2862933555777941757ull + 3037000493ull;  // @line:busy
+  long last = now_ns();
+  for (;;) {
+    for (int i = 0; i < 64; ++i) x = x * 2862933555777941757ull + 3037000493ull;  // @line:busy
+    long now = now_ns();
+    raise_to(g_busy_gap_ns, now - last);
+    last = now;
+  }
+}
+
+__attribute__((noinline)) void park_spinner(int i) {
+  char name[16];
+  std::snprintf(name, sizeof name, "spinner_%d", i);
+  named(name);
+  volatile uint64_t x = 1;
+  long last = now_ns();
+  for (;;) {
+    for (int j = 0; j < 64; ++j) x = x * 2862933555777941757ull + 3037000493ull;  // @line:spinner
+    long now = now_ns();
+    raise_to(g_busy_gap_ns, now - last);
+    last = now;
+  }
+}
+
+// Computes for 50-150 us (a different length each time).
+void compute_a_little(uint64_t& seed) {
+  seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+  long until = now_ns() + 50'000 + static_cast<long>((seed >> 33) % 100'000);
+  volatile uint64_t x = seed;
+  while (now_ns() < until) x = x * 3 + 1;
+}
+
+// Runs one timed wait of 2 ms and counts what a stop did to it.
+template <class Wait>
+void race_loop(const char* name, int i, Wait wait) {
+  char full[16];
+  std::snprintf(full, sizeof full, "%s_%d", name, i);
+  named(full);
+  uint64_t seed = static_cast<uint64_t>(i + 1) * 0x9e3779b97f4a7c15ull;
+  for (;;) {
+    compute_a_little(seed);
+    long start = now_ns();
+    int r = wait();
+    long took = now_ns() - start;
+    if (r < 0 && errno == EINTR) ++g_eintr;
+    ++g_race_waits;
+    raise_to(g_race_overrun_ns, took - 2'000'000);
+  }
+}
+
+__attribute__((noinline)) void race_epoll(int i) {
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  int ev_fd = eventfd(0, EFD_CLOEXEC);  // never written
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  epoll_ctl(ep, EPOLL_CTL_ADD, ev_fd, &ev);
+  race_loop("race_epoll", i, [&] {
+    epoll_event out[1];
+    return epoll_wait(ep, out, 1, 2);  // @line:race_epoll
+  });
+}
+
+__attribute__((noinline)) void race_recv(int i, int fd) {
+  timeval tv{0, 2000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  race_loop("race_recv", i, [&] {
+    char buf[16];
+    return static_cast<int>(recv(fd, buf, sizeof buf, 0));  // @line:race_recv
+  });
+}
+
+__attribute__((noinline)) void race_sigtimedwait(int i) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGRTMIN + 1);  // blocked in main, never sent
+  race_loop("race_sigwait", i, [&] {
+    timespec timeout{0, 2'000'000};
+    return sigtimedwait(&set, nullptr, &timeout) < 0 && errno == EAGAIN ? 0 : -1;
+  });
+}
+
+// vfork leaves the parent thread in uninterruptible sleep until the child
+// exits: a thread that cannot reach a ptrace stop for that long. The child
+// shares our memory and notes when it exits; the gap between that and vfork
+// returning here is how long the thread was kept from running afterwards.
+std::atomic<long> g_vfork_child_exit_ns{0};
+
+__attribute__((noinline)) void park_vforker(long ms) {
+  named("vforker");
+  for (;;) {
+    pid_t child = vfork();
+    if (child == 0) {
+      timespec nap{ms / 1000, (ms % 1000) * 1000000};
+      nanosleep(&nap, nullptr);
+      g_vfork_child_exit_ns.store(now_ns());
+      _exit(0);
+    }
+    raise_to(g_vfork_late_ns, now_ns() - g_vfork_child_exit_ns.load());  // @line:vforker
+    waitpid(child, nullptr, 0);
+  }
 }
 
 void park_extra(int i) {
@@ -215,17 +345,23 @@ int main(int argc, char** argv) {
   long exit_after_ms = -1;
   bool with_churn = false;
   long nap_ms = 0;
+  int race = 0, spin = 0;
+  long vfork_ms = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
+    if (std::strcmp(argv[i], "--race") == 0) race = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--spin") == 0) spin = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--vfork-ms") == 0) vfork_ms = std::atol(argv[i + 1]);
     if (std::strcmp(argv[i], "--extra") == 0) extra = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--exit-after-ms") == 0) exit_after_ms = std::atol(argv[i + 1]);
     if (std::strcmp(argv[i], "--churn") == 0) with_churn = std::atoi(argv[i + 1]) != 0;
     if (std::strcmp(argv[i], "--nap-ms") == 0) nap_ms = std::atol(argv[i + 1]);
   }
-  // sigwaitinfo needs the signal blocked everywhere.
-  sigset_t usr2;
-  sigemptyset(&usr2);
-  sigaddset(&usr2, SIGUSR2);
-  pthread_sigmask(SIG_BLOCK, &usr2, nullptr);
+  // sigwaitinfo and sigtimedwait need their signals blocked everywhere.
+  sigset_t waited;
+  sigemptyset(&waited);
+  sigaddset(&waited, SIGUSR2);
+  sigaddset(&waited, SIGRTMIN + 1);
+  pthread_sigmask(SIG_BLOCK, &waited, nullptr);
 
   pid_t child = fork();
   if (child == 0) {
@@ -243,6 +379,8 @@ int main(int argc, char** argv) {
   getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
   int tcp_client = silent_tcp_peer(listener, addr);
   int timeo_client = silent_tcp_peer(listener, addr);
+  std::vector<int> race_sockets;
+  for (int i = 0; i < race; ++i) race_sockets.push_back(silent_tcp_peer(listener, addr));
   int pipe_a[2], pipe_b[2];
   if (pipe(pipe_a) != 0 || pipe(pipe_b) != 0) return 1;
 
@@ -262,6 +400,13 @@ int main(int argc, char** argv) {
   threads.emplace_back(park_sigwait);
   threads.emplace_back(park_busy);
   for (int i = 0; i < extra; ++i) threads.emplace_back(park_extra, i);
+  for (int i = 0; i < race; ++i) {
+    threads.emplace_back(race_epoll, i);
+    threads.emplace_back(race_recv, i, race_sockets[static_cast<size_t>(i)]);
+    threads.emplace_back(race_sigtimedwait, i);
+  }
+  for (int i = 0; i < spin; ++i) threads.emplace_back(park_spinner, i);
+  if (vfork_ms > 0) threads.emplace_back(park_vforker, vfork_ms);
   const int expected = static_cast<int>(threads.size());
   while (g_parked.load() < expected) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let them reach their waits
@@ -276,10 +421,15 @@ int main(int argc, char** argv) {
   }
   char line[64];
   while (std::fgets(line, sizeof line, stdin)) {
-    if (std::strncmp(line, "eintr", 5) == 0) {
-      std::printf("eintr %ld\n", g_eintr.load());
-      std::fflush(stdout);
-    }
+    if (std::strncmp(line, "eintr", 5) == 0) std::printf("eintr %ld\n", g_eintr.load());
+    if (std::strncmp(line, "race", 4) == 0)
+      std::printf("race waits=%ld max_overrun_us=%ld\n", g_race_waits.load(),
+                  g_race_overrun_ns.load() / 1000);
+    if (std::strncmp(line, "stall", 5) == 0)
+      std::printf("stall max_gap_us=%ld\n", g_busy_gap_ns.exchange(0) / 1000);
+    if (std::strncmp(line, "vfork", 5) == 0)
+      std::printf("vfork max_late_us=%ld\n", g_vfork_late_ns.exchange(0) / 1000);
+    std::fflush(stdout);
   }
   std::_Exit(0);
 }

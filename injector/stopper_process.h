@@ -1,0 +1,100 @@
+// The stopper: a small process of its own that holds every ptrace link of a
+// capture, so that nothing that happens to the capturer can keep a thread of
+// the target stopped.
+//
+// - It sleeps until asked to stop a thread, or until a thread it interrupted
+//   earlier reaches its stop late; it lets such a thread go the moment it
+//   stops (copied first, when the capturer may still ask for it).
+// - It runs at real-time priority (SCHED_FIFO 1) when it may, so that a stop
+//   window never waits for a CPU behind the target's own busy threads.
+// - While any thread it interrupted has not been let go, it keeps a kernel
+//   timer armed that kills it with SIGKILL --max-stop after it last answered.
+//   If it is stopped (SIGSTOP, a debugger), starved or hung mid-window, the
+//   kernel kills it, which lets every thread go and cancels interrupts not yet
+//   delivered.
+// - It dies with the capturer (PR_SET_PDEATHSIG), and the capturer starts a
+//   new one when it needs one.
+//
+// It is the stackaudit binary itself, started again with an internal argument
+// (is_stopper_invocation). Requests and replies are plain structs on a
+// SOCK_SEQPACKET socket pair; stack copies and the capturer's table of stack
+// mappings live in a shared memory file.
+#pragma once
+
+#include <sys/types.h>
+#include <sys/user.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "injector/capture_types.h"
+#include "injector/ptrace_stopper.h"
+
+namespace stackaudit {
+
+struct StopperOptions {
+  // The longest any thread may stay stopped, whatever happens to stackaudit.
+  std::chrono::microseconds max_stop{50'000};
+  size_t max_stack_bytes = 64 * 1024;
+  std::string executable = "/proc/self/exe";
+};
+
+// What one stop gave: registers and a copy of the top of the stack.
+struct StopCopy {
+  StopResult result;
+  user_regs_struct regs{};
+  uint64_t stack_start = 0;        // target address of stack[0]
+  const uint8_t* stack = nullptr;  // shared memory: valid until the next call
+  size_t stack_bytes = 0;
+  std::string problem;  // kError / kWatchdog: what happened, in words
+};
+
+class StopperProcess {
+ public:
+  explicit StopperProcess(StopperOptions options);
+  // Ends the stopper process; the kernel lets go of anything still outstanding.
+  ~StopperProcess();
+  StopperProcess(const StopperProcess&) = delete;
+  StopperProcess& operator=(const StopperProcess&) = delete;
+
+  // Starts the stopper process if none is running, asks it to stop one
+  // thread, and waits (bounded) for its reply.
+  StopCopy stop(const PtraceStopper::Request& request);
+  // Where stacks may live, to bound copies: the writable mappings of the target.
+  void set_maps(const std::vector<Mapping>& maps);
+  // A new pass over the threads: late copies from an earlier one are stale.
+  void new_round() { ++round_; }
+
+  // How the stopper runs, e.g. "realtime (SCHED_FIFO 1)"; empty before it started.
+  const std::string& priority() const { return priority_; }
+  // Stopper processes that ended mid-stop (their watchdog, or anything else
+  // that killed them): the kernel let the thread go.
+  size_t watchdog_ended() const { return watchdog_ended_; }
+  std::chrono::microseconds max_stop() const { return options_.max_stop; }
+
+ private:
+  bool start(std::string* why);
+  void end();
+  // The stopper died: reap it and describe its end.
+  std::string reap();
+  void write_maps();
+
+  StopperOptions options_;
+  pid_t child_ = -1;
+  int socket_ = -1;
+  int memfd_ = -1;
+  uint8_t* shared_ = nullptr;
+  size_t shared_size_ = 0;
+  uint64_t round_ = 1;
+  std::vector<std::pair<uint64_t, uint64_t>> maps_;
+  std::string priority_;
+  size_t watchdog_ended_ = 0;
+};
+
+// The stopper process's entry point (argv as StopperProcess builds it).
+bool is_stopper_invocation(int argc, char** argv);
+int stopper_main(int argc, char** argv);
+
+}  // namespace stackaudit

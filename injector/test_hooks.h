@@ -1,0 +1,21 @@
+// Fault hooks for the safety tests, read from STACKAUDIT_TEST_HOOK (a comma-
+// separated list). They exist only in a build configured with
+// -DSTACKAUDIT_TEST_HOOKS=ON (./setup.sh test does); in any other build every
+// hook is off and the variable is ignored.
+//
+//   hang-in-stop:MS   the stopper sleeps MS inside every stop window, as if it
+//                     were stopped, starved or hung while holding a thread
+//   stop-d-state      threads in uninterruptible sleep (D) are stopped rather
+//                     than read where they are, so their stop arrives late
+#pragma once
+
+namespace stackaudit {
+
+struct TestHooks {
+  long hang_in_stop_ms = 0;
+  bool stop_d_state = false;
+};
+
+const TestHooks& test_hooks();
+
+}  // namespace stackaudit

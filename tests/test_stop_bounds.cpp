@@ -1,0 +1,184 @@
+// Every stop is bounded, whatever happens (ARCHITECTURE §3, docs/capture-policy.md):
+// a thread that reaches its stop late is let go at once; a stopper that hangs
+// or is itself stopped mid-window is ended by the kernel's watchdog timer, so
+// the target's thread runs again within --max-stop; running threads on a
+// saturated machine are captured, not given up on; --duration holds.
+//
+// The "stall" of the fixture's spinning threads is the longest gap one of them
+// saw between two turns of its loop: how long it was kept from running,
+// stopped or not given a CPU. On a shared 2-vCPU machine a few tens of milliseconds of that
+// are ordinary; the failures these tests catch are seconds long, and each
+// bound below leaves room for the ordinary.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <thread>
+
+#include "tests/support.h"
+
+namespace stackaudit::test {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+long stall_us(Child& fixture) {
+  return fixture.ask("stall", "stall max_gap_us=");
+}
+
+long vfork_late_us(Child& fixture) {
+  return fixture.ask("vfork", "vfork max_late_us=");
+}
+
+#ifdef STACKAUDIT_TEST_HOOKS
+constexpr bool kHooks = true;
+#else
+constexpr bool kHooks = false;
+#endif
+
+#define REQUIRE_TEST_HOOKS()                                                                  \
+  if (!kHooks)                                                                                \
+  GTEST_SKIP() << "stackaudit was built without -DSTACKAUDIT_TEST_HOOKS=ON (./setup.sh test " \
+                  "turns it on)"
+
+TEST(StopBounds, RunningThreadsAreCapturedOnASaturatedMachine) {
+  // Nine threads of the target and eight of another process spin on two
+  // CPUs: a thread that is interrupted must wait for its turn on a CPU to
+  // reach its stop. It is waited for, or let go and tried again; never given up.
+  Child fixture({kParkThreads, "--spin", "8"});
+  ASSERT_TRUE(fixture.wait_for("ready", seconds(10)));
+  Child hog({kParkThreads, "--spin", "8"});
+  ASSERT_TRUE(hog.wait_for("ready", seconds(10)));
+  for (int i = 0; i < 10; ++i) {
+    SCOPED_TRACE("dump " + std::to_string(i));
+    RunResult r;
+    auto audit = dump_json(fixture.pid(), &r);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    for (const auto& t : audit["threads"]) {
+      std::string name = t["name"];
+      if (name != "busy" && !name.starts_with("spinner_")) continue;
+      EXPECT_EQ(t["captured"], "stopped") << name << ": " << t["note"];
+      EXPECT_NE(frame_named(t, name == "busy" ? "park_busy" : "park_spinner"), nullptr) << name;
+    }
+  }
+}
+
+TEST(StopBounds, AThreadThatReachesItsStopLateIsLetGoWithinTheBound) {
+  // "vforker" sits in uninterruptible sleep (D) for 300 ms at a time, and a
+  // thread in D reaches a ptrace stop only when it leaves D. stackaudit never
+  // stops such a thread; the test hook makes it try, so the stop arrives long
+  // after the deadline for it. The thread must not stay stopped.
+  REQUIRE_TEST_HOOKS();
+  Child fixture({kParkThreads, "--vfork-ms", "300"});
+  ASSERT_TRUE(fixture.wait_for("ready", seconds(10)));
+  vfork_late_us(fixture);
+  {
+    Agent agent({"--pid", std::to_string(fixture.pid()), "--interval", "2s", "--duration", "7s",
+                 "--max-stop", "100ms"},
+                {"STACKAUDIT_TEST_HOOK=stop-d-state"});
+    EXPECT_EQ(agent.wait(seconds(30)), 0);
+  }
+  long late = vfork_late_us(fixture);
+  EXPECT_LT(late, 300'000) << "a late stop held the thread for " << late << " us";
+  for (int i = 0; i < 3; ++i) {
+    RunResult r =
+        run({"/usr/bin/env", "STACKAUDIT_TEST_HOOK=stop-d-state", kStackaudit, "dump", "--pid",
+             std::to_string(fixture.pid()), "--format", "json", "--max-stop", "100ms"});
+    EXPECT_TRUE(r.exit_code == 0 || r.exit_code == 1) << r.err;
+  }
+  late = vfork_late_us(fixture);
+  EXPECT_LT(late, 300'000) << "a late stop held the thread for " << late << " us";
+}
+
+TEST(StopBounds, ALateStopWithinTheBoundIsLetGoAtOnce) {
+  // With a bound longer than the D state, the late stop does arrive: it is
+  // detached the moment it does, not at the next round.
+  REQUIRE_TEST_HOOKS();
+  Child fixture({kParkThreads, "--vfork-ms", "300"});
+  ASSERT_TRUE(fixture.wait_for("ready", seconds(10)));
+  vfork_late_us(fixture);
+  {
+    Agent agent({"--pid", std::to_string(fixture.pid()), "--interval", "3s", "--duration", "7s",
+                 "--max-stop", "2s"},
+                {"STACKAUDIT_TEST_HOOK=stop-d-state"});
+    EXPECT_EQ(agent.wait(seconds(30)), 0);
+  }
+  long late = vfork_late_us(fixture);
+  EXPECT_LT(late, 200'000) << "a late stop held the thread for " << late << " us";
+}
+
+TEST(StopBounds, AStopperHungInsideAStopWindowIsEndedWithinTheBound) {
+  // The hook makes the stopper sleep 3 s while it holds a thread stopped, as
+  // if it were itself stopped, swapped out or hung mid-window.
+  REQUIRE_TEST_HOOKS();
+  Child fixture({kParkThreads});
+  ASSERT_TRUE(fixture.wait_for("ready", seconds(10)));
+  stall_us(fixture);
+  std::string out = testing::TempDir() + "hung-stopper.json";
+  auto start = std::chrono::steady_clock::now();
+  {
+    Agent agent({"--pid", std::to_string(fixture.pid()), "--interval", "500ms", "--duration", "5s",
+                 "--max-stop", "100ms", "--audit-json", out},
+                {"STACKAUDIT_TEST_HOOK=hang-in-stop:3000"});
+    EXPECT_EQ(agent.wait(seconds(30)), 0);
+  }
+  auto ran = std::chrono::steady_clock::now() - start;
+  EXPECT_LT(ran, seconds(8)) << "--duration 5s did not hold";
+  long stall = stall_us(fixture);
+  EXPECT_LT(stall, 600'000) << "a spinning thread was held " << stall << " us";
+  auto audit = nlohmann::json::parse(std::ifstream(out));
+  EXPECT_GT(audit["window"]["cost"]["watchdog_ended"].get<long>(), 0);
+  EXPECT_TRUE(nothing_stopped(fixture.pid()));
+
+  // The one-shot dump: the busy thread is not captured, and says why.
+  RunResult r =
+      run({"/usr/bin/env", "STACKAUDIT_TEST_HOOK=hang-in-stop:3000", kStackaudit, "dump", "--pid",
+           std::to_string(fixture.pid()), "--format", "json", "--max-stop", "100ms"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  auto dump = nlohmann::json::parse(r.out);
+  const auto* busy = thread_named(dump, "busy");
+  ASSERT_NE(busy, nullptr);
+  EXPECT_EQ((*busy)["captured"], "failed");
+  EXPECT_NE((*busy)["note"].get<std::string>().find("watchdog"), std::string::npos)
+      << (*busy)["note"];
+  stall = stall_us(fixture);
+  EXPECT_LT(stall, 600'000) << "a spinning thread was held " << stall << " us";
+}
+
+TEST(StopBounds, AgentStoppedMidRoundNeverHoldsATargetThread) {
+  // SIGSTOP the agent and everything it started, again and again, for a
+  // second at a time, while it stops seven threads that spin on two CPUs
+  // every 20 ms: most of the time, one of them has been interrupted and is
+  // waiting for a CPU to reach its stop.
+  Child fixture({kParkThreads, "--spin", "6"});
+  ASSERT_TRUE(fixture.wait_for("ready", seconds(10)));
+  stall_us(fixture);
+  auto start = std::chrono::steady_clock::now();
+  Agent agent({"--pid", std::to_string(fixture.pid()), "--interval", "20ms", "--duration", "9s",
+               "--max-stop", "100ms"});
+  ASSERT_TRUE(agent.serving());
+  auto signal_all = [&](int sig) {
+    std::vector<pid_t> family = children_of(agent.pid());
+    family.push_back(agent.pid());
+    for (pid_t p : family) kill(p, sig);
+  };
+  for (int i = 0; i < 5; ++i) {
+    std::this_thread::sleep_for(milliseconds(150 + 37 * i));
+    signal_all(SIGSTOP);
+    std::this_thread::sleep_for(seconds(1));
+    signal_all(SIGCONT);
+  }
+  EXPECT_EQ(agent.wait(seconds(20)), 0);
+  auto ran = std::chrono::steady_clock::now() - start;
+  EXPECT_LT(ran, seconds(12)) << "--duration 9s did not hold";
+  long stall = stall_us(fixture);
+  EXPECT_LT(stall, 700'000) << "a spinning thread was held " << stall << " us";
+  EXPECT_TRUE(nothing_stopped(fixture.pid()));
+}
+
+}  // namespace
+}  // namespace stackaudit::test

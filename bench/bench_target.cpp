@@ -14,7 +14,10 @@
 // syscalls the kernel restarts, and the point is to see the default behaviour.
 //
 // Build: g++ -std=c++20 -O2 -g -pthread -Wall -Wextra bench_target.cpp
-// Usage: bench_target --threads N
+// Usage: bench_target --threads N [--spinners S]
+//   --spinners S adds S threads that compute without ever waiting ("spinner"),
+//   to make a busy target: with S + 1 >= the number of CPUs, every thread that
+//   is interrupted waits for a CPU to reach its stop.
 // Protocol (stdin -> stdout, one line each):
 //   reset  -> "ok"            zero the stall maximum and the EINTR counters
 //   report -> "eintr=<n> max_stall_us=<m>"
@@ -56,7 +59,7 @@ namespace {
 // ---------------------------------------------------------------------------
 // The thread mix.
 
-enum class Kind { Condvar, Sleep, Epoll, Recv, Mutex, Probe };
+enum class Kind { Condvar, Sleep, Epoll, Recv, Mutex, Probe, Spin };
 
 struct KindInfo {
   Kind kind;
@@ -73,6 +76,7 @@ constexpr KindInfo kKinds[] = {
     {Kind::Recv, "recv_tmo", 10},   // EINTR-prone
     {Kind::Mutex, "mutex", 10},     // lock held forever by main
     {Kind::Probe, "probe", 0},      // exactly one
+    {Kind::Spin, "spinner", 0},     // --spinners, on top of N
 };
 
 struct Mix {
@@ -86,13 +90,14 @@ struct Mix {
   }
 };
 
-Mix plan_mix(int n) {
+Mix plan_mix(int n, int spinners) {
   Mix mix;
   for (std::size_t i = 0; i < std::size(kKinds); ++i) mix.count[i] = n * kKinds[i].percent / 100;
   mix.of(Kind::Probe) = 1;
   int assigned = 0;
   for (int c : mix.count) assigned += c;
   mix.of(Kind::Condvar) += std::max(0, n - assigned);  // tiny N may leave nothing
+  mix.of(Kind::Spin) = spinners;
   mix.total = 0;
   for (int c : mix.count) mix.total += c;
   return mix;
@@ -152,6 +157,12 @@ bool g_pool_has_work = false;
   std::unique_lock lock(g_pool_mutex);
   g_pool_cv.wait(lock, [] { return g_pool_has_work; });
   g_unexpected.fetch_add(1);
+}
+
+[[gnu::noinline]] void run_spinner(Slot& slot) {
+  announce(slot, "spinner");
+  volatile std::uint64_t x = 1;
+  for (;;) x = x * 6364136223846793005ull + 1442695040888963407ull;
 }
 
 [[gnu::noinline]] void park_sleep(Slot& slot) {
@@ -326,7 +337,7 @@ bool wait_until_parked(int total, std::chrono::seconds deadline) {
       pid_t tid = g_slots[i].tid.load(std::memory_order_acquire);
       if (tid == 0) {
         all = false;
-      } else if (g_slots[i].kind != Kind::Probe) {
+      } else if (g_slots[i].kind != Kind::Probe && g_slots[i].kind != Kind::Spin) {
         all = task_state(tid) == 'S';
       }
     }
@@ -362,28 +373,34 @@ double us(const std::atomic<std::uint64_t>& ns) {
   return static_cast<double>(ns.load(std::memory_order_relaxed)) / 1000.0;
 }
 
-int parse_threads(int argc, char** argv) {
+// --threads N (required) and --spinners S (default 0).
+struct Args {
+  int threads = 0;
+  int spinners = 0;
+};
+
+Args parse_args(int argc, char** argv) {
+  auto usage = [&](int code) {
+    std::fprintf(stderr, "usage: %s --threads N [--spinners S]\n", argv[0]);
+    std::exit(code);
+  };
+  Args args;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    std::string value;
-    if (arg == "--threads" && i + 1 < argc) {
-      value = argv[++i];
-    } else if (arg.rfind("--threads=", 0) == 0) {
-      value = arg.substr(10);
-    } else {
-      std::fprintf(stderr, "usage: %s --threads N\n", argv[0]);
-      std::exit(arg == "--help" || arg == "-h" ? 0 : 64);
-    }
+    if (arg == "--help" || arg == "-h") usage(0);
+    int* into = arg == "--threads" ? &args.threads : arg == "--spinners" ? &args.spinners : nullptr;
+    if (!into || i + 1 >= argc) usage(64);
+    std::string value = argv[++i];
     char* end = nullptr;
     long n = std::strtol(value.c_str(), &end, 10);
-    if (end == value.c_str() || *end != '\0' || n < 1 || n > 100000) {
-      std::fprintf(stderr, "bench_target: bad --threads '%s'\n", value.c_str());
+    if (end == value.c_str() || *end != '\0' || n < 0 || n > 100000) {
+      std::fprintf(stderr, "bench_target: bad %s '%s'\n", arg.c_str(), value.c_str());
       std::exit(64);
     }
-    return static_cast<int>(n);
+    *into = static_cast<int>(n);
   }
-  std::fprintf(stderr, "usage: %s --threads N\n", argv[0]);
-  std::exit(64);
+  if (args.threads < 1) usage(64);
+  return args;
 }
 
 [[noreturn]] void leave(int code) {
@@ -395,8 +412,8 @@ int parse_threads(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int requested = parse_threads(argc, argv);
-  Mix mix = plan_mix(requested);
+  const Args args = parse_args(argc, argv);
+  Mix mix = plan_mix(args.threads, args.spinners);
 
   // Main owns the mutex for the life of the process.
   g_forever.lock();
@@ -430,6 +447,9 @@ int main(int argc, char** argv) {
           break;
         case Kind::Probe:
           worker = std::thread(run_probe, std::ref(slot));
+          break;
+        case Kind::Spin:
+          worker = std::thread(run_spinner, std::ref(slot));
           break;
       }
     } catch (const std::system_error& e) {

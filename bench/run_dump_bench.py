@@ -61,11 +61,12 @@ def _die_with_parent() -> None:
 class Target:
     """bench_target behind a line protocol on its stdin/stdout."""
 
-    def __init__(self, path: Path, threads: int, start_timeout: float, cmd_timeout: float):
+    def __init__(self, path: Path, threads: int, start_timeout: float, cmd_timeout: float,
+                 spinners: int = 0):
         self.cmd_timeout = cmd_timeout
         self._buf = b""
         self.proc = subprocess.Popen(
-            [str(path), "--threads", str(threads)],
+            [str(path), "--threads", str(threads), "--spinners", str(spinners)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=None,  # let its complaints reach the terminal

@@ -327,7 +327,8 @@ int stopper_main(int argc, char** argv) {
   for (int sig : {SIGTSTP, SIGTTIN, SIGTTOU}) signal(sig, SIG_IGN);
 
   size_t size = shared_size(max_stack);
-  void* map = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, kSharedFd, 0);
+  // Populated now, so that no copy in a stop window waits for a page.
+  void* map = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, kSharedFd, 0);
   if (map == MAP_FAILED) return 1;
   auto* shared = static_cast<uint8_t*>(map);
   raise_priority(header(shared)->priority, sizeof header(shared)->priority);
@@ -522,7 +523,8 @@ StopCopy StopperProcess::stop(const PtraceStopper::Request& request) {
                    request.reach_deadline.count(),
                    round_};
   // A stopper that died between two stops (its watchdog fired while it was
-  // stopped with a thread still on its way to a stop) is replaced once.
+  // stopped with a thread still on its way to a stop), or that holds too many
+  // such threads, is replaced once.
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::string why;
     if (child_ < 0 && !start(&why)) {
@@ -552,6 +554,12 @@ StopCopy StopperProcess::stop(const PtraceStopper::Request& request) {
       end();
       return copy;
     }
+    if (reply.result.outcome == StopOutcome::kError && reply.result.error == EBUSY) {
+      // Too many threads interrupted and still on their way to a stop (stuck
+      // in uninterruptible sleep, say): a new stopper cancels them all.
+      end();
+      continue;
+    }
     copy.result = reply.result;
     copy.regs = reply.regs;
     copy.stack_start = reply.stack_start;
@@ -559,8 +567,8 @@ StopCopy StopperProcess::stop(const PtraceStopper::Request& request) {
     copy.stack = buffer(shared_, options_.max_stack_bytes, reply.buffer);
     return copy;
   }
-  copy.result.outcome = StopOutcome::kWatchdog;
-  copy.problem = "the stopper process kept dying";
+  copy.result.outcome = StopOutcome::kError;
+  copy.problem = "the stopper process could not take this stop (it was replaced twice)";
   return copy;
 }
 

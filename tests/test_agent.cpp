@@ -297,6 +297,9 @@ TEST(AgentErrors, BadOptionsAreUsageErrors) {
       {"--pid", "1", "--listen", "127.0.0.1:99999"},
       {"--match", "("},
       {"--pid", "1", "--match", "x"},
+      {"--pid", "1", "--max-stop", "0"},
+      {"--pid", "1", "--max-stop", "11s"},
+      {"--pid", "1", "--max-stop", "short"},
       {},
   };
   for (const auto& args : cases) {

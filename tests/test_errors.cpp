@@ -41,6 +41,15 @@ TEST(Errors, BadFormatIsAUsageError) {
   expect_one_sentence(r);
 }
 
+TEST(Errors, BadMaxStopIsAUsageError) {
+  for (const char* bad : {"0", "0.5ms", "20s", "fast"}) {
+    RunResult r = run({kStackaudit, "dump", "--pid", "1", "--max-stop", bad});
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+    EXPECT_NE(r.err.find("--max-stop"), std::string::npos) << r.err;
+    expect_one_sentence(r);
+  }
+}
+
 TEST(Errors, KernelThread) {
   RunResult r = run({kStackaudit, "dump", "--pid", "2"});  // kthreadd
   EXPECT_EQ(r.exit_code, 3);

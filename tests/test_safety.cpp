@@ -153,6 +153,7 @@ TEST(Safety, SigkillAtAnyMomentLeavesNoThreadStopped) {
       _exit(127);
     }
     usleep(static_cast<useconds_t>(delay_us));
+    std::vector<pid_t> stoppers = children_of(pid);  // its stopper process, once started
     kill(pid, SIGKILL);
     int status = 0;
     waitpid(pid, &status, 0);
@@ -161,6 +162,10 @@ TEST(Safety, SigkillAtAnyMomentLeavesNoThreadStopped) {
     // woken threads a moment to leave the stop state.
     EXPECT_TRUE(eventually([&] { return nothing_stopped(target); }, std::chrono::seconds(5)))
         << "a thread was left stopped after killing stackaudit " << delay_us << " us in";
+    // The stopper dies with it.
+    for (pid_t s : stoppers)
+      EXPECT_TRUE(eventually([&] { return process_state(s) == '?'; }, std::chrono::seconds(5)))
+          << "stopper " << s << " outlived stackaudit";
   }
   // Most kills landed while stackaudit was running (the rest after it ended).
   EXPECT_GE(killed_mid_run, kKills / 3) << "one dump took " << full_us << " us";

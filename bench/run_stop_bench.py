@@ -45,6 +45,7 @@ class Figures:
     exit_codes: dict[int, int] = field(default_factory=dict)
     holds_us: list[float] = field(default_factory=list)  # one per stopped thread
     reach_p99_us: list[float] = field(default_factory=list)  # one per dump
+    race_window_max_us: list[float] = field(default_factory=list)  # one per dump
     retries: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     probe_stopped_us: list[float] = field(default_factory=list)  # one per dump
@@ -82,6 +83,9 @@ def dump_once(binary: str, target: Target, timeout: float, fig: Figures) -> None
     reach = cap.get("reach_stop_us")
     if reach:
         fig.reach_p99_us.append(float(reach["p99"]))
+    window = cap.get("race_window_us")
+    if window and cap.get("threads_stopped"):
+        fig.race_window_max_us.append(float(window["max"]))
     fig.retries.append(int(cap.get("stop_retries", 0)))
     fig.failed.append(int(cap.get("threads_failed", 0)))
     stopper = cap.get("stopper") or {}
@@ -147,6 +151,10 @@ def main() -> int:
               f"{fmt(max(f.probe_stopped_us))} | {fmt(statistics.median(f.probe_preempted_us))} | "
               f"{statistics.median(f.wall_ms):.0f} ms |")
     print()
+    for (load, name), f in figures.items():
+        if f.race_window_max_us:
+            print(f"- {name}, {load}: look-to-interrupt gap, largest per dump: median "
+                  f"{fmt(statistics.median(f.race_window_max_us))}, max {fmt(max(f.race_window_max_us))}")
     for name, _ in tools:
         idle = percentile(figures[("idle", name)].holds_us, 0.99)
         busy = percentile(figures[("busy", name)].holds_us, 0.99)

@@ -93,6 +93,7 @@ struct CaptureSummary {
   size_t watchdog_ended = 0;       // stopper processes ended mid-stop; the kernel let the thread go
   StopStats stop_us;               // how long each stopped thread was held: stop seen -> let go
   StopStats reach_us;              // from the interrupt to the stop (the thread was not held)
+  StopStats race_window_us;        // from the stopper's last look to the interrupt
   std::string stopper_priority;    // how the stopper process ran; "" when nothing was stopped
   uint64_t max_stop_us = 0;        // the bound its watchdog enforced
 };

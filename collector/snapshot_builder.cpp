@@ -296,7 +296,7 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
     if (!python_warning_.empty()) s.warnings.push_back(python_warning_);
   }
 
-  std::vector<uint64_t> stops, reaches;
+  std::vector<uint64_t> stops, reaches, looks;
   for (const RawThread& r : raw.threads) {
     if (r.vanished) {
       ++s.capture.threads_exited;
@@ -307,6 +307,7 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
         ++s.capture.threads_stopped;
         stops.push_back(r.stop_ns);
         reaches.push_back(r.reach_ns);
+        if (!r.late) looks.push_back(r.look_gap_ns);
         s.capture.eintr_restarted += r.eintr_restarted;
         s.capture.eintr_inflicted += r.eintr_inflicted;
         s.capture.restarts_redirected += r.restart_redirected;
@@ -327,6 +328,7 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   s.capture.duration_us = raw.duration_ns / 1000;
   s.capture.stop_us = stop_stats(std::move(stops));
   s.capture.reach_us = stop_stats(std::move(reaches));
+  s.capture.race_window_us = stop_stats(std::move(looks));
   s.capture.stop_retries = raw.stopper.retries;
   s.capture.watchdog_ended = raw.stopper.watchdog_ended;
   s.capture.stopper_priority = raw.stopper.priority;

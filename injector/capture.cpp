@@ -215,6 +215,7 @@ ProcessCapturer::Stop ProcessCapturer::capture_stopped(RawThread& t, int attempt
       }
       t.stop_ns = r.hold_ns;
       t.reach_ns = r.reach_ns;
+      if (!r.late) t.look_gap_ns = r.look_gap_ns;  // a late stop's look was an earlier reply's
       t.late = r.late;
       t.eintr_restarted = r.eintr_restarted;
       t.eintr_inflicted = r.eintr_inflicted;

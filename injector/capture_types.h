@@ -104,6 +104,7 @@ struct RawThread {
   bool restart_redirected = false;  // seccomp: resumed by the original call, not restart_syscall
   uint64_t stop_ns = 0;             // how long this thread was held stopped (0 if never)
   uint64_t reach_ns = 0;            // from our interrupt to its stop
+  uint64_t look_gap_ns = 0;         // from the stopper's last look at /proc to the interrupt
   int stop_attempts = 0;            // interrupts asked for (more than one: it was slow to stop)
   bool late = false;                // it reached its stop after a first deadline had passed
 };

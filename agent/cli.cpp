@@ -29,7 +29,7 @@ constexpr const char* kDescription =
     "real-time stops).";
 
 constexpr const char* kMaxStopHelp =
-    "The longest any thread of the target may stay stopped (default 50ms, 1ms to 10s). Stops "
+    "The longest any thread of the target may stay stopped (default 50ms, 10ms to 10s). Stops "
     "are made by a separate stopper process whose kernel timer kills it past this bound, "
     "whatever happens to stackaudit (stopped, starved, hung); the kernel then lets the thread "
     "go. A stop normally lasts microseconds";

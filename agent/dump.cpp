@@ -31,8 +31,8 @@ RuleSet load_rules(const std::string& rules_file) {
 }
 
 void check_max_stop(std::chrono::milliseconds max_stop) {
-  if (max_stop < std::chrono::milliseconds(1) || max_stop > std::chrono::seconds(10))
-    throw UserError{kExitUsage, "--max-stop must be between 1ms and 10s (default 50ms)"};
+  if (max_stop < std::chrono::milliseconds(10) || max_stop > std::chrono::seconds(10))
+    throw UserError{kExitUsage, "--max-stop must be between 10ms and 10s (default 50ms)"};
 }
 
 Snapshot audit_process(pid_t pid, const RuleSet& rules, std::chrono::milliseconds max_stop) {

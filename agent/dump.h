@@ -37,7 +37,7 @@ RuleSet load_rules(const std::string& rules_file);
 Snapshot audit_process(pid_t pid, const RuleSet& rules,
                        std::chrono::milliseconds max_stop = std::chrono::milliseconds(50));
 
-// Checks --max-stop (1 ms to 10 s); throws UserError (exit 2).
+// Checks --max-stop (10 ms to 10 s); throws UserError (exit 2).
 void check_max_stop(std::chrono::milliseconds max_stop);
 
 // The exit code a finished audit deserves (0, or 1 when some threads are missing).

@@ -195,7 +195,10 @@ ProcessCapturer::Stop ProcessCapturer::capture_stopped(RawThread& t, int attempt
   request.tid = t.tid;
   request.seccomp = sandboxed(t.tid);
   bool blocked = t.syscall.kind == SyscallState::Kind::kInSyscall;
-  request.vetted_syscall = blocked && !stop_would_interrupt(t.syscall, t.fds) ? t.syscall.nr : -1;
+  if (blocked && !stop_would_interrupt(t.syscall, t.fds)) {
+    request.vetted_syscall = t.syscall.nr;
+    request.vetted_args = t.syscall.args;
+  }
   request.reach_deadline = options_.stop_deadline * (1 << attempt);
   StopCopy copy = stopper_.stop(request);
   const StopResult& r = copy.result;

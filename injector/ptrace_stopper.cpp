@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 
 #include "injector/clock.h"
 #include "injector/proc.h"
@@ -16,8 +17,12 @@
 namespace stackaudit {
 namespace {
 
-// What a syscall interrupted by a stop returns to the kernel's signal code
-// when the kernel means to resume it through restart_syscall.
+// Return values the kernel's signal code acts on at the end of an interrupted
+// syscall (include/linux/errno.h): ERESTARTNOHAND enters the call again with
+// its original number and arguments unless a signal handler is about to run,
+// and then returns EINTR; ERESTART_RESTARTBLOCK resumes it through
+// restart_syscall.
+constexpr long kErestartNohand = 514;
 constexpr long kErestartRestartblock = 516;
 
 // The signal to hand back on detach. A PTRACE_EVENT_STOP (our interrupt, or a
@@ -35,37 +40,15 @@ bool our_interrupt(int status) {
   return (status >> 16) == PTRACE_EVENT_STOP && WSTOPSIG(status) == SIGTRAP;
 }
 
-// True when a signal that the thread does not block is queued for it or its
-// process: then the call's EINTR is what the program is meant to see (its
-// handler runs next). A pending signal the thread blocks (a sigtimedwait's own
-// signal, restored to blocked on the way out) is no reason: the call, entered
-// again, takes it as it would have.
-bool deliverable_signal_pending(pid_t tid) {
-  uint64_t blocked = 0;
-  if (::ptrace(PTRACE_GETSIGMASK, tid, sizeof blocked, &blocked) != 0) return true;
-  constexpr int kPeek = 8;
-  siginfo_t infos[kPeek];
-  for (unsigned flags : {0u, unsigned{PTRACE_PEEKSIGINFO_SHARED}}) {
-    __ptrace_peeksiginfo_args args{0, flags, kPeek};
-    long n = ::ptrace(PTRACE_PEEKSIGINFO, tid, &args, infos);
-    if (n < 0 || n == kPeek) return true;  // cannot tell, or more than we looked at
-    for (long i = 0; i < n; ++i) {
-      int sig = infos[i].si_signo;
-      if (sig < 1 || sig > 64 || !(blocked & (1ull << (sig - 1)))) return true;
-    }
-  }
-  return false;
-}
-
-// Makes the thread execute its syscall instruction again, with the original
-// number and arguments (the syscall ABI leaves the argument registers as they
-// were). This is what the kernel itself does for the calls it restarts.
-bool reenter_call(pid_t tid, user_regs_struct& regs) {
-  user_regs_struct again = regs;
-  again.rax = regs.orig_rax;
-  again.rip -= 2;  // syscall, sysenter and int 0x80 are all two bytes
-  if (::ptrace(PTRACE_SETREGS, tid, nullptr, &again) != 0) return false;
-  regs = again;
+// Sets the call's return value to ERESTARTNOHAND, so that the kernel, once
+// the thread runs on, does what it does for the calls it restarts itself:
+// enters the call again with its original arguments, unless a signal handler
+// runs first (a signal that arrived before or during our stop), in which case
+// the program sees EINTR, as that signal would have made it see anyway.
+bool restart_unless_handled(pid_t tid, user_regs_struct& regs) {
+  long value = -kErestartNohand;
+  if (::ptrace(PTRACE_POKEUSER, tid, offsetof(user_regs_struct, rax), value) != 0) return false;
+  regs.rax = static_cast<uint64_t>(value);
   return true;
 }
 
@@ -73,13 +56,13 @@ bool reenter_call(pid_t tid, user_regs_struct& regs) {
 // look at /proc and found the thread inside the call. Two things can follow
 // that the program would notice, and both are undone here, first thing in the
 // stop window:
-//  - a call that a stop breaks has returned -EINTR: enter it again (its wait
-//    starts over: a timed one lasts at most the look-to-interrupt gap, a few
-//    microseconds, longer than it would have);
+//  - a call that a stop breaks has returned -EINTR: it is entered again (a
+//    timed wait then starts its timeout over, and lasts longer by the time it
+//    had waited, which the look bounds to a few microseconds);
 //  - under a seccomp filter, a sleep, timed poll or timed futex wait is about
 //    to be resumed through restart_syscall, which the filter may deny (EPERM
-//    to the program) or punish (SIGSYS): enter the original call instead,
-//    which the filter allowed when the program made it.
+//    to the program) or punish (SIGSYS): the original call is entered again
+//    instead, which the filter allowed when the program made it.
 void undo_race(pid_t tid, int status, bool seccomp, user_regs_struct& regs, StopResult& result) {
   if (!our_interrupt(status)) return;
   long nr = static_cast<long>(regs.orig_rax);
@@ -87,24 +70,32 @@ void undo_race(pid_t tid, int status, bool seccomp, user_regs_struct& regs, Stop
   if (nr < 0) return;  // stopped in user space, not in a syscall
   if (ret == -EINTR && stop_effect(nr) != StopEffect::kRestarts) {
     result.eintr_syscall = nr;
-    if (resumable_after_eintr(nr) && !deliverable_signal_pending(tid) && reenter_call(tid, regs))
+    if (resumable_after_eintr(nr) && restart_unless_handled(tid, regs))
       result.eintr_restarted = true;
     else
       result.eintr_inflicted = true;
   } else if (ret == -kErestartRestartblock && seccomp) {
-    result.restart_redirected = reenter_call(tid, regs);
+    result.restart_redirected = restart_unless_handled(tid, regs);
   }
 }
 
 // Refuses the stop when the thread sits in a call that a stop would break
 // (EINTR), or, under a seccomp filter, in any call (it would be resumed
 // through the kernel's restart path). Reading /proc does not disturb it.
-bool look_allows_stop(const PtraceStopper::Request& r, long* nr) {
+enum class Look { kAllows, kRefuses, kGone };
+
+Look look_before_stop(const PtraceStopper::Request& r, long* nr) {
+  // No syscall file: the thread is not (or no longer) a thread of this
+  // process; a reused tid must not be stopped.
   auto sc = proc::read_syscall(r.pid, r.tid);
-  if (!sc || sc->kind != SyscallState::Kind::kInSyscall) return true;  // SEIZE will tell
+  if (!sc) return Look::kGone;
+  if (sc->kind != SyscallState::Kind::kInSyscall) return Look::kAllows;
   *nr = sc->nr;
-  if (r.seccomp) return false;
-  return stop_effect(sc->nr) == StopEffect::kRestarts || sc->nr == r.vetted_syscall;
+  if (r.seccomp) return Look::kRefuses;
+  if (stop_effect(sc->nr) == StopEffect::kRestarts) return Look::kAllows;
+  // The very call the capturer checked (a read on a pipe, not a socket).
+  bool vetted = sc->nr == r.vetted_syscall && sc->args == r.vetted_args;
+  return vetted ? Look::kAllows : Look::kRefuses;
 }
 
 }  // namespace
@@ -155,6 +146,13 @@ PtraceStopper::Outstanding* PtraceStopper::find(pid_t tid) {
   return nullptr;
 }
 
+uint64_t PtraceStopper::oldest_outstanding_ns() const {
+  uint64_t now = monotonic_ns(), oldest = 0;
+  for (size_t i = 0; i < count_; ++i)
+    oldest = std::max(oldest, now - outstanding_[i].interrupted_ns);
+  return oldest;
+}
+
 void PtraceStopper::forget(pid_t tid) {
   for (size_t i = 0; i < count_; ++i) {
     if (outstanding_[i].tid != tid) continue;
@@ -198,7 +196,15 @@ void PtraceStopper::let_go(Outstanding& o, int status, StopWindow* window, StopR
 void PtraceStopper::handle(pid_t tid, int status, const Request* current, StopWindow* window,
                            StopResult* result, bool* done) {
   Outstanding* o = find(tid);
-  if (!o) return;
+  if (!o) {
+    // A tracee we do not know under this tid: a thread that called execve
+    // after our seize takes the leader's tid; a clone with CLONE_PTRACE makes
+    // its child ours. Let it go as it is.
+    if (WIFSTOPPED(status))
+      ::ptrace(PTRACE_DETACH, tid, nullptr,
+               reinterpret_cast<void*>(static_cast<uintptr_t>(signal_to_reinject(status))));
+    return;
+  }
   bool mine = current && current->tid == tid;
   if (!WIFSTOPPED(status)) {  // exited or killed: reaped by this waitpid
     forget(tid);
@@ -246,9 +252,9 @@ size_t PtraceStopper::wait_and_collect(std::chrono::microseconds timeout) {
 
 StopResult PtraceStopper::stop(const Request& request, StopWindow& window) {
   StopResult result;
-  collect();  // let go of late arrivals first
   Outstanding* o = find(request.tid);
   if (!o) {
+    collect();  // let go of late arrivals first
     // A new stop: look first, then seize and interrupt right away, so that
     // whatever the thread does between the look and the interrupt lasts a
     // few microseconds.
@@ -257,10 +263,16 @@ StopResult PtraceStopper::stop(const Request& request, StopWindow& window) {
       return result;
     }
     long nr = -1;
-    if (request.look_first && !look_allows_stop(request, &nr)) {
-      result.outcome = StopOutcome::kRefused;
-      result.refused_syscall = nr;
-      return result;
+    switch (request.look_first ? look_before_stop(request, &nr) : Look::kAllows) {
+      case Look::kAllows:
+        break;
+      case Look::kRefuses:
+        result.outcome = StopOutcome::kRefused;
+        result.refused_syscall = nr;
+        return result;
+      case Look::kGone:
+        result.outcome = StopOutcome::kVanished;
+        return result;
     }
     uint64_t looked = monotonic_ns();
     if (::ptrace(PTRACE_SEIZE, request.tid, nullptr, nullptr) != 0) {
@@ -277,8 +289,11 @@ StopResult PtraceStopper::stop(const Request& request, StopWindow& window) {
     o->interrupted_ns = monotonic_ns();
     if (::ptrace(PTRACE_INTERRUPT, request.tid, nullptr, nullptr) != 0) {
       result.error = errno;
-      // ESRCH: it exited since the seize; its exit is reaped by waitpid.
       result.outcome = errno == ESRCH ? StopOutcome::kVanished : StopOutcome::kError;
+      // It exited since the seize (its exit is reaped by a later waitpid), or
+      // took another tid in an execve: either way there is no interrupt of
+      // ours to wait for, and a stop under another tid is let go as unknown.
+      forget(request.tid);
       return result;
     }
     result.look_gap_ns = monotonic_ns() - looked;

@@ -46,9 +46,10 @@ struct StopResult {
   int pending_signal = 0;     // a signal that arrived during the stop, handed back
   long refused_syscall = -1;  // kRefused: the call it was in
   // The thread entered a call that a stop breaks (EINTR) in the microseconds
-  // between our look and the interrupt. Unless a signal of its own was due,
-  // the call was re-entered with its original arguments (eintr_restarted);
-  // otherwise the program saw EINTR (eintr_inflicted), and we say so.
+  // between our look and the interrupt. The call was set to be entered again
+  // with its original arguments, unless a signal handler runs first, which
+  // then sees EINTR as it would have (eintr_restarted); a call whose EINTR may
+  // follow partial work is left to return it (eintr_inflicted), and we say so.
   long eintr_syscall = -1;
   bool eintr_restarted = false;
   bool eintr_inflicted = false;
@@ -82,8 +83,10 @@ class PtraceStopper {
     // through restart_syscall, and never stop it inside a syscall.
     bool seccomp = false;
     // A call the capturer saw the thread blocked in and checked (a read on a
-    // pipe, say): the look may find it there without refusing.
+    // pipe, say): the look may find it in that call, with those very
+    // arguments, without refusing.
     long vetted_syscall = -1;
+    std::array<uint64_t, 6> vetted_args{};
     std::chrono::microseconds reach_deadline{20'000};
     uint64_t tag = 0;  // the caller's, handed back with a late stop
     // Look at /proc right before the stop and refuse as above. Only tests turn
@@ -134,6 +137,8 @@ class PtraceStopper {
   // Waits for SIGCHLD up to `timeout` and collects; returns collect()'s count.
   size_t wait_and_collect(std::chrono::microseconds timeout);
   size_t outstanding() const { return count_; }
+  // How long ago the oldest outstanding thread was interrupted (0: none).
+  uint64_t oldest_outstanding_ns() const;
   bool full() const { return count_ == outstanding_.size(); }
 
  private:

@@ -37,6 +37,8 @@ constexpr uint32_t kMagic = 0x53544f50;  // "STOP"
 constexpr size_t kMaxMaps = 16384;
 constexpr uint32_t kLateSlots = 4;
 constexpr uint64_t kRedZone = 128;  // the x86-64 ABI lets leaf code use 128 bytes below rsp
+constexpr uint64_t kRetireAfterNs = 2'000'000'000;
+constexpr int kRetired = 3;  // the stopper's exit status when it retires on its own
 
 // The shared memory file: a header, the table of mappings that may hold a
 // stack (sorted, written by the capturer under a sequence lock), then one
@@ -66,6 +68,7 @@ struct WireRequest {
   pid_t tid;
   uint32_t seccomp;
   int64_t vetted_syscall;
+  uint64_t vetted_args[6];
   int64_t reach_deadline_us;
   uint64_t round;
 };
@@ -118,10 +121,10 @@ class KillTimer final : public PtraceStopper::Watchdog {
     timer_settime(timer_, 0, &when, nullptr);
     armed_ = outstanding;
   }
-  // Renewed four times per max-stop, so that a healthy stopper is never
-  // anywhere near its deadline.
+  // Renewed four times per max-stop (at least 10 ms, so at least every
+  // 2.5 ms), so that a healthy stopper is never anywhere near its deadline.
   std::chrono::microseconds period() const override {
-    return std::chrono::microseconds(std::max<uint64_t>(max_stop_ns_ / 4000, 1000));
+    return std::chrono::microseconds(max_stop_ns_ / 4000);
   }
 
  private:
@@ -143,13 +146,17 @@ class Stopper final : public PtraceStopper::LateStops {
   PtraceStopper& core() { return core_; }
 
   WireReply serve(const WireRequest& r) {
+    // The slot given in the last reply has been copied by now (the capturer
+    // asks again only after it has): it may take a new late copy.
+    for (auto& s : slots_) s.used &= !s.handed_out;
     if (r.round != round_) {
       round_ = r.round;
       for (auto& s : slots_) s.used = false;
     }
     for (uint32_t i = 0; i < kLateSlots; ++i) {
-      if (slots_[i].used && slots_[i].pid == r.pid && slots_[i].tid == r.tid) {
-        slots_[i].used = false;
+      if (slots_[i].used && !slots_[i].handed_out && slots_[i].pid == r.pid &&
+          slots_[i].tid == r.tid) {
+        slots_[i].handed_out = true;
         return slots_[i].reply;
       }
     }
@@ -160,6 +167,7 @@ class Stopper final : public PtraceStopper::LateStops {
     request.tid = r.tid;
     request.seccomp = r.seccomp != 0;
     request.vetted_syscall = r.vetted_syscall;
+    std::copy(std::begin(r.vetted_args), std::end(r.vetted_args), request.vetted_args.begin());
     request.reach_deadline = std::chrono::microseconds(r.reach_deadline_us);
     request.tag = r.round;
     return window_.reply(core_.stop(request, window_));
@@ -170,6 +178,7 @@ class Stopper final : public PtraceStopper::LateStops {
     for (uint32_t i = 0; i < kLateSlots; ++i) {
       if (slots_[i].used) continue;
       late_slot_ = i;
+      slots_[i].handed_out = false;
       slots_[i].pid = pid;
       slots_[i].tid = tid;
       late_window_.aim(1 + i);
@@ -264,6 +273,7 @@ class Stopper final : public PtraceStopper::LateStops {
 
   struct LateSlot {
     bool used = false;
+    bool handed_out = false;  // in the last reply: the capturer may still be copying it
     pid_t pid = 0;
     pid_t tid = 0;
     WireReply reply{};
@@ -323,8 +333,11 @@ int stopper_main(int argc, char** argv) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) return 0;
   prctl(PR_SET_NAME, "stackaudit-stop");
-  // A terminal's job control (Ctrl-Z) must not stop us mid-window.
-  for (int sig : {SIGTSTP, SIGTTIN, SIGTTOU}) signal(sig, SIG_IGN);
+  // A terminal's job control (Ctrl-Z) must not stop us mid-window, nor Ctrl-C
+  // or a service manager's SIGTERM end us there: we end when the capturer
+  // does (the death signal above, or the end of our socket).
+  for (int sig : {SIGTSTP, SIGTTIN, SIGTTOU, SIGINT, SIGQUIT, SIGTERM, SIGHUP})
+    signal(sig, SIG_IGN);
 
   size_t size = shared_size(max_stack);
   // Populated now, so that no copy in a stop window waits for a page.
@@ -332,6 +345,12 @@ int stopper_main(int argc, char** argv) {
   if (map == MAP_FAILED) return 1;
   auto* shared = static_cast<uint8_t*>(map);
   raise_priority(header(shared)->priority, sizeof header(shared)->priority);
+#ifndef __SANITIZE_ADDRESS__
+  // Pages we touch stay in memory: no stop window waits for one to come back
+  // from swap. Best effort (RLIMIT_MEMLOCK may refuse); the watchdog bounds
+  // the rest.
+  mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT);
+#endif
 
   KillTimer timer(max_stop_ns);
   if (!timer.ok()) return 1;  // no stop without a watchdog
@@ -370,6 +389,11 @@ int stopper_main(int argc, char** argv) {
       break;
     }
     if (getppid() != parent) break;
+    // A thread interrupted long ago that has still not stopped (in
+    // uninterruptible sleep for seconds, say) is not ours to keep waiting
+    // for: exiting cancels its interrupt, and the capturer starts a new
+    // stopper when it needs one.
+    if (core.oldest_outstanding_ns() > kRetireAfterNs) _exit(kRetired);
   }
   // Exiting lets go of every thread still outstanding.
   _exit(0);
@@ -443,7 +467,7 @@ bool StopperProcess::start(std::string* why) {
   WireHello hello{};
   if (poll(&p, 1, 10'000) != 1 || recv(socket_, &hello, sizeof hello, 0) != sizeof hello ||
       hello.magic != kMagic) {
-    *why = "cannot start the stopper process: " + reap();
+    *why = "cannot start the stopper process: " + reap().how;
     end();
     return false;
   }
@@ -475,23 +499,41 @@ void StopperProcess::end() {
   memfd_ = -1;
 }
 
-std::string StopperProcess::reap() {
-  if (child_ <= 0) return "it is not running";
+StopperProcess::Ended StopperProcess::reap() {
+  Ended ended;
+  if (child_ <= 0) {
+    ended.how = "it is not running";
+    return ended;
+  }
+  // Its socket closes a moment before its exit can be reaped: give a dying
+  // stopper that moment before ending it.
   int status = 0;
-  pid_t r = waitpid(child_, &status, WNOHANG);
+  pid_t r = 0;
+  for (uint64_t end = monotonic_ns() + 200'000'000; r == 0 && monotonic_ns() < end;) {
+    r = waitpid(child_, &status, WNOHANG);
+    if (r == 0) usleep(1000);
+  }
   if (r == 0) {
     kill(child_, SIGKILL);
     waitpid(child_, &status, 0);
     child_ = -1;
-    return "it did not answer, and was ended";
+    ended.killed = true;
+    ended.how = "it did not answer, and was ended";
+    return ended;
   }
   child_ = -1;
-  if (r < 0) return "it is gone";
-  if (WIFSIGNALED(status))
-    return WTERMSIG(status) == SIGKILL
-               ? "it was killed (its watchdog, or SIGKILL from outside)"
-               : std::string("it died of signal ") + strsignal(WTERMSIG(status));
-  return "it exited with status " + std::to_string(WEXITSTATUS(status));
+  if (r < 0) {
+    ended.how = "it is gone";
+  } else if (WIFSIGNALED(status)) {
+    ended.killed = WTERMSIG(status) == SIGKILL;
+    ended.how = ended.killed ? "it was killed by its watchdog (or by SIGKILL from outside)"
+                             : std::string("it died of signal ") + strsignal(WTERMSIG(status));
+  } else {
+    ended.retired = WEXITSTATUS(status) == kRetired;
+    ended.how = ended.retired ? "it retired, cancelling interrupts older than 2 s"
+                              : "it exited with status " + std::to_string(WEXITSTATUS(status));
+  }
+  return ended;
 }
 
 void StopperProcess::set_maps(const std::vector<Mapping>& maps) {
@@ -515,13 +557,15 @@ void StopperProcess::write_maps() {
 
 StopCopy StopperProcess::stop(const PtraceStopper::Request& request) {
   StopCopy copy;
-  WireRequest wire{kMagic,
-                   request.pid,
-                   request.tid,
-                   request.seccomp ? 1u : 0u,
-                   request.vetted_syscall,
-                   request.reach_deadline.count(),
-                   round_};
+  WireRequest wire{};
+  wire.magic = kMagic;
+  wire.pid = request.pid;
+  wire.tid = request.tid;
+  wire.seccomp = request.seccomp ? 1u : 0u;
+  wire.vetted_syscall = request.vetted_syscall;
+  std::copy(request.vetted_args.begin(), request.vetted_args.end(), wire.vetted_args);
+  wire.reach_deadline_us = request.reach_deadline.count();
+  wire.round = round_;
   // A stopper that died between two stops (its watchdog fired while it was
   // stopped with a thread still on its way to a stop), or that holds too many
   // such threads, is replaced once.
@@ -533,8 +577,9 @@ StopCopy StopperProcess::stop(const PtraceStopper::Request& request) {
       return copy;
     }
     if (send(socket_, &wire, sizeof wire, MSG_NOSIGNAL) != sizeof wire) {
-      ++watchdog_ended_;
-      reap();
+      // It ended since the last stop: retired, or killed by its watchdog
+      // while stopped with a thread still on its way to a stop.
+      if (reap().killed) ++watchdog_ended_;
       end();
       continue;
     }
@@ -547,10 +592,12 @@ StopCopy StopperProcess::stop(const PtraceStopper::Request& request) {
     if (poll(&p, 1, static_cast<int>(timeout.count() / 1000)) == 1)
       n = recv(socket_, &reply, sizeof reply, 0);
     if (n != sizeof reply || reply.magic != kMagic || reply.buffer > kLateSlots) {
+      // No answer in time, or its end: either way a dead stopper holds
+      // nothing, and the kernel has let the thread go.
       ++watchdog_ended_;
       copy.result.outcome = StopOutcome::kWatchdog;
-      copy.problem = "the stopper process ended mid-stop: " + reap() +
-                     "; the kernel let the thread go at once";
+      copy.problem = "the stop was ended by the watchdog after at most --max-stop: " + reap().how +
+                     "; the kernel let the thread go";
       end();
       return copy;
     }

@@ -77,8 +77,13 @@ class StopperProcess {
  private:
   bool start(std::string* why);
   void end();
-  // The stopper died: reap it and describe its end.
-  std::string reap();
+  // The stopper ended, or must: reap it (ending it if it lingers).
+  struct Ended {
+    bool killed = false;   // SIGKILL: its watchdog, or someone else
+    bool retired = false;  // it exited on its own to cancel stale interrupts
+    std::string how;
+  };
+  Ended reap();
   void write_maps();
 
   StopperOptions options_;

@@ -1,5 +1,6 @@
 #include "injector/target.h"
 
+#include <elf.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -14,6 +15,20 @@ constexpr uint64_t kPfKthread = 0x00200000;  // include/linux/sched.h
 
 std::string pid_text(pid_t pid) {
   return "PID " + std::to_string(pid);
+}
+
+// ELFCLASS32 or ELFCLASS64 from the executable's header; 0 when unreadable.
+int elf_class(pid_t pid) {
+  std::string path = "/proc/" + std::to_string(pid) + "/exe";
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  unsigned char ident[EI_NIDENT] = {};
+  ssize_t n = ::read(fd, ident, sizeof ident);
+  ::close(fd);
+  if (n != static_cast<ssize_t>(sizeof ident) || ident[EI_MAG0] != ELFMAG0 ||
+      ident[EI_MAG1] != ELFMAG1 || ident[EI_MAG2] != ELFMAG2 || ident[EI_MAG3] != ELFMAG3)
+    return 0;
+  return ident[EI_CLASS];
 }
 
 }  // namespace
@@ -54,6 +69,12 @@ ProcessInfo check_target(pid_t pid) {
     throw TargetError(R::kAlreadyTraced, pid_text(pid) + " is already traced by " + tracer +
                                              "; detach that tracer first");
   }
+  // Syscall numbers, registers and the rules for stopping safely are x86-64's:
+  // a 32-bit (i386) process has other numbers for the same calls.
+  if (elf_class(pid) == ELFCLASS32)
+    throw TargetError(R::kNot64Bit, pid_text(pid) + " (" + info->comm +
+                                        ") is a 32-bit process: stackaudit reads x86-64 "
+                                        "processes only");
   // /proc/PID/syscall needs the same permission as ptrace (PTRACE_MODE_ATTACH).
   std::string path = "/proc/" + std::to_string(pid) + "/syscall";
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

@@ -14,7 +14,15 @@ namespace stackaudit {
 // A target that cannot be audited. The message is one sentence for the user.
 class TargetError : public std::runtime_error {
  public:
-  enum class Reason { kNotFound, kSelf, kZombie, kKernelThread, kPermission, kAlreadyTraced };
+  enum class Reason {
+    kNotFound,
+    kSelf,
+    kZombie,
+    kKernelThread,
+    kPermission,
+    kAlreadyTraced,
+    kNot64Bit,
+  };
   TargetError(Reason reason, const std::string& message)
       : std::runtime_error(message), reason_(reason) {}
   Reason reason() const { return reason_; }

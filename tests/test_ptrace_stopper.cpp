@@ -4,6 +4,7 @@
 // call in the microseconds between the look and the interrupt), the call is
 // entered again, unseen by the program.
 #include <dirent.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -56,6 +57,7 @@ class StopperOnBlockedThreads : public ::testing::Test {
     request.pid = fixture_->pid();
     request.tid = tid;
     request.vetted_syscall = vetted;
+    if (auto sc = proc::read_syscall(fixture_->pid(), tid)) request.vetted_args = sc->args;
     request.seccomp = seccomp;
     request.reach_deadline = std::chrono::milliseconds(100);
     return stopper.stop(request, window);
@@ -75,6 +77,22 @@ TEST_F(StopperOnBlockedThreads, ALookRefusesAThreadInACallAStopWouldBreak) {
   EXPECT_EQ(r.outcome, StopOutcome::kRefused);
   EXPECT_EQ(r.refused_syscall, SYS_epoll_wait);
   EXPECT_TRUE(nothing_stopped(fixture_->pid()));
+}
+
+TEST_F(StopperOnBlockedThreads, AVettedCallWithOtherArgumentsIsRefused) {
+  // The capturer checked a read on a pipe; the thread now reads a socket
+  // (which may have SO_RCVTIMEO): not the call that was checked.
+  pid_t tid = tid_named(fixture_->pid(), "tcp_recv");
+  PtraceStopper stopper;
+  KeepRegs window;
+  PtraceStopper::Request request;
+  request.pid = fixture_->pid();
+  request.tid = tid;
+  request.vetted_syscall = SYS_recvfrom;  // same call, other arguments
+  request.vetted_args = {12345, 0, 0, 0, 0, 0};
+  auto r = stopper.stop(request, window);
+  EXPECT_EQ(r.outcome, StopOutcome::kRefused);
+  EXPECT_EQ(r.refused_syscall, SYS_recvfrom);
 }
 
 TEST_F(StopperOnBlockedThreads, UnderSeccompALookRefusesAnyCall) {
@@ -155,6 +173,37 @@ TEST_F(StopperUnderSeccomp, WithoutTheRedirectTheFilterFailsTheSleep) {
   EXPECT_EQ(r.outcome, StopOutcome::kStopped);
   EXPECT_FALSE(r.restart_redirected);
   EXPECT_TRUE(eventually([&] { return failed_waits() == 1; }));
+}
+
+// Sends the stopped thread a signal while it is held, as a signal may arrive.
+struct SignalInTheWindow final : StopWindow {
+  explicit SignalInTheWindow(pid_t pid) : pid(pid) {}
+  void on_stopped(pid_t tid, const user_regs_struct&) override {
+    syscall(SYS_tgkill, pid, tid, SIGUSR1);
+  }
+  pid_t pid;
+};
+
+TEST(StopperAndSignals, ASignalThatArrivesDuringTheStopStillInterruptsTheWait) {
+  // The interrupted epoll_wait is set to be entered again unless a handler
+  // runs: here one does, and the program sees the EINTR that signal brings,
+  // as it would have without us.
+  Child fixture({kParkThreads, "--signal-waiter", "1"});
+  ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));
+  pid_t tid = tid_named(fixture.pid(), "epoll_signal");
+  ASSERT_NE(tid, 0);
+  PtraceStopper stopper;
+  SignalInTheWindow window(fixture.pid());
+  PtraceStopper::Request request;
+  request.pid = fixture.pid();
+  request.tid = tid;
+  request.look_first = false;  // aim at the wait, as a racing stop would
+  request.reach_deadline = std::chrono::milliseconds(100);
+  auto r = stopper.stop(request, window);
+  EXPECT_EQ(r.outcome, StopOutcome::kStopped);
+  EXPECT_TRUE(r.eintr_restarted);
+  EXPECT_TRUE(eventually([&] { return fixture.ask("signal_eintr", "signal_eintr ") == 1; }));
+  EXPECT_EQ(eintr_count(fixture), 0);
 }
 
 TEST_F(StopperOnBlockedThreads, RestartableWaitsNeedNothing) {

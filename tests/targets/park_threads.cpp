@@ -25,6 +25,9 @@
 // again after its child exited. "stall" prints the longest gap "busy" or a
 // spinner saw between two turns of its loop since the last "stall", which is
 // how long it was kept from running (stopped, or not given a CPU).
+// --signal-waiter 1 adds "epoll_signal", which waits in epoll_wait with a
+// SIGUSR1 handler installed: an EINTR there is the handler's, expected, and
+// counted apart ("signal_eintr" prints it), not with the others.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -59,6 +62,7 @@ std::atomic<long> g_race_waits{0};
 std::atomic<long> g_race_overrun_ns{0};  // the longest a timed wait overran its timeout
 std::atomic<long> g_busy_gap_ns{0};      // the longest gap in the busy thread's loop
 std::atomic<long> g_vfork_late_ns{0};    // the longest the vforker took to run after its child
+std::atomic<long> g_signal_eintr{0};     // EINTRs of epoll_signal, with its handler run
 std::mutex g_held;                       // held forever by the holder thread
 std::mutex g_cv_mutex;
 std::condition_variable g_cv;  // never notified
@@ -314,6 +318,21 @@ void park_extra(int i) {
   }
 }
 
+void on_usr1(int) {}
+
+__attribute__((noinline)) void park_epoll_signal(int fd) {
+  named("epoll_signal");
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+  for (;;) {
+    epoll_event out[4];
+    int n = epoll_wait(ep, out, 4, -1);  // @line:epoll_signal
+    if (n < 0 && errno == EINTR) ++g_signal_eintr;
+  }
+}
+
 void napper(long ms) {
   pthread_setname_np(pthread_self(), "napper");
   for (;;) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
@@ -346,9 +365,11 @@ int main(int argc, char** argv) {
   bool with_churn = false;
   long nap_ms = 0;
   int race = 0, spin = 0;
+  bool signal_waiter = false;
   long vfork_ms = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--race") == 0) race = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--signal-waiter") == 0) signal_waiter = std::atoi(argv[i + 1]) != 0;
     if (std::strcmp(argv[i], "--spin") == 0) spin = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--vfork-ms") == 0) vfork_ms = std::atol(argv[i + 1]);
     if (std::strcmp(argv[i], "--extra") == 0) extra = std::atoi(argv[i + 1]);
@@ -407,6 +428,12 @@ int main(int argc, char** argv) {
   }
   for (int i = 0; i < spin; ++i) threads.emplace_back(park_spinner, i);
   if (vfork_ms > 0) threads.emplace_back(park_vforker, vfork_ms);
+  if (signal_waiter) {
+    struct sigaction sa {};
+    sa.sa_handler = on_usr1;
+    sigaction(SIGUSR1, &sa, nullptr);
+    threads.emplace_back(park_epoll_signal, pipe_b[0]);
+  }
   const int expected = static_cast<int>(threads.size());
   while (g_parked.load() < expected) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let them reach their waits
@@ -427,6 +454,8 @@ int main(int argc, char** argv) {
                   g_race_overrun_ns.load() / 1000);
     if (std::strncmp(line, "stall", 5) == 0)
       std::printf("stall max_gap_us=%ld\n", g_busy_gap_ns.exchange(0) / 1000);
+    if (std::strncmp(line, "signal_eintr", 12) == 0)
+      std::printf("signal_eintr %ld\n", g_signal_eintr.load());
     if (std::strncmp(line, "vfork", 5) == 0)
       std::printf("vfork max_late_us=%ld\n", g_vfork_late_ns.exchange(0) / 1000);
     std::fflush(stdout);

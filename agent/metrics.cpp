@@ -146,12 +146,14 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r, size_t max_sites)
                                "watchdog (the kernel let the thread go); should stay 0")
                          .Register(r)
                          .Add({})),
-      stop_races_(BuildCounter()
-                      .Name("stackaudit_stop_races_total")
-                      .Help("Stops that landed just as a thread entered a call, by what was done: "
-                            "call_reentered (an EINTR undone), restart_redirected (seccomp), "
-                            "eintr_seen (a signal of its own was due; the program saw EINTR)")
-                      .Register(r)),
+      stop_races_(
+          BuildCounter()
+              .Name("stackaudit_stop_races_total")
+              .Help(
+                  "Stops that landed just as a thread entered a call, by what was done: "
+                  "call_reentered (an EINTR undone), restart_redirected (seccomp), "
+                  "eintr_seen (a call that may have done part of its work: the program saw EINTR)")
+              .Register(r)),
       thread_samples_(BuildCounter()
                           .Name("stackaudit_thread_samples_total")
                           .Help("Threads captured, summed over rounds")

@@ -227,7 +227,8 @@ ProcessCapturer::Stop ProcessCapturer::capture_stopped(RawThread& t, int attempt
       std::string call(syscall_name(r.eintr_syscall));
       if (r.eintr_inflicted)
         t.failure = "it entered " + call +
-                    " as it was being stopped and saw EINTR (a signal of its own was due)";
+                    " as it was being stopped and saw EINTR (a call that may have done part of its "
+                    "work is not entered again)";
       else if (r.eintr_restarted)
         t.failure = "it entered " + call +
                     " as it was being stopped; the call was entered again, the program saw nothing";

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <functional>
 
 #include "injector/proc.h"
 #include "injector/ptrace_stopper.h"
@@ -38,6 +39,23 @@ struct KeepRegs final : StopWindow {
   user_regs_struct regs{};
 };
 
+// Stops a thread of pid once, from this process, with the request adjusted
+// by `adjust`, and lets it go.
+StopResult stop_once(pid_t pid, const std::string& thread,
+                     const std::function<void(PtraceStopper::Request&)>& adjust,
+                     StopWindow* window = nullptr) {
+  pid_t tid = tid_named(pid, thread);
+  EXPECT_NE(tid, 0) << thread;
+  PtraceStopper stopper;
+  KeepRegs keep;
+  PtraceStopper::Request request;
+  request.pid = pid;
+  request.tid = tid;
+  request.reach_deadline = std::chrono::milliseconds(100);
+  adjust(request);
+  return stopper.stop(request, window ? *window : keep);
+}
+
 class StopperOnBlockedThreads : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -49,18 +67,11 @@ class StopperOnBlockedThreads : public ::testing::Test {
   // that a stop breaks, which the capture only ever does by accident (a
   // thread entering the call between the look and the interrupt).
   StopResult stop(const std::string& thread, long vetted = -1, bool seccomp = false) {
-    pid_t tid = tid_named(fixture_->pid(), thread);
-    EXPECT_NE(tid, 0) << thread;
-    PtraceStopper stopper;
-    KeepRegs window;
-    PtraceStopper::Request request;
-    request.pid = fixture_->pid();
-    request.tid = tid;
-    request.vetted_syscall = vetted;
-    if (auto sc = proc::read_syscall(fixture_->pid(), tid)) request.vetted_args = sc->args;
-    request.seccomp = seccomp;
-    request.reach_deadline = std::chrono::milliseconds(100);
-    return stopper.stop(request, window);
+    return stop_once(fixture_->pid(), thread, [&](PtraceStopper::Request& r) {
+      r.vetted_syscall = vetted;
+      if (auto sc = proc::read_syscall(r.pid, r.tid)) r.vetted_args = sc->args;
+      r.seccomp = seccomp;
+    });
   }
   bool back_in(const std::string& thread, long nr) {
     pid_t tid = tid_named(fixture_->pid(), thread);
@@ -82,15 +93,10 @@ TEST_F(StopperOnBlockedThreads, ALookRefusesAThreadInACallAStopWouldBreak) {
 TEST_F(StopperOnBlockedThreads, AVettedCallWithOtherArgumentsIsRefused) {
   // The capturer checked a read on a pipe; the thread now reads a socket
   // (which may have SO_RCVTIMEO): not the call that was checked.
-  pid_t tid = tid_named(fixture_->pid(), "tcp_recv");
-  PtraceStopper stopper;
-  KeepRegs window;
-  PtraceStopper::Request request;
-  request.pid = fixture_->pid();
-  request.tid = tid;
-  request.vetted_syscall = SYS_recvfrom;  // same call, other arguments
-  request.vetted_args = {12345, 0, 0, 0, 0, 0};
-  auto r = stopper.stop(request, window);
+  auto r = stop_once(fixture_->pid(), "tcp_recv", [](PtraceStopper::Request& r) {
+    r.vetted_syscall = SYS_recvfrom;  // same call, other arguments
+    r.vetted_args = {12345, 0, 0, 0, 0, 0};
+  });
   EXPECT_EQ(r.outcome, StopOutcome::kRefused);
   EXPECT_EQ(r.refused_syscall, SYS_recvfrom);
 }
@@ -143,17 +149,10 @@ class StopperUnderSeccomp : public ::testing::Test {
   }
   // Stops the sleeping thread as a racing stop would: no look first.
   StopResult stop_sleeper(bool seccomp) {
-    pid_t tid = tid_named(fixture_->pid(), "long_nanosleep");
-    EXPECT_NE(tid, 0);
-    PtraceStopper stopper;
-    KeepRegs window;
-    PtraceStopper::Request request;
-    request.pid = fixture_->pid();
-    request.tid = tid;
-    request.seccomp = seccomp;
-    request.look_first = false;
-    request.reach_deadline = std::chrono::milliseconds(100);
-    return stopper.stop(request, window);
+    return stop_once(fixture_->pid(), "long_nanosleep", [&](PtraceStopper::Request& r) {
+      r.seccomp = seccomp;
+      r.look_first = false;
+    });
   }
   long failed_waits() { return fixture_->ask("eperm", "eperm "); }
   std::unique_ptr<Child> fixture_;
@@ -190,16 +189,11 @@ TEST(StopperAndSignals, ASignalThatArrivesDuringTheStopStillInterruptsTheWait) {
   // as it would have without us.
   Child fixture({kParkThreads, "--signal-waiter", "1"});
   ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));
-  pid_t tid = tid_named(fixture.pid(), "epoll_signal");
-  ASSERT_NE(tid, 0);
-  PtraceStopper stopper;
   SignalInTheWindow window(fixture.pid());
-  PtraceStopper::Request request;
-  request.pid = fixture.pid();
-  request.tid = tid;
-  request.look_first = false;  // aim at the wait, as a racing stop would
-  request.reach_deadline = std::chrono::milliseconds(100);
-  auto r = stopper.stop(request, window);
+  auto r = stop_once(
+      fixture.pid(), "epoll_signal",
+      [](PtraceStopper::Request& r) { r.look_first = false; },  // as a racing stop lands
+      &window);
   EXPECT_EQ(r.outcome, StopOutcome::kStopped);
   EXPECT_TRUE(r.eintr_restarted);
   EXPECT_TRUE(eventually([&] { return fixture.ask("signal_eintr", "signal_eintr ") == 1; }));

@@ -67,22 +67,27 @@ TEST(StopBounds, RunningThreadsAreCapturedOnASaturatedMachine) {
   }
 }
 
+// "vforker" sits in uninterruptible sleep (D) for 300 ms at a time, and a
+// thread in D reaches a ptrace stop only when it leaves D. stackaudit never
+// stops such a thread; the test hook makes it try, so the stop arrives long
+// after the deadline for it. Runs the agent so for 7 s and returns the
+// longest the thread took to run again after leaving D.
+long late_stop_us(Child& fixture, const std::string& interval, const std::string& max_stop) {
+  vfork_late_us(fixture);
+  Agent agent({"--pid", std::to_string(fixture.pid()), "--interval", interval, "--duration", "7s",
+               "--max-stop", max_stop},
+              {"STACKAUDIT_TEST_HOOK=stop-d-state"});
+  EXPECT_EQ(agent.wait(seconds(30)), 0);
+  return vfork_late_us(fixture);
+}
+
 TEST(StopBounds, AThreadThatReachesItsStopLateIsLetGoWithinTheBound) {
-  // "vforker" sits in uninterruptible sleep (D) for 300 ms at a time, and a
-  // thread in D reaches a ptrace stop only when it leaves D. stackaudit never
-  // stops such a thread; the test hook makes it try, so the stop arrives long
-  // after the deadline for it. The thread must not stay stopped.
+  // The thread must not stay stopped: its interrupt is cancelled by the
+  // bound if its stop has not come by then.
   REQUIRE_TEST_HOOKS();
   Child fixture({kParkThreads, "--vfork-ms", "300"});
   ASSERT_TRUE(fixture.wait_for("ready", seconds(10)));
-  vfork_late_us(fixture);
-  {
-    Agent agent({"--pid", std::to_string(fixture.pid()), "--interval", "2s", "--duration", "7s",
-                 "--max-stop", "100ms"},
-                {"STACKAUDIT_TEST_HOOK=stop-d-state"});
-    EXPECT_EQ(agent.wait(seconds(30)), 0);
-  }
-  long late = vfork_late_us(fixture);
+  long late = late_stop_us(fixture, "2s", "100ms");
   EXPECT_LT(late, 300'000) << "a late stop held the thread for " << late << " us";
   for (int i = 0; i < 3; ++i) {
     RunResult r =
@@ -100,14 +105,7 @@ TEST(StopBounds, ALateStopWithinTheBoundIsLetGoAtOnce) {
   REQUIRE_TEST_HOOKS();
   Child fixture({kParkThreads, "--vfork-ms", "300"});
   ASSERT_TRUE(fixture.wait_for("ready", seconds(10)));
-  vfork_late_us(fixture);
-  {
-    Agent agent({"--pid", std::to_string(fixture.pid()), "--interval", "3s", "--duration", "7s",
-                 "--max-stop", "2s"},
-                {"STACKAUDIT_TEST_HOOK=stop-d-state"});
-    EXPECT_EQ(agent.wait(seconds(30)), 0);
-  }
-  long late = vfork_late_us(fixture);
+  long late = late_stop_us(fixture, "3s", "2s");
   EXPECT_LT(late, 200'000) << "a late stop held the thread for " << late << " us";
 }
 

@@ -134,12 +134,18 @@ __attribute__((noinline)) void park_pipe_read(int fd) {
   g_sink += n;
 }
 
-__attribute__((noinline)) void park_epoll(int fd) {
-  named("epoll_wait");
+// An epoll instance that watches fd for input.
+int epoll_watching(int fd) {
   int ep = epoll_create1(EPOLL_CLOEXEC);
   epoll_event ev{};
   ev.events = EPOLLIN;
   epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+  return ep;
+}
+
+__attribute__((noinline)) void park_epoll(int fd) {
+  named("epoll_wait");
+  int ep = epoll_watching(fd);
   for (;;) {
     epoll_event out[4];
     int n = epoll_wait(ep, out, 4, -1);  // @line:epoll_wait
@@ -255,11 +261,7 @@ void race_loop(const char* name, int i, Wait wait) {
 }
 
 __attribute__((noinline)) void race_epoll(int i) {
-  int ep = epoll_create1(EPOLL_CLOEXEC);
-  int ev_fd = eventfd(0, EFD_CLOEXEC);  // never written
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  epoll_ctl(ep, EPOLL_CTL_ADD, ev_fd, &ev);
+  int ep = epoll_watching(eventfd(0, EFD_CLOEXEC));  // never written
   race_loop("race_epoll", i, [&] {
     epoll_event out[1];
     return epoll_wait(ep, out, 1, 2);  // @line:race_epoll
@@ -322,10 +324,7 @@ void on_usr1(int) {}
 
 __attribute__((noinline)) void park_epoll_signal(int fd) {
   named("epoll_signal");
-  int ep = epoll_create1(EPOLL_CLOEXEC);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+  int ep = epoll_watching(fd);
   for (;;) {
     epoll_event out[4];
     int n = epoll_wait(ep, out, 4, -1);  // @line:epoll_signal

@@ -6,6 +6,7 @@
 
 #include "agent/version.h"
 #include "collector/rules.h"
+#include "collector/utf8.h"
 #include "injector/proc.h"
 
 namespace stackaudit {
@@ -218,7 +219,8 @@ void AgentMetrics::target_changed(std::optional<pid_t> pid, const std::string& c
   target_info_series_ = nullptr;
   target_up_.Set(pid ? 1 : 0);
   if (pid) {
-    target_info_series_ = &target_info_.Add({{"pid", std::to_string(*pid)}, {"comm", comm}});
+    target_info_series_ =
+        &target_info_.Add({{"pid", std::to_string(*pid)}, {"comm", valid_utf8(comm)}});
     target_info_series_->Set(1);
   }
 }

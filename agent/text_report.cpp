@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <sstream>
+#include <string_view>
 
 #include "agent/audit_json.h"
 #include "agent/version.h"
@@ -10,17 +11,37 @@
 namespace stackaudit {
 namespace {
 
+// Text from the target as the report shows it: control bytes (an escape
+// sequence in a thread name could drive the reader's terminal; a newline
+// would fake a line of the report) become \xNN. The snapshot's text is valid
+// UTF-8 already (collector/utf8.h).
+std::string shown(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    auto b = static_cast<unsigned char>(c);
+    if (b < 0x20 || b == 0x7F) {
+      char esc[8];
+      std::snprintf(esc, sizeof esc, "\\x%02x", b);
+      out += esc;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 std::string where(const Frame& f) {
-  std::string out = f.function.empty() ? "??" : f.function;
+  std::string out = f.function.empty() ? "??" : shown(f.function);
   if (f.inlined) out += " [inlined]";
   if (!f.file.empty()) {
-    out += " (" + f.file;
+    out += " (" + shown(f.file);
     if (f.line > 0) out += ":" + std::to_string(f.line);
     out += ")";
   } else if (!f.module.empty()) {
     char off[32];
     std::snprintf(off, sizeof off, "+0x%llx", static_cast<unsigned long long>(f.module_offset));
-    out += " (" + f.module + off + ")";
+    out += " (" + shown(f.module) + off + ")";
   }
   return out;
 }
@@ -35,8 +56,8 @@ std::string join(const std::vector<std::string>& v, const char* sep = " ") {
 
 std::string text_report(const Snapshot& s) {
   std::ostringstream out;
-  out << "stackaudit " << kVersion << " | PID " << s.target.pid << " (" << s.target.comm << ") "
-      << join(s.target.cmdline) << "\n";
+  out << "stackaudit " << kVersion << " | PID " << s.target.pid << " (" << shown(s.target.comm)
+      << ") " << shown(join(s.target.cmdline)) << "\n";
   out << "runtime " << s.target.runtime_kind
       << (s.target.runtime_version.empty() ? "" : " " + s.target.runtime_version) << ", RSS "
       << s.target.rss_bytes / (1024 * 1024) << " MiB, " << s.threads.size() << " threads, captured "
@@ -48,7 +69,7 @@ std::string text_report(const Snapshot& s) {
         << " us, max " << s.capture.stop_us.max_us << " us; bound " << s.capture.max_stop_us / 1000
         << " ms)";
   out << "\n";
-  for (const auto& w : s.warnings) out << "warning: " << w << "\n";
+  for (const auto& w : s.warnings) out << "warning: " << shown(w) << "\n";
 
   if (s.summary.event_loops_blocked > 0)
     out << "\n!!! " << s.summary.event_loops_blocked
@@ -57,12 +78,12 @@ std::string text_report(const Snapshot& s) {
 
   for (const Thread& t : s.threads) {
     bool named_by_python = t.python && !t.python->thread_name.empty();
-    out << "\nThread " << t.tid << " \"" << (named_by_python ? t.python->thread_name : t.name)
+    out << "\nThread " << t.tid << " \"" << shown(named_by_python ? t.python->thread_name : t.name)
         << "\"";
     if (t.python && t.python->holds_gil) out << " [holds the GIL]";
     out << " " << t.state;
     if (t.blocking) {
-      out << " | " << t.blocking->category << ": " << t.blocking->primitive;
+      out << " | " << t.blocking->category << ": " << shown(t.blocking->primitive);
       if (t.blocking->idle) out << " (idle)";
     } else if (t.state == "running") {
       out << " | on CPU";
@@ -70,7 +91,7 @@ std::string text_report(const Snapshot& s) {
     out << "\n";
     if (t.blocking && t.blocking->blocks_event_loop) {
       out << "    !!! BLOCKS THE EVENT LOOP: this thread runs an asyncio loop and is blocked in "
-          << t.blocking->primitive;
+          << shown(t.blocking->primitive);
       if (t.blocking->coroutine) out << ", in " << where(*t.blocking->coroutine);
       out << "\n";
     }
@@ -84,12 +105,12 @@ std::string text_report(const Snapshot& s) {
       out << "    syscall: " << (t.syscall->name.empty() ? "?" : t.syscall->name);
       if (t.syscall->fd) {
         out << " on fd " << t.syscall->fd->fd << " (" << t.syscall->fd->kind << " "
-            << t.syscall->fd->detail << ")";
+            << shown(t.syscall->fd->detail) << ")";
       }
       out << "\n";
     }
     if (t.captured == "failed") {
-      out << "    not captured: " << t.note << "\n";
+      out << "    not captured: " << shown(t.note) << "\n";
       continue;
     }
     for (size_t i = 0; i < t.frames.size(); ++i) {
@@ -100,7 +121,7 @@ std::string text_report(const Snapshot& s) {
         std::snprintf(ip, sizeof ip, "0x%012llx", static_cast<unsigned long long>(t.frames[i].ip));
       out << "    #" << i << (i < 10 ? "  " : " ") << ip << " " << where(t.frames[i]) << "\n";
     }
-    if (t.truncated) out << "    ... stack truncated: " << t.note << "\n";
+    if (t.truncated) out << "    ... stack truncated: " << shown(t.note) << "\n";
   }
 
   out << "\nSummary: " << s.summary.threads << " threads, " << s.summary.blocked << " blocked ("
@@ -113,7 +134,7 @@ std::string text_report(const Snapshot& s) {
         << s.summary.event_loops_blocked << " blocked)\n";
   }
   for (const Pool& p : s.summary.pools) {
-    out << "  pool " << p.name << ": " << p.threads << " threads, " << p.idle << " idle, "
+    out << "  pool " << shown(p.name) << ": " << p.threads << " threads, " << p.idle << " idle, "
         << p.blocked << " blocked";
     std::string cats;
     for (const auto& [c, n] : p.by_category)
@@ -130,10 +151,10 @@ std::string text_report(const Snapshot& s) {
     std::vector<std::string> sites;
     for (const Thread& t : s.threads) {
       if (!t.blocking || t.blocking->category != cat) continue;
-      std::string site = t.blocking->site ? t.blocking->site->function : "-";
+      std::string site = t.blocking->site ? shown(t.blocking->site->function) : "-";
       if (t.blocking->site && t.blocking->site->kind == Frame::Kind::kPython)
-        site += " (" + t.blocking->site->file.substr(t.blocking->site->file.rfind('/') + 1) + ":" +
-                std::to_string(t.blocking->site->line) + ")";
+        site += " (" + shown(t.blocking->site->file.substr(t.blocking->site->file.rfind('/') + 1)) +
+                ":" + std::to_string(t.blocking->site->line) + ")";
       if (std::find(sites.begin(), sites.end(), site) == sites.end()) sites.push_back(site);
     }
     out << "   at " << join(sites, ", ") << "\n";

@@ -14,7 +14,11 @@ constexpr size_t kMaxString = 4096;
 constexpr int64_t kMaxDictEntries = 1 << 20;
 constexpr int kReadAttempts = 3;
 
+// A Python string's code point as UTF-8. A lone surrogate (how Python keeps a
+// byte that was not UTF-8, say in a file name decoded with surrogateescape) or
+// anything above U+10FFFF has no UTF-8 form: it becomes U+FFFD.
 void append_utf8(std::string& out, uint32_t c) {
+  if ((c >= 0xD800 && c <= 0xDFFF) || c > 0x10FFFF) c = 0xFFFD;
   if (c < 0x80) {
     out += static_cast<char>(c);
   } else if (c < 0x800) {

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <string_view>
 
+#include "collector/utf8.h"
 #include "injector/syscalls.h"
 
 namespace stackaudit {
@@ -105,6 +106,23 @@ FdInfo describe_fd(const FdLink& link, const std::vector<SocketEntry>& sockets) 
   return info;
 }
 
+namespace {
+
+// Every text of a thread that came from the target, made valid UTF-8
+// (collector/utf8.h) before anything reads it.
+void make_text_valid(Thread& t) {
+  for (std::string* text : {&t.name, &t.wchan, &t.note}) make_valid_utf8(*text);
+  if (t.syscall && t.syscall->fd)
+    for (std::string* text : {&t.syscall->fd->target, &t.syscall->fd->detail})
+      make_valid_utf8(*text);
+  if (t.python) make_valid_utf8(t.python->thread_name);
+  for (Frame& f : t.frames)
+    for (std::string* text : {&f.function, &f.module, &f.module_path, &f.file})
+      make_valid_utf8(*text);
+}
+
+}  // namespace
+
 StopStats stop_stats(std::vector<uint64_t> ns) {
   StopStats s;
   if (ns.empty()) return s;
@@ -199,6 +217,7 @@ Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& cap
       t.note = "Python frames did not line up with the native stack; the rest are at its end";
     t.python = std::move(pt);
   }
+  make_text_valid(t);
   t.blocking = rules_.classify(t);
   return t;
 }
@@ -268,6 +287,8 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   s.target =
       Target{p.pid, p.comm, p.exe, p.cmdline, p.rss_bytes, p.threads, "native", "", "", false};
   s.target.exited = raw.target_exited;
+  for (std::string* text : {&s.target.comm, &s.target.exe}) make_valid_utf8(*text);
+  for (std::string& arg : s.target.cmdline) make_valid_utf8(arg);
   static const char* const kSeccompModes[] = {"none", "strict", "filter"};
   if (p.seccomp >= 0 && p.seccomp <= 2) s.target.seccomp = kSeccompModes[p.seccomp];
   std::optional<PyProcessInfo> python;

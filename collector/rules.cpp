@@ -256,8 +256,10 @@ std::vector<Rule> RuleSet::parse(const std::string& text, const std::string& fil
       r.match = Rule::Match::kFunction;
     else if (w[1] == "syscall")
       r.match = Rule::Match::kSyscall;
+    else if (w[1] == "python")
+      r.match = Rule::Match::kPython;
     else
-      fail("unknown match kind '" + w[1] + "' (function or syscall)");
+      fail("unknown match kind '" + w[1] + "' (function, syscall or python)");
     r.pattern = w[2];
     for (size_t i = 3; i < w.size(); ++i) {
       const std::string& opt = w[i];

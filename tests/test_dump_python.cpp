@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include "tests/support.h"
@@ -93,6 +94,33 @@ INSTANTIATE_TEST_SUITE_P(Stripped, DumpPython, ::testing::Values(true, false),
                          [](const auto& info) {
                            return info.param ? "WithDebugInfo" : "WithoutDebugInfo";
                          });
+
+}  // namespace
+}  // namespace stackaudit::test
+
+namespace stackaudit::test {
+namespace {
+
+TEST(PythonRules, AUserPythonRuleNamesALibraryCall) {
+  // docs/rules.md: `<category> python <glob>` over module.qualname of a
+  // library frame, tried before the built-in rules.
+  Child py({"/usr/bin/python3.11", kPyPark});
+  ASSERT_TRUE(py.wait_for("ready", std::chrono::seconds(20)));
+  std::string rules = testing::TempDir() + "python.rules";
+  std::ofstream(rules) << "# our jobs queue is a lock-step handoff\n"
+                          "lock python queue.Queue.get primitive=jobs-handoff\n";
+  RunResult r = run({kStackaudit, "dump", "--pid", std::to_string(py.pid()), "--format", "json",
+                     "--rules", rules});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto audit = nlohmann::json::parse(r.out);
+  const nlohmann::json* queue = nullptr;
+  for (const auto& t : audit["threads"])
+    if (t["python"].is_object() && t["python"]["thread_name"] == "py_queue") queue = &t;
+  ASSERT_NE(queue, nullptr);
+  EXPECT_EQ((*queue)["blocking"]["category"], "lock");
+  EXPECT_EQ((*queue)["blocking"]["primitive"], "jobs-handoff");
+  EXPECT_EQ((*queue)["blocking"]["rule"], rules + ":2: lock python queue.Queue.get");
+}
 
 }  // namespace
 }  // namespace stackaudit::test

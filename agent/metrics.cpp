@@ -47,7 +47,7 @@ prometheus::ClientMetric value(double v, std::vector<prometheus::ClientMetric::L
 }  // namespace
 
 std::string site_label(const Frame& f) {
-  std::string label = f.function.empty() ? "?" : f.function;
+  std::string label = frame_name(f);
   if (!f.file.empty()) {
     label += " (" + f.file.substr(f.file.rfind('/') + 1);
     if (f.line > 0) label += ":" + std::to_string(f.line);

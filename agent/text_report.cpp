@@ -7,6 +7,7 @@
 
 #include "agent/audit_json.h"
 #include "agent/version.h"
+#include "collector/rules.h"
 
 namespace stackaudit {
 namespace {
@@ -32,6 +33,7 @@ std::string shown(std::string_view text) {
 }
 
 std::string where(const Frame& f) {
+  if (f.function.empty() && f.file.empty()) return shown(frame_name(f));  // module+0xOFFSET
   std::string out = f.function.empty() ? "??" : shown(f.function);
   if (f.inlined) out += " [inlined]";
   if (!f.file.empty()) {
@@ -151,7 +153,7 @@ std::string text_report(const Snapshot& s) {
     std::vector<std::string> sites;
     for (const Thread& t : s.threads) {
       if (!t.blocking || t.blocking->category != cat) continue;
-      std::string site = t.blocking->site ? shown(t.blocking->site->function) : "-";
+      std::string site = t.blocking->site ? shown(frame_name(*t.blocking->site)) : "-";
       if (t.blocking->site && t.blocking->site->kind == Frame::Kind::kPython)
         site += " (" + shown(t.blocking->site->file.substr(t.blocking->site->file.rfind('/') + 1)) +
                 ":" + std::to_string(t.blocking->site->line) + ")";

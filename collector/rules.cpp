@@ -5,6 +5,7 @@
 #include <fnmatch.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <sstream>
 
 namespace stackaudit {
@@ -208,8 +209,12 @@ bool is_category(std::string_view name) {
 }
 
 bool is_user_frame(const Frame& f) {
-  if (f.function.empty() && f.file.empty()) return false;
   if (f.kind == Frame::Kind::kPython) return !f.file.empty() && !is_python_library_file(f.file);
+  // A frame with no symbol is still the program's own code when it lies in a
+  // module that is not a runtime library (a stripped executable): it is named
+  // module+0xOFFSET. Without a module (JIT code, an unmapped address) it says
+  // nothing.
+  if (f.function.empty() && f.file.empty() && f.module.empty()) return false;
   for (const char* p : kRuntimeModules)
     if (glob(p, f.module)) return false;
   for (const char* prefix : kSystemSourcePrefixes)
@@ -294,6 +299,14 @@ std::optional<Frame> find_site(const std::vector<Frame>& frames, size_t from) {
 }
 
 }  // namespace
+
+std::string frame_name(const Frame& f) {
+  if (!f.function.empty()) return f.function;
+  if (f.module.empty()) return "??";
+  char offset[32];
+  std::snprintf(offset, sizeof offset, "+0x%llx", static_cast<unsigned long long>(f.module_offset));
+  return f.module + offset;
+}
 
 std::string python_name(const Frame& f) {
   return f.module + "." + f.function;

@@ -64,6 +64,9 @@ bool is_user_frame(const Frame& frame);
 
 // "queue.Queue.get": what Python rules match.
 std::string python_name(const Frame& frame);
+// What to call a frame in one word: its function, or module+0xOFFSET when it
+// has no symbol, or "??".
+std::string frame_name(const Frame& frame);
 
 // Whether the thread runs an asyncio event loop (BaseEventLoop.run_forever or
 // _run_once on its Python stack).

@@ -57,6 +57,24 @@ TEST(DebugInfo, MiniDebugInfoNamesFunctionsOfAFullyStrippedBinary) {
   }
 }
 
+TEST(DebugInfo, AStrippedProgramsOwnFrameIsTheSiteByItsOffset) {
+  // No symbol, no line, no debug link: the program's frames are still its
+  // own code, and the site is named module+0xOFFSET (as mariadbd's are).
+  Child fixture({PARK_THREADS_BARE_BIN});
+  ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));
+  auto audit = dump_with({"STACKAUDIT_DEBUGINFO_PATH=" + empty_debug_dir()}, fixture.pid());
+  const auto* t = thread_named(audit, "mutex_wait");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ((*t)["blocking"]["category"], "lock");
+  const auto& site = (*t)["blocking"]["site"];
+  ASSERT_TRUE(site.is_object()) << t->dump(1);
+  EXPECT_EQ(site["module"], "park_threads_bare");
+  EXPECT_EQ(site["function"], "");
+  RunResult r = run({"/usr/bin/env", "STACKAUDIT_DEBUGINFO_PATH=" + empty_debug_dir(), kStackaudit,
+                     "dump", "--pid", std::to_string(fixture.pid())});
+  EXPECT_NE(r.out.find("    site: park_threads_bare+0x"), std::string::npos) << r.out;
+}
+
 TEST(DebugInfo, LibcDebugInfoByBuildId) {
   if (!std::filesystem::exists("/usr/lib/debug/.build-id"))
     GTEST_SKIP() << "no /usr/lib/debug/.build-id (libc6-dbg is installed by setup.sh)";

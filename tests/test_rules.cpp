@@ -63,6 +63,23 @@ TEST(Rules, SyscallDecidesWhenNoFrameMatches) {
   EXPECT_FALSE(futex->site);  // no frame of the program's own code
 }
 
+TEST(Rules, AFrameOfTheProgramWithoutASymbolIsTheSite) {
+  // A stripped executable: its frames have a module and an offset, no name.
+  Frame own = frame("", "mariadbd");
+  own.module_offset = 0xefef8d;
+  auto b = RuleSet::builtin().classify(
+      blocked_in("futex", {frame("", "libc.so.6"), frame("pthread_cond_wait", "libc.so.6"), own}));
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->category, "condition");
+  ASSERT_TRUE(b->site);
+  EXPECT_EQ(frame_name(*b->site), "mariadbd+0xefef8d");
+  // Without a module (JIT code, say) a frame says nothing of whose code it is.
+  auto jit = RuleSet::builtin().classify(
+      blocked_in("futex", {frame("pthread_cond_wait", "libc.so.6"), frame("", "")}));
+  ASSERT_TRUE(jit);
+  EXPECT_FALSE(jit->site);
+}
+
 TEST(Rules, UnknownSyscallFallsBackToOther) {
   auto b = RuleSet::builtin().classify(blocked_in("pause", {}));
   ASSERT_TRUE(b);
@@ -141,7 +158,9 @@ TEST(Rules, UserFrames) {
   EXPECT_FALSE(is_user_frame(frame("_PyEval_EvalFrameDefault", "python3.11")));
   EXPECT_FALSE(is_user_frame(frame("std::condition_variable::wait", "app",
                                    "/usr/include/c++/12/condition_variable", 102, true)));
-  EXPECT_FALSE(is_user_frame(frame("", "app")));
+  EXPECT_TRUE(is_user_frame(frame("", "app")));  // no symbol: still the app (app+0xOFFSET)
+  EXPECT_FALSE(is_user_frame(frame("", "libc.so.6")));
+  EXPECT_FALSE(is_user_frame(frame("", "")));  // no module: JIT code, an unknown address
   EXPECT_TRUE(is_user_frame(frame("worker", "app", "/src/w.cpp", 3)));
   EXPECT_TRUE(is_user_frame(frame("worker", "app")));  // no debug info, still the app
 }

@@ -92,7 +92,7 @@ std::vector<EpisodeTracker::Ended> EpisodeTracker::update(const Snapshot& s, dou
   std::vector<Ended> ended;
   std::map<pid_t, Open> next;
   for (const Thread& t : s.threads) {
-    if (!t.blocking) continue;
+    if (!t.blocking || t.blocking->idle) continue;  // waiting for work is no blocking episode
     const std::string& key = keys.get(t).episode;
     auto it = open_.find(t.tid);
     if (it != open_.end() && it->second.key == key) {
@@ -167,12 +167,23 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r, size_t max_sites)
                     .Register(r)),
       blocked_samples_(BuildCounter()
                            .Name("stackaudit_blocked_thread_samples_total")
-                           .Help("Blocked threads seen, summed over rounds, by category")
+                           .Help("Blocked threads seen, summed over rounds, by category; idle "
+                                 "waits are counted apart")
                            .Register(r)),
       blocked_threads_(BuildGauge()
                            .Name("stackaudit_blocked_threads")
-                           .Help("Blocked threads in the last round, by category")
+                           .Help("Blocked threads in the last round, by category; idle waits "
+                                 "are counted apart")
                            .Register(r)),
+      idle_samples_(BuildCounter()
+                        .Name("stackaudit_idle_thread_samples_total")
+                        .Help("Threads seen waiting for work (an idle pool worker, an event "
+                              "loop in its selector), summed over rounds, by category")
+                        .Register(r)),
+      idle_threads_(BuildGauge()
+                        .Name("stackaudit_idle_threads")
+                        .Help("Threads waiting for work in the last round, by category")
+                        .Register(r)),
       site_samples_(BuildCounter()
                         .Name("stackaudit_blocking_site_samples_total")
                         .Help("Blocked threads seen at each call site, summed over rounds; the "
@@ -248,13 +259,17 @@ void AgentMetrics::observe_round(const Snapshot& s, double duration_seconds, Thr
   snapshots_.Increment();
   snapshot_duration_.Observe(duration_seconds);
   thread_samples_.Increment(static_cast<double>(s.threads.size()));
-  std::map<std::string, double> blocked;
-  for (const std::string& c : categories()) blocked[c] = 0;
+  std::map<std::string, double> blocked, idle;
+  for (const std::string& c : categories()) blocked[c] = idle[c] = 0;
   for (const Thread& t : s.threads) {
     captures_.Add({{"mode", t.captured}}).Increment();
     if (t.captured == "stopped") thread_stop_.Observe(static_cast<double>(t.stop_ns) * 1e-9);
     if (!t.blocking) continue;
     const Blocking& b = *t.blocking;
+    if (b.idle) {  // waiting for work: kept apart, as `idle` is in the JSON
+      ++idle[b.category];
+      continue;
+    }
     ++blocked[b.category];
     const std::string& site = keys.get(t).site;
     site_counter(site_samples_, sites_, b.category, site).Increment();
@@ -264,6 +279,10 @@ void AgentMetrics::observe_round(const Snapshot& s, double duration_seconds, Thr
   for (const auto& [c, n] : blocked) {
     blocked_samples_.Add({{"category", c}}).Increment(n);
     blocked_threads_.Add({{"category", c}}).Set(n);
+  }
+  for (const auto& [c, n] : idle) {
+    idle_samples_.Add({{"category", c}}).Increment(n);
+    idle_threads_.Add({{"category", c}}).Set(n);
   }
   loop_threads_.Set(static_cast<double>(s.summary.event_loop_threads));
   for (auto& [key, gauge] : pools_) gauge->Set(0);  // pools that vanished read 0

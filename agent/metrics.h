@@ -99,6 +99,8 @@ class AgentMetrics {
   prometheus::Family<prometheus::Counter>& captures_;
   prometheus::Family<prometheus::Counter>& blocked_samples_;
   prometheus::Family<prometheus::Gauge>& blocked_threads_;
+  prometheus::Family<prometheus::Counter>& idle_samples_;
+  prometheus::Family<prometheus::Gauge>& idle_threads_;
   prometheus::Family<prometheus::Counter>& site_samples_;
   prometheus::Family<prometheus::Histogram>& episodes_;
   prometheus::Family<prometheus::Counter>& loop_blocked_samples_;

@@ -59,6 +59,10 @@ void RunWindow::add_round(const Snapshot& s, double agent_cpu_seconds, ThreadKey
     }
     if (!t.blocking) continue;
     const Blocking& b = *t.blocking;
+    if (b.idle) {  // waiting for work: kept apart from blocking
+      ++idle_by_category_[b.category];
+      continue;
+    }
     const ThreadKeys& k = keys.get(t);
     ++by_category_[b.category];
     ++by_site_[{b.category, k.site}];
@@ -92,9 +96,13 @@ nlohmann::json RunWindow::audit(const Snapshot* latest) const {
   nlohmann::json out = audit_json(*latest);
   using nlohmann::json;
   double total = static_cast<double>(samples_);
-  json cats = json::object();
-  for (const auto& [c, n] : by_category_)
-    cats[c] = {{"samples", n}, {"share", total > 0 ? static_cast<double>(n) / total : 0.0}};
+  auto shares = [&](const std::map<std::string, size_t>& counts) {
+    json out = json::object();
+    for (const auto& [c, n] : counts)
+      out[c] = {{"samples", n}, {"share", total > 0 ? static_cast<double>(n) / total : 0.0}};
+    return out;
+  };
+  json cats = shares(by_category_);
   std::vector<std::pair<std::pair<std::string, std::string>, size_t>> sites(by_site_.begin(),
                                                                             by_site_.end());
   std::stable_sort(sites.begin(), sites.end(),
@@ -139,6 +147,7 @@ nlohmann::json RunWindow::audit(const Snapshot* latest) const {
       {"rounds_failed", rounds_failed_},
       {"thread_samples", samples_},
       {"by_category", cats},
+      {"idle_by_category", shares(idle_by_category_)},
       {"sites", site_list},
       {"top_stacks", top_stacks},
       {"episodes", episodes},

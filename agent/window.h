@@ -37,6 +37,7 @@ class RunWindow {
   int64_t first_ns_ = 0, last_ns_ = 0;
   size_t rounds_ = 0, rounds_failed_ = 0, samples_ = 0;
   std::map<std::string, size_t> by_category_;
+  std::map<std::string, size_t> idle_by_category_;                 // waiting for work, kept apart
   std::map<std::pair<std::string, std::string>, size_t> by_site_;  // (category, site)
   std::map<std::string, std::map<std::string, size_t>> stacks_;    // category -> stack -> count
   std::map<std::string, std::vector<double>> episodes_;

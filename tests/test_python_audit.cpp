@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <map>
 #include <sstream>
 
 #include "tests/support.h"
@@ -208,6 +209,33 @@ TEST_F(PythonService, IdlePoolWorkerIsIdle) {
   EXPECT_EQ((*t)["blocking"]["category"], "queue");
   EXPECT_TRUE((*t)["blocking"]["idle"]);
   EXPECT_EQ((*t)["blocking"]["primitive"], "ThreadPoolExecutor worker");
+}
+
+TEST_F(PythonService, IdleWaitsAreKeptApartInTheMetrics) {
+  // An idle ThreadPoolExecutor worker (and the event loop in its selector)
+  // waits for work: the metrics count it as idle, not as a blocked thread.
+  auto audit = dump();
+  std::map<std::string, double> idle, blocked;
+  for (const auto& t : audit["threads"]) {
+    if (t["blocking"].is_null()) continue;
+    auto& counts = t["blocking"]["idle"].get<bool>() ? idle : blocked;
+    counts[t["blocking"]["category"]] += 1;
+  }
+  ASSERT_GE(idle["queue"], 1);
+  Agent agent({"--pid", std::to_string(service_->pid()), "--interval", "200ms"});
+  ASSERT_TRUE(agent.serving());
+  std::string scrape;
+  ASSERT_TRUE(eventually([&] {
+    scrape = agent.scrape();
+    return metric_value(scrape, "stackaudit_snapshots_total").value_or(0) >= 2;
+  }));
+  for (const char* category : {"queue", "poll"}) {
+    SCOPED_TRACE(category);
+    std::string labels = std::string("{category=\"") + category + "\"}";
+    EXPECT_EQ(metric_value(scrape, "stackaudit_idle_threads" + labels), idle[category]);
+    EXPECT_EQ(metric_value(scrape, "stackaudit_blocked_threads" + labels), blocked[category]);
+  }
+  EXPECT_EQ(agent.stop(), 0);
 }
 
 TEST_F(PythonService, OneGilHolderAndTheOtherCruncherWaitsForIt) {

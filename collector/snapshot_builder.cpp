@@ -364,19 +364,25 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
       ++s.summary.event_loop_threads;
       if (t.blocking && t.blocking->blocks_event_loop) ++s.summary.event_loops_blocked;
     }
-    std::string name = t.python && !t.python->thread_name.empty() ? t.python->thread_name : t.name;
-    Pool& pool = pools[pool_name(name)];
-    pool.name = pool_name(name);
-    ++pool.threads;
+    // A thread that was never named keeps the process's name: threads alike
+    // in that are not a pool (the JVM's "java" threads, mariadbd's).
+    bool python_named = t.python && !t.python->thread_name.empty();
+    Pool* pool = nullptr;
+    if (python_named || t.name != s.target.comm) {
+      std::string name = pool_name(python_named ? t.python->thread_name : t.name);
+      pool = &pools[name];
+      pool->name = name;
+      ++pool->threads;
+    }
     if (!t.blocking) continue;
     ++s.summary.blocked;
     ++s.summary.by_category[t.blocking->category];
-    ++pool.by_category[t.blocking->category];
+    if (pool) ++pool->by_category[t.blocking->category];
     if (t.blocking->idle) {
       ++s.summary.idle;
-      ++pool.idle;
-    } else {
-      ++pool.blocked;
+      if (pool) ++pool->idle;
+    } else if (pool) {
+      ++pool->blocked;
     }
   }
   for (auto& [name, pool] : pools)

@@ -3,6 +3,8 @@
 // and line from debug info, inlined frames, fd details, capture mode.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "tests/support.h"
 
 namespace stackaudit::test {
@@ -212,6 +214,25 @@ TEST_F(DumpNative, TextReportShowsCategorySiteAndStack) {
       << out;
   EXPECT_NE(out.find("\"epoll_wait\" sleeping | poll: epoll_wait (idle)"), std::string::npos);
   EXPECT_NE(out.find("Summary: 15 threads, 14 blocked"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace stackaudit::test
+
+namespace stackaudit::test {
+namespace {
+
+TEST(Pools, ThreadsNamedAlikeAreAPoolThreadsNeverNamedAreNot) {
+  Child fixture({kParkThreads, "--extra", "4", "--unnamed", "3"});
+  ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));
+  auto audit = dump_json(fixture.pid());
+  std::map<std::string, nlohmann::json> pools;
+  for (const auto& p : audit["summary"]["pools"]) pools[p["name"]] = p;
+  ASSERT_TRUE(pools.count("extra")) << audit["summary"]["pools"];
+  EXPECT_EQ(pools["extra"]["threads"], 4);
+  // The main thread and the three unnamed ones all read "park_threads".
+  EXPECT_FALSE(pools.count("park_threads")) << audit["summary"]["pools"];
+  EXPECT_GE(audit["summary"]["by_category"]["condition"].get<int>(), 3 + 2);
 }
 
 }  // namespace

@@ -28,6 +28,8 @@
 // --signal-waiter 1 adds "epoll_signal", which waits in epoll_wait with a
 // SIGUSR1 handler installed: an EINTR there is the handler's, expected, and
 // counted apart ("signal_eintr" prints it), not with the others.
+// --unnamed N adds N threads that never name themselves (they keep the
+// process's name) and wait on the condition variable.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -365,9 +367,11 @@ int main(int argc, char** argv) {
   long nap_ms = 0;
   int race = 0, spin = 0;
   bool signal_waiter = false;
+  int unnamed = 0;
   long vfork_ms = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--race") == 0) race = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--unnamed") == 0) unnamed = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--signal-waiter") == 0) signal_waiter = std::atoi(argv[i + 1]) != 0;
     if (std::strcmp(argv[i], "--spin") == 0) spin = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--vfork-ms") == 0) vfork_ms = std::atol(argv[i + 1]);
@@ -426,6 +430,12 @@ int main(int argc, char** argv) {
     threads.emplace_back(race_sigtimedwait, i);
   }
   for (int i = 0; i < spin; ++i) threads.emplace_back(park_spinner, i);
+  for (int i = 0; i < unnamed; ++i)
+    threads.emplace_back([] {
+      ++g_parked;  // no name of its own
+      std::unique_lock lock(g_cv_mutex);
+      g_cv.wait(lock);
+    });
   if (vfork_ms > 0) threads.emplace_back(park_vforker, vfork_ms);
   if (signal_waiter) {
     struct sigaction sa {};

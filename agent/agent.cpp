@@ -132,7 +132,14 @@ std::chrono::milliseconds parse_duration(const std::string& text, const char* op
                  : unit == "h"                 ? 3.6e6
                                                : -1;
   if (scale < 0) throw bad();
-  return std::chrono::milliseconds(static_cast<long long>(std::stod(number) * scale));
+  double ms = std::stod(number) * scale;
+  // A year is more than any interval, duration or bound needs, and far from
+  // what a long long of milliseconds holds.
+  constexpr double kLongest = 365.0 * 24 * 3.6e6;
+  if (!(ms <= kLongest))
+    throw UserError{kExitUsage,
+                    std::string(option) + " '" + text + "' is too long (a year at most)"};
+  return std::chrono::milliseconds(static_cast<long long>(ms));
 }
 
 int run_agent(const AgentOptions& o) {
@@ -144,6 +151,13 @@ int run_agent(const AgentOptions& o) {
   if (!o.match.empty()) match = std::make_unique<CmdlineRegex>(o.match);
   check_max_stop(o.max_stop);
   civetweb_listen(o.listen);  // validate before touching anything
+  if (!o.audit_json.empty()) {
+    try {
+      check_writable(o.audit_json);  // not only at exit, hours from now
+    } catch (const std::exception& e) {
+      throw UserError{kExitUsage, std::string(e.what()) + " (--audit-json)"};
+    }
+  }
   RuleSet rules = load_rules(o.rules_file);
 
   sigset_t signals = control_signals();

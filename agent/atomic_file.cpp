@@ -1,6 +1,7 @@
 #include "agent/atomic_file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -36,6 +37,17 @@ void write_file_atomically(const std::string& path, const std::string& content) 
   }
   ::close(fd);
   if (::rename(tmp.c_str(), path.c_str()) != 0) fail("replace");
+}
+
+void check_writable(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    throw std::runtime_error("cannot write " + path + ": it is a directory");
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
+  ::close(fd);
+  ::unlink(tmp.c_str());
 }
 
 }  // namespace stackaudit

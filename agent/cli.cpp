@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 
 #include "agent/agent.h"
@@ -52,6 +53,9 @@ void setup_logging() {
 int run_cli(int argc, char** argv) {
   // The stopper process is this binary, started again by the capture.
   if (is_stopper_invocation(argc, argv)) return stopper_main(argc, argv);
+  // No network lookups, ever: libdw consults debuginfod when this is set. Done
+  // here, before any thread exists, since the environment is not thread-safe.
+  ::unsetenv("DEBUGINFOD_URLS");
   block_sigchld();  // before any thread: stop notifications must reach the capture thread
   setup_logging();
   CLI::App app(kDescription, "stackaudit");
@@ -75,10 +79,11 @@ int run_cli(int argc, char** argv) {
                    "Frames to show: python (Python frames only; the default for the text report "
                    "of a Python process), merged (Python frames inside the native stack; the "
                    "default otherwise), native")
-      ->transform(CLI::CheckedTransformer(
-          std::map<std::string, StackView>{{"python", StackView::kPython},
-                                           {"merged", StackView::kMerged},
-                                           {"native", StackView::kNative}}));
+      ->transform(
+          CLI::CheckedTransformer(std::map<std::string, StackView>{{"python", StackView::kPython},
+                                                                   {"merged", StackView::kMerged},
+                                                                   {"native", StackView::kNative}}))
+      ->option_text("python|merged|native");
   dump_cmd->add_option("--rules", dump.rules_file,
                        "Extra classification rules, tried before the built-in ones "
                        "(format: docs/rules.md)");
@@ -87,7 +92,7 @@ int run_cli(int argc, char** argv) {
   dump_cmd->footer(kFooter);
 
   AgentOptions agent;
-  std::string interval = "1s", duration = "0", log_level = "info";
+  std::string interval = "1s", duration, log_level = "info";
   CLI::App* agent_cmd = app.add_subcommand(
       "agent",
       "Sample a process every --interval and serve Prometheus metrics (/metrics) and a status "
@@ -145,7 +150,12 @@ int run_cli(int argc, char** argv) {
     if (*agent_cmd) {
       spdlog::set_level(spdlog::level::from_str(log_level));
       agent.interval = parse_duration(interval, "--interval");
-      agent.duration = parse_duration(duration, "--duration");
+      if (!duration.empty()) {
+        agent.duration = parse_duration(duration, "--duration");
+        if (agent.duration.count() <= 0)
+          throw UserError{kExitUsage,
+                          "--duration must be longer than 0 (leave it out to run until stopped)"};
+      }
       agent.max_stop = parse_duration(agent_max_stop, "--max-stop");
       return run_agent(agent);
     }
@@ -155,6 +165,9 @@ int run_cli(int argc, char** argv) {
     return e.code;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "stackaudit: internal error: %s\n", e.what());
+    return kExitUsage;
+  } catch (...) {
+    std::fprintf(stderr, "stackaudit: internal error (an exception of an unknown type)\n");
     return kExitUsage;
   }
   return kExitUsage;

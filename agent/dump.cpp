@@ -52,7 +52,7 @@ Snapshot audit_process(pid_t pid, const RuleSet& rules, std::chrono::millisecond
   bool denied = false;
   for (const RawThread& t : raw.threads) {
     any_captured |= !t.vanished && t.mode != CaptureMode::kFailed;
-    denied |= t.failure == to_string(StopOutcome::kPermissionDenied);
+    denied |= t.permission_denied;
   }
   if (!any_captured && denied)
     throw UserError{kExitTarget, "permission denied to trace PID " + std::to_string(pid) + ": " +

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <stdexcept>
 #include <string>
 
 namespace stackaudit {
@@ -13,7 +14,9 @@ enum ExitCode : int {
 };
 
 // A user error: one sentence, and the exit code it ends with.
-struct UserError {
+struct UserError : std::runtime_error {
+  UserError(int exit_code, const std::string& sentence)
+      : std::runtime_error(sentence), code(exit_code), message(sentence) {}
   int code;
   std::string message;
 };

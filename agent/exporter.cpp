@@ -3,8 +3,12 @@
 #include <CivetServer.h>
 #include <arpa/inet.h>
 #include <prometheus/text_serializer.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <functional>
 
 #include "agent/audit_json.h"
@@ -43,6 +47,47 @@ std::string escape_html(const std::string& s) {
     }
   }
   return out;
+}
+
+// Why ADDR:PORT (already checked by civetweb_listen) cannot be listened on,
+// found with a socket of our own.
+std::string why_cannot_listen(const std::string& listen) {
+  bool ipv6 = listen.starts_with('[');
+  size_t colon = ipv6 ? listen.find("]:") : listen.rfind(':');
+  std::string addr = ipv6 ? listen.substr(1, colon - 1) : listen.substr(0, colon);
+  auto port = static_cast<uint16_t>(std::stoi(listen.substr(colon + (ipv6 ? 2 : 1))));
+  sockaddr_storage ss{};
+  socklen_t len;
+  if (ipv6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    inet_pton(AF_INET6, addr.c_str(), &a->sin6_addr);
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    inet_pton(AF_INET, addr.c_str(), &a->sin_addr);
+    len = sizeof *a;
+  }
+  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  int err = ::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) == 0 ? 0 : errno;
+  ::close(fd);
+  switch (err) {
+    case EADDRINUSE:
+      return "another process already listens on that port (choose another with --listen)";
+    case EADDRNOTAVAIL:
+      return addr + " is not an address of this machine";
+    case EACCES:
+      return "a port below 1024 needs root or CAP_NET_BIND_SERVICE";
+    case 0:
+      return "the HTTP server could not start there";
+    default:
+      return std::strerror(err);
+  }
 }
 
 }  // namespace
@@ -93,9 +138,7 @@ Exporter::Exporter(const std::string& listen,
   try {
     server_ = std::make_unique<CivetServer>(options);
   } catch (const CivetException&) {
-    throw UserError{kExitTarget, "cannot listen on " + listen +
-                                     ": the address is in use or not available (choose another "
-                                     "with --listen ADDR:PORT)"};
+    throw UserError{kExitUsage, "cannot listen on " + listen + ": " + why_cannot_listen(listen)};
   }
   server_->addHandler("/metrics", *metrics_handler_);
   server_->addHandler("/$", *page_handler_);  // "/" exactly; other paths 404

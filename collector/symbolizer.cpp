@@ -103,8 +103,8 @@ std::string strip_parameters(const std::string& s) {
 }
 
 Symbolizer::Symbolizer(const ModuleMap& modules) : modules_(modules) {
-  // No network lookups, ever: libdw consults debuginfod when this is set.
-  ::unsetenv("DEBUGINFOD_URLS");
+  // DEBUGINFOD_URLS is unset by the program at start (agent/cli.cpp): no
+  // network lookups, and no change to the environment once threads run.
   g_debuginfo_path = std::getenv("STACKAUDIT_DEBUGINFO_PATH");
   dwfl_ = dwfl_begin(&kCallbacks);
   reload();

@@ -256,6 +256,7 @@ ProcessCapturer::Stop ProcessCapturer::capture_stopped(RawThread& t, int attempt
   if (r.outcome == StopOutcome::kError && r.error != 0)
     t.failure += std::string(": ") + std::strerror(r.error);
   if (r.outcome == StopOutcome::kPermissionDenied) {
+    t.permission_denied = true;
     // PTRACE_SEIZE says EPERM for a thread someone else traces, too.
     auto status = proc::read_process_info(pid_);
     if (status && status->tracer_pid != 0)

@@ -89,9 +89,10 @@ struct RawThread {
   std::vector<FdLink> fds;  // fd arguments of the current syscall, if any
 
   CaptureMode mode = CaptureMode::kFailed;
-  std::string failure;      // why mode == kFailed, or a note (e.g. "exited")
-  bool vanished = false;    // the thread exited during the capture
-  user_regs_struct regs{};  // valid when full_registers, else only rip/rsp
+  std::string failure;             // why mode == kFailed, or a note (e.g. "exited")
+  bool permission_denied = false;  // kFailed because ptrace was refused (EPERM)
+  bool vanished = false;           // the thread exited during the capture
+  user_regs_struct regs{};         // valid when full_registers, else only rip/rsp
   bool full_registers = false;
   uint64_t stack_start = 0;  // target address of stack[0]
   std::vector<uint8_t> stack;

@@ -273,16 +273,36 @@ std::optional<std::string> http_get(int port, const std::string& path, int* stat
   return response.substr(body + 4);
 }
 
-int free_port() {
+namespace {
+
+// Binds 127.0.0.1:port (0: any); returns the port bound, or 0.
+int bind_loopback(int port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  int bound = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    socklen_t len = sizeof addr;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    bound = ntohs(addr.sin_port);
+  }
   close(fd);
-  return ntohs(addr.sin_port);
+  return bound;
+}
+
+}  // namespace
+
+int free_port() {
+  // Ports below the kernel's ephemeral range (32768 and up), from a band of
+  // this test process's own: two test binaries run in parallel (ctest -j) do
+  // not pick the same port between this check and the child's bind.
+  static int next = 0;
+  int base = 10000 + (getpid() % 1000) * 20;
+  for (int i = 0; i < 20; ++i)
+    if (int port = bind_loopback(base + next++ % 20)) return port;
+  return bind_loopback(0);
 }
 
 std::optional<double> metric_value(const std::string& scrape, const std::string& series) {

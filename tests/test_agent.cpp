@@ -288,10 +288,18 @@ TEST(AgentErrors, PortInUse) {
   RunResult r =
       run({kStackaudit, "agent", "--pid", "1", "--listen", "127.0.0.1:" + std::to_string(port)});
   close(fd);
-  EXPECT_EQ(r.exit_code, 3) << r.err;
-  EXPECT_NE(r.err.find("cannot listen on 127.0.0.1:" + std::to_string(port)), std::string::npos)
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("cannot listen on 127.0.0.1:" + std::to_string(port) +
+                       ": another process already listens on that port"),
+            std::string::npos)
       << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+TEST(AgentErrors, AnAddressOfAnotherMachineIsNamedSo) {
+  RunResult r = run({kStackaudit, "agent", "--pid", "1", "--listen", "192.0.2.1:9000"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("192.0.2.1 is not an address of this machine"), std::string::npos) << r.err;
 }
 
 TEST(AgentErrors, BadOptionsAreUsageErrors) {
@@ -302,6 +310,11 @@ TEST(AgentErrors, BadOptionsAreUsageErrors) {
       {"--pid", "1", "--listen", "127.0.0.1:99999"},
       {"--match", "("},
       {"--pid", "1", "--match", "x"},
+      {"--pid", "1", "--duration", "0s"},
+      {"--pid", "1", "--interval", "99999999999999h"},
+      {"--pid", "1", "--audit-json", "/nonexistent-dir/audit.json"},
+      {"--pid", "1", "--audit-json", "/tmp"},
+      {"--pid", "1", "--listen", "192.0.2.1:9000"},
       {"--pid", "1", "--max-stop", "0"},
       {"--pid", "1", "--max-stop", "11s"},
       {"--pid", "1", "--max-stop", "short"},

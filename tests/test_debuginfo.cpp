@@ -82,18 +82,22 @@ TEST(DebugInfo, LibcDebugInfoByBuildId) {
   ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));
   auto with = dump_with({}, fixture.pid());
   auto without = dump_with({"STACKAUDIT_DEBUGINFO_PATH=" + empty_debug_dir()}, fixture.pid());
-  auto libc_files = [](const nlohmann::json& audit) {
+  const auto* cond_with = thread_named(with, "cond_wait");
+  const auto* cond_without = thread_named(without, "cond_wait");
+  const auto* mutex_without = thread_named(without, "mutex_wait");
+  ASSERT_TRUE(cond_with && cond_without && mutex_without);
+  auto libc_files = [](const nlohmann::json& thread) {
     size_t n = 0;
-    for (const auto& f : (*thread_named(audit, "cond_wait"))["frames"])
+    for (const auto& f : thread["frames"])
       if (f["module"] == "libc.so.6" && f["file"] != "") ++n;
     return n;
   };
-  EXPECT_GT(libc_files(with), 0u);
-  EXPECT_EQ(libc_files(without), 0u);
+  EXPECT_GT(libc_files(*cond_with), 0u);
+  EXPECT_EQ(libc_files(*cond_without), 0u);
   // The classification does not depend on it.
-  EXPECT_EQ((*thread_named(with, "cond_wait"))["blocking"]["primitive"], "pthread_cond_wait");
-  EXPECT_EQ((*thread_named(without, "cond_wait"))["blocking"]["primitive"], "pthread_cond_wait");
-  EXPECT_EQ((*thread_named(without, "mutex_wait"))["blocking"]["primitive"], "pthread_mutex_lock");
+  EXPECT_EQ((*cond_with)["blocking"]["primitive"], "pthread_cond_wait");
+  EXPECT_EQ((*cond_without)["blocking"]["primitive"], "pthread_cond_wait");
+  EXPECT_EQ((*mutex_without)["blocking"]["primitive"], "pthread_mutex_lock");
 }
 
 }  // namespace

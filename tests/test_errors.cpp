@@ -41,6 +41,13 @@ TEST(Errors, BadFormatIsAUsageError) {
   expect_one_sentence(r);
 }
 
+TEST(Errors, HelpNamesTheStackViewsPlainly) {
+  RunResult r = run({kStackaudit, "dump", "--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("--stack python|merged|native"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("ENUM"), std::string::npos) << r.out;
+}
+
 TEST(Errors, BadMaxStopIsAUsageError) {
   for (const char* bad : {"0", "5ms", "20s", "fast"}) {
     RunResult r = run({kStackaudit, "dump", "--pid", "1", "--max-stop", bad});
@@ -221,7 +228,9 @@ TEST(Output, UserRulesWinOverBuiltinRules) {
   EXPECT_TRUE((*t)["blocking"]["idle"]);
   EXPECT_EQ((*t)["blocking"]["rule"], path + ":2: queue function *::park_cond_wait");
   // Other threads keep their built-in classification.
-  EXPECT_EQ((*thread_named(audit, "mutex_holder"))["blocking"]["category"], "condition");
+  const auto* holder = thread_named(audit, "mutex_holder");
+  ASSERT_NE(holder, nullptr);
+  EXPECT_EQ((*holder)["blocking"]["category"], "condition");
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,8 +38,13 @@ class DemoTarget {
                                       " is missing; build it with 'cmake --build build'"};
     int fds[2];
     if (::pipe(fds) != 0) throw UserError{kExitUsage, "cannot create a pipe for the demo target"};
+    pid_t parent = ::getpid();
     pid_ = ::fork();
     if (pid_ == 0) {
+      // The demo service ends with us, however we end (a closed pipe, Ctrl-C,
+      // SIGKILL): the death signal is kept across exec.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(0);
       ::close(fds[0]);
       sigset_t none;
       sigemptyset(&none);

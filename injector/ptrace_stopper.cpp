@@ -283,10 +283,9 @@ StopResult PtraceStopper::stop(const Request& request, StopWindow& window) {
       return result;
     }
     // From here on the thread is ours until it is let go or exits.
-    o = &outstanding_[count_++];
-    *o = Outstanding{request.pid, request.tid, monotonic_ns(), request.tag, request.seccomp};
     if (watchdog_) watchdog_->renew(true);  // armed before the interrupt
-    o->interrupted_ns = monotonic_ns();
+    outstanding_[count_++] =
+        Outstanding{request.pid, request.tid, monotonic_ns(), request.tag, request.seccomp};
     if (::ptrace(PTRACE_INTERRUPT, request.tid, nullptr, nullptr) != 0) {
       result.error = errno;
       result.outcome = errno == ESRCH ? StopOutcome::kVanished : StopOutcome::kError;

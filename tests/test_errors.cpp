@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "injector/proc.h"
 #include "tests/support.h"
 
 namespace stackaudit::test {
@@ -231,6 +232,58 @@ TEST(Output, UserRulesWinOverBuiltinRules) {
   const auto* holder = thread_named(audit, "mutex_holder");
   ASSERT_NE(holder, nullptr);
   EXPECT_EQ((*holder)["blocking"]["category"], "condition");
+}
+
+}  // namespace
+}  // namespace stackaudit::test
+
+namespace stackaudit::test {
+namespace {
+
+// Processes running the demo target, by PID.
+std::vector<pid_t> demo_targets() {
+  std::vector<pid_t> out;
+  for (pid_t p : proc::list_processes())
+    if (auto info = proc::read_process_info(p);
+        info && info->exe.ends_with("/stackaudit-demo-target"))
+      out.push_back(p);
+  return out;
+}
+
+TEST(Demo, AuditsTheBundledServiceAndStopsIt) {
+  std::string dir = testing::TempDir() + "demo-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  RunResult r = run({"/bin/sh", "-c", "cd '" + dir + "' && exec " + kStackaudit + " demo"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("site: "), std::string::npos) << r.out;
+  auto audit = nlohmann::json::parse(std::ifstream(dir + "/audit.json"));
+  EXPECT_EQ(audit["schema"], "stackaudit.audit/v1");
+  EXPECT_TRUE(eventually([] { return demo_targets().empty(); }));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Demo, ItsServiceEndsWithItHoweverItEnds) {
+  // `stackaudit demo | head` (a closed pipe), Ctrl-C, SIGKILL: the demo
+  // service must not live on. SIGKILL is the hardest of them.
+  std::string dir = testing::TempDir() + "demo-killed-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  Child demo({"/bin/sh", "-c", "cd '" + dir + "' && exec " + std::string(kStackaudit) + " demo"});
+  // Mid-audit: the service said it was ready and stackaudit started its
+  // stopper process to stop the busy thread.
+  ASSERT_TRUE(eventually(
+      [&] {
+        for (pid_t child : children_of(demo.pid()))
+          if (auto st = proc::read_stat(child, child); st && st->comm == "stackaudit-stop")
+            return true;
+        return false;
+      },
+      std::chrono::seconds(20)));
+  ASSERT_FALSE(demo_targets().empty());
+  demo.kill_and_reap();
+  EXPECT_TRUE(eventually([] { return demo_targets().empty(); }))
+      << "a demo service outlived stackaudit";
+  for (pid_t p : demo_targets()) kill(p, SIGKILL);  // do not leave it to spin
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

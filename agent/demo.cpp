@@ -1,5 +1,6 @@
 #include "agent/demo.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -16,6 +17,7 @@
 #include "agent/dump.h"
 #include "agent/exit_codes.h"
 #include "agent/text_report.h"
+#include "injector/unique_fd.h"
 
 namespace stackaudit {
 namespace {
@@ -37,7 +39,9 @@ class DemoTarget {
       throw UserError{kExitUsage, "the demo target " + path +
                                       " is missing; build it with 'cmake --build build'"};
     int fds[2];
-    if (::pipe(fds) != 0) throw UserError{kExitUsage, "cannot create a pipe for the demo target"};
+    if (::pipe2(fds, O_CLOEXEC) != 0)
+      throw UserError{kExitUsage, "cannot create a pipe for the demo target"};
+    UniqueFd ready_end(fds[0]), child_end(fds[1]);
     pid_t parent = ::getpid();
     pid_ = ::fork();
     if (pid_ == 0) {
@@ -45,7 +49,7 @@ class DemoTarget {
       // SIGKILL): the death signal is kept across exec.
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (::getppid() != parent) ::_exit(0);
-      ::close(fds[0]);
+      ::fcntl(fds[1], F_SETFD, 0);  // the one descriptor the target keeps
       sigset_t none;
       sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);  // do not pass our blocked SIGCHLD on
@@ -53,11 +57,10 @@ class DemoTarget {
       ::execl(path.c_str(), path.c_str(), fd.c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
     }
-    ::close(fds[1]);
-    pollfd p{fds[0], POLLIN, 0};
+    child_end.reset();
+    pollfd p{ready_end.get(), POLLIN, 0};
     char buf[16] = {};
-    bool ready = ::poll(&p, 1, 10000) == 1 && ::read(fds[0], buf, sizeof buf) > 0;
-    ::close(fds[0]);
+    bool ready = ::poll(&p, 1, 10000) == 1 && ::read(ready_end.get(), buf, sizeof buf) > 0;
     if (!ready) {
       stop();
       throw UserError{kExitTarget, "the demo target did not start"};

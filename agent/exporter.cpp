@@ -14,6 +14,7 @@
 #include "agent/audit_json.h"
 #include "agent/exit_codes.h"
 #include "agent/metrics.h"
+#include "injector/unique_fd.h"
 
 namespace stackaudit {
 namespace {
@@ -71,11 +72,10 @@ std::string why_cannot_listen(const std::string& listen) {
     inet_pton(AF_INET, addr.c_str(), &a->sin_addr);
     len = sizeof *a;
   }
-  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  UniqueFd fd(::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  int err = ::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) == 0 ? 0 : errno;
-  ::close(fd);
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  int err = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) == 0 ? 0 : errno;
   switch (err) {
     case EADDRINUSE:
       return "another process already listens on that port (choose another with --listen)";

@@ -67,24 +67,19 @@ ProcessCapturer::ProcessCapturer(pid_t pid, CaptureOptions options)
     schedstat_fd_budget_ = std::min<size_t>(files.rlim_cur - 256, 65536);
 }
 
-ProcessCapturer::~ProcessCapturer() {
-  close_schedstat_fds({});
-}
-
 std::optional<SchedStat> ProcessCapturer::schedstat(pid_t tid) {
   auto it = schedstat_fds_.find(tid);
   if (it == schedstat_fds_.end()) {
     if (schedstat_fds_.size() >= schedstat_fd_budget_) return proc::read_schedstat(pid_, tid);
     std::string path =
         "/proc/" + std::to_string(pid_) + "/task/" + std::to_string(tid) + "/schedstat";
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return std::nullopt;
-    it = schedstat_fds_.emplace(tid, fd).first;
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return std::nullopt;
+    it = schedstat_fds_.emplace(tid, std::move(fd)).first;
   }
   char buf[128];
-  ssize_t n = ::pread(it->second, buf, sizeof buf - 1, 0);
+  ssize_t n = ::pread(it->second.get(), buf, sizeof buf - 1, 0);
   if (n <= 0) {  // the thread is gone
-    ::close(it->second);
     schedstat_fds_.erase(it);
     return std::nullopt;
   }
@@ -96,7 +91,6 @@ void ProcessCapturer::close_schedstat_fds(const std::set<pid_t>& keep) {
     if (keep.count(it->first)) {
       ++it;
     } else {
-      ::close(it->second);
       it = schedstat_fds_.erase(it);
     }
   }

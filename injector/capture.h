@@ -21,6 +21,7 @@
 #include "injector/capture_types.h"
 #include "injector/remote_memory.h"
 #include "injector/stopper_process.h"
+#include "injector/unique_fd.h"
 
 namespace stackaudit {
 
@@ -46,7 +47,6 @@ struct CaptureOptions {
 class ProcessCapturer {
  public:
   ProcessCapturer(pid_t pid, CaptureOptions options);
-  ~ProcessCapturer();
   ProcessCapturer(const ProcessCapturer&) = delete;
   ProcessCapturer& operator=(const ProcessCapturer&) = delete;
 
@@ -86,7 +86,7 @@ class ProcessCapturer {
   // Open /proc/PID/task/TID/schedstat files, read again with pread at offset 0
   // each round: the reuse check is one pread per unchanged thread instead of
   // an open (a path walk through /proc), a read and a close.
-  std::unordered_map<pid_t, int> schedstat_fds_;
+  std::unordered_map<pid_t, UniqueFd> schedstat_fds_;
   size_t schedstat_fd_budget_ = 0;
   std::optional<SchedStat> schedstat(pid_t tid);
   void close_schedstat_fds(const std::set<pid_t>& keep);

@@ -1,5 +1,7 @@
 #include "injector/proc.h"
 
+#include "injector/unique_fd.h"
+
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -47,21 +49,17 @@ std::vector<std::string_view> split_ws(std::string_view s) {
 }  // namespace
 
 std::optional<std::string> read_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return std::nullopt;
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return std::nullopt;
   std::string out;
   char buf[4096];
   for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      ::close(fd);
-      return std::nullopt;
-    }
+    if (n < 0) return std::nullopt;
     if (n == 0) break;
     out.append(buf, static_cast<size_t>(n));
   }
-  ::close(fd);
   return out;
 }
 
@@ -74,13 +72,12 @@ namespace {
 // The numeric entries of a /proc directory (processes, tasks), sorted.
 std::vector<pid_t> numeric_entries(const std::string& path) {
   std::vector<pid_t> ids;
-  DIR* dir = ::opendir(path.c_str());
+  UniqueDir dir(path.c_str());
   if (!dir) return ids;
-  while (dirent* e = ::readdir(dir)) {
+  while (dirent* e = dir.next()) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     ids.push_back(static_cast<pid_t>(std::atoi(e->d_name)));
   }
-  ::closedir(dir);
   std::sort(ids.begin(), ids.end());
   return ids;
 }
@@ -165,30 +162,21 @@ std::string read_wchan(pid_t pid, pid_t tid) {
   return *text;
 }
 
-int read_seccomp(pid_t pid, pid_t tid) {
-  auto status = read_file(task_path(pid, tid, "status"));
-  if (!status) return -1;
-  auto at = status->find("\nSeccomp:");
+int parse_seccomp(const std::string& status) {
+  auto at = status.find("\nSeccomp:");
   if (at == std::string::npos) return -1;
-  auto f = split_ws(std::string_view(*status).substr(at + 9, 16));
+  auto f = split_ws(std::string_view(status).substr(at + 9, 16));
   return f.empty() ? -1 : static_cast<int>(parse_u64(f[0]));
 }
 
-std::optional<ProcessInfo> read_process_info(pid_t pid) {
-  auto status = read_file(pid_path(pid, "status"));
-  auto stat_text = read_file(pid_path(pid, "stat"));
-  if (!status || !stat_text) return std::nullopt;
-  ProcessInfo info;
-  info.pid = pid;
-  if (auto st = parse_stat(*stat_text)) {
-    info.comm = st->comm;
-    info.state = st->state;
-    info.ppid = st->ppid;
-    info.utime_ticks = st->utime_ticks;
-    info.stime_ticks = st->stime_ticks;
-    info.start_time_ticks = st->start_time_ticks;
-  }
-  std::istringstream in(*status);
+int read_seccomp(pid_t pid, pid_t tid) {
+  auto status = read_file(task_path(pid, tid, "status"));
+  if (!status) return -1;
+  return parse_seccomp(*status);
+}
+
+void parse_status(const std::string& text, ProcessInfo& info) {
+  std::istringstream in(text);
   std::string line;
   while (std::getline(in, line)) {
     auto colon = line.find(':');
@@ -211,18 +199,39 @@ std::optional<ProcessInfo> read_process_info(pid_t pid) {
     else if (key == "Seccomp")
       info.seccomp = static_cast<int>(parse_u64(f[0]));
   }
+}
+
+std::vector<std::string> parse_cmdline(const std::string& text) {
+  std::vector<std::string> args;
+  size_t i = 0;
+  while (i < text.size()) {
+    size_t j = text.find('\0', i);
+    if (j == std::string::npos) j = text.size();
+    args.push_back(text.substr(i, j - i));
+    i = j + 1;
+  }
+  return args;
+}
+
+std::optional<ProcessInfo> read_process_info(pid_t pid) {
+  auto status = read_file(pid_path(pid, "status"));
+  auto stat_text = read_file(pid_path(pid, "stat"));
+  if (!status || !stat_text) return std::nullopt;
+  ProcessInfo info;
+  info.pid = pid;
+  if (auto st = parse_stat(*stat_text)) {
+    info.comm = st->comm;
+    info.state = st->state;
+    info.ppid = st->ppid;
+    info.utime_ticks = st->utime_ticks;
+    info.stime_ticks = st->stime_ticks;
+    info.start_time_ticks = st->start_time_ticks;
+  }
+  parse_status(*status, info);
   char exe[4096];
   ssize_t n = ::readlink(pid_path(pid, "exe").c_str(), exe, sizeof exe - 1);
   if (n > 0) info.exe.assign(exe, static_cast<size_t>(n));
-  if (auto cmd = read_file(pid_path(pid, "cmdline"))) {
-    size_t i = 0;
-    while (i < cmd->size()) {
-      size_t j = cmd->find('\0', i);
-      if (j == std::string::npos) j = cmd->size();
-      info.cmdline.push_back(cmd->substr(i, j - i));
-      i = j + 1;
-    }
-  }
+  if (auto cmd = read_file(pid_path(pid, "cmdline"))) info.cmdline = parse_cmdline(*cmd);
   return info;
 }
 
@@ -339,7 +348,9 @@ void parse_unix_sockets(const std::string& text, std::vector<SocketEntry>& out) 
     SocketEntry e;
     e.protocol = "unix";
     e.inode = parse_u64(f[6]);
-    if (f.size() >= 8) e.local = std::string(f[7]);
+    // The kernel prints the path raw after one space: it may hold spaces.
+    size_t path_at = static_cast<size_t>(f[6].data() - line.data()) + f[6].size() + 1;
+    if (f.size() >= 8) e.local = line.substr(path_at);
     unsigned st = static_cast<unsigned>(parse_u64(f[5], 16));
     e.state = st == 3 ? "CONNECTED" : (st == 1 ? "UNCONNECTED" : "LISTEN?");
     out.push_back(std::move(e));
@@ -361,11 +372,10 @@ std::vector<pid_t> list_processes() {
 
 size_t count_fds(pid_t pid) {
   size_t n = 0;
-  DIR* dir = ::opendir(pid_path(pid, "fd").c_str());
+  UniqueDir dir(pid_path(pid, "fd").c_str());
   if (!dir) return 0;
-  while (dirent* e = ::readdir(dir))
+  while (dirent* e = dir.next())
     if (e->d_name[0] != '.') ++n;
-  ::closedir(dir);
   return n;
 }
 

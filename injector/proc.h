@@ -30,7 +30,7 @@ std::vector<Mapping> read_maps(pid_t pid);
 std::optional<FdLink> read_fd_link(pid_t pid, int fd);
 std::vector<SocketEntry> read_sockets(pid_t pid);
 
-// Parsers, public so the collector's tests can feed canned text.
+// Parsers, public so the tests and the fuzzers (fuzz/) can feed canned text.
 std::optional<TaskStat> parse_stat(const std::string& text);
 std::optional<SyscallState> parse_syscall(const std::string& text);
 std::optional<SchedStat> parse_schedstat(const std::string& text);
@@ -38,6 +38,13 @@ std::vector<Mapping> parse_maps(const std::string& text);
 void parse_inet_sockets(const std::string& text, const std::string& protocol,
                         std::vector<SocketEntry>& out);
 void parse_unix_sockets(const std::string& text, std::vector<SocketEntry>& out);
+// /proc/PID/status: the memory, thread, tracer, context-switch and seccomp
+// fields of `info` (the others are left as they are).
+void parse_status(const std::string& text, ProcessInfo& info);
+// The Seccomp: field of a status file, as read_seccomp returns it.
+int parse_seccomp(const std::string& status);
+// /proc/PID/cmdline: the NUL-separated arguments.
+std::vector<std::string> parse_cmdline(const std::string& text);
 
 // Every process on the machine (the numeric entries of /proc).
 std::vector<pid_t> list_processes();

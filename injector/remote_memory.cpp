@@ -9,10 +9,6 @@
 
 namespace stackaudit {
 
-RemoteMemory::~RemoteMemory() {
-  if (mem_fd_ >= 0) ::close(mem_fd_);
-}
-
 ssize_t RemoteMemory::read(uint64_t addr, void* buf, size_t len) {
   if (len == 0) return 0;
   if (!use_proc_mem_) {
@@ -24,15 +20,15 @@ ssize_t RemoteMemory::read(uint64_t addr, void* buf, size_t len) {
     // same ptrace permission but is a plain file.
     use_proc_mem_ = true;
   }
-  if (mem_fd_ < 0) {
+  if (!mem_fd_) {
     char path[64];
     std::snprintf(path, sizeof path, "/proc/%d/mem", pid_);
-    mem_fd_ = ::open(path, O_RDONLY | O_CLOEXEC);
-    if (mem_fd_ < 0) return -1;
+    mem_fd_.reset(::open(path, O_RDONLY | O_CLOEXEC));
+    if (!mem_fd_) return -1;
   }
   ssize_t n;
   do {
-    n = ::pread(mem_fd_, buf, len, static_cast<off_t>(addr));
+    n = ::pread(mem_fd_.get(), buf, len, static_cast<off_t>(addr));
   } while (n < 0 && errno == EINTR);
   return n;
 }

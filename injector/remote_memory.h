@@ -7,12 +7,13 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "injector/unique_fd.h"
+
 namespace stackaudit {
 
 class RemoteMemory {
  public:
   explicit RemoteMemory(pid_t pid) : pid_(pid) {}
-  ~RemoteMemory();
   RemoteMemory(const RemoteMemory&) = delete;
   RemoteMemory& operator=(const RemoteMemory&) = delete;
 
@@ -30,7 +31,7 @@ class RemoteMemory {
 
  private:
   pid_t pid_;
-  int mem_fd_ = -1;
+  UniqueFd mem_fd_;
   bool use_proc_mem_ = false;
 };
 

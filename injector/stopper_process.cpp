@@ -310,11 +310,9 @@ void raise_priority(char* said, size_t size) {
 
 // Moves fd above the numbers the stopper's descriptors are given, so that
 // placing one there cannot overwrite the other.
-int above_spawn_fds(int fd) {
-  if (fd < 0 || fd > kSharedFd) return fd;
-  int high = fcntl(fd, F_DUPFD_CLOEXEC, kSharedFd + 1);
-  close(fd);
-  return high;
+UniqueFd above_spawn_fds(UniqueFd fd) {
+  if (!fd || fd.get() > kSharedFd) return fd;
+  return UniqueFd(fcntl(fd.get(), F_DUPFD_CLOEXEC, kSharedFd + 1));
 }
 
 }  // namespace
@@ -415,26 +413,26 @@ bool StopperProcess::start(std::string* why) {
     return false;
   };
   shared_size_ = shared_size(options_.max_stack_bytes);
-  memfd_ = above_spawn_fds(memfd_create("stackaudit-stopper", MFD_CLOEXEC));
-  if (memfd_ < 0) return fail("memfd_create");
-  if (ftruncate(memfd_, static_cast<off_t>(shared_size_)) != 0) return fail("ftruncate");
-  void* map = mmap(nullptr, shared_size_, PROT_READ | PROT_WRITE, MAP_SHARED, memfd_, 0);
+  memfd_ = above_spawn_fds(UniqueFd(memfd_create("stackaudit-stopper", MFD_CLOEXEC)));
+  if (!memfd_) return fail("memfd_create");
+  if (ftruncate(memfd_.get(), static_cast<off_t>(shared_size_)) != 0) return fail("ftruncate");
+  void* map = mmap(nullptr, shared_size_, PROT_READ | PROT_WRITE, MAP_SHARED, memfd_.get(), 0);
   if (map == MAP_FAILED) return fail("mmap");
   shared_ = static_cast<uint8_t*>(map);
   write_maps();
 
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) return fail("socketpair");
-  socket_ = pair[0];
-  pair[1] = above_spawn_fds(pair[1]);
-  if (pair[1] < 0) return fail("fcntl");
+  socket_.reset(pair[0]);
+  UniqueFd child_end = above_spawn_fds(UniqueFd(pair[1]));
+  if (!child_end) return fail("fcntl");
 
   posix_spawn_file_actions_t files;
   posix_spawn_file_actions_init(&files);
   posix_spawn_file_actions_addopen(&files, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&files, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_adddup2(&files, pair[1], kSocketFd);
-  posix_spawn_file_actions_adddup2(&files, memfd_, kSharedFd);
+  posix_spawn_file_actions_adddup2(&files, child_end.get(), kSocketFd);
+  posix_spawn_file_actions_adddup2(&files, memfd_.get(), kSharedFd);
   posix_spawn_file_actions_addclosefrom_np(&files, kSharedFd + 1);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
@@ -456,16 +454,16 @@ bool StopperProcess::start(std::string* why) {
   int rc = posix_spawn(&child_, options_.executable.c_str(), &files, &attr, argv, environ);
   posix_spawn_file_actions_destroy(&files);
   posix_spawnattr_destroy(&attr);
-  close(pair[1]);
+  child_end.reset();
   if (rc != 0) {
     child_ = -1;
     errno = rc;
     return fail(("posix_spawn " + options_.executable).c_str());
   }
   // A sanitized build takes a while to start: be patient once.
-  pollfd p{socket_, POLLIN, 0};
+  pollfd p{socket_.get(), POLLIN, 0};
   WireHello hello{};
-  if (poll(&p, 1, 10'000) != 1 || recv(socket_, &hello, sizeof hello, 0) != sizeof hello ||
+  if (poll(&p, 1, 10'000) != 1 || recv(socket_.get(), &hello, sizeof hello, 0) != sizeof hello ||
       hello.magic != kMagic) {
     *why = "cannot start the stopper process: " + reap().how;
     end();
@@ -476,10 +474,7 @@ bool StopperProcess::start(std::string* why) {
 }
 
 void StopperProcess::end() {
-  if (socket_ >= 0) {
-    close(socket_);  // the stopper sees the end of its socket and exits
-    socket_ = -1;
-  }
+  socket_.reset();  // the stopper sees the end of its socket and exits
   if (child_ > 0) {
     uint64_t deadline = monotonic_ns() + 200'000'000;
     int status = 0;
@@ -495,8 +490,7 @@ void StopperProcess::end() {
   }
   if (shared_) munmap(shared_, shared_size_);
   shared_ = nullptr;
-  if (memfd_ >= 0) close(memfd_);
-  memfd_ = -1;
+  memfd_.reset();
 }
 
 StopperProcess::Ended StopperProcess::reap() {
@@ -576,7 +570,7 @@ StopCopy StopperProcess::stop(const PtraceStopper::Request& request) {
       copy.problem = why;
       return copy;
     }
-    if (send(socket_, &wire, sizeof wire, MSG_NOSIGNAL) != sizeof wire) {
+    if (send(socket_.get(), &wire, sizeof wire, MSG_NOSIGNAL) != sizeof wire) {
       // It ended since the last stop: retired, or killed by its watchdog
       // while stopped with a thread still on its way to a stop.
       if (reap().killed) ++watchdog_ended_;
@@ -586,11 +580,11 @@ StopCopy StopperProcess::stop(const PtraceStopper::Request& request) {
     // Bounded: the stopper answers within the reach deadline, or its watchdog
     // ends it within max-stop; the rest is slack for a loaded machine.
     auto timeout = request.reach_deadline + options_.max_stop + std::chrono::seconds(2);
-    pollfd p{socket_, POLLIN, 0};
+    pollfd p{socket_.get(), POLLIN, 0};
     WireReply reply{};
     ssize_t n = -1;
     if (poll(&p, 1, static_cast<int>(timeout.count() / 1000)) == 1)
-      n = recv(socket_, &reply, sizeof reply, 0);
+      n = recv(socket_.get(), &reply, sizeof reply, 0);
     if (n != sizeof reply || reply.magic != kMagic || reply.buffer > kLateSlots) {
       // No answer in time, or its end: either way a dead stopper holds
       // nothing, and the kernel has let the thread go.

@@ -31,6 +31,7 @@
 
 #include "injector/capture_types.h"
 #include "injector/ptrace_stopper.h"
+#include "injector/unique_fd.h"
 
 namespace stackaudit {
 
@@ -88,8 +89,8 @@ class StopperProcess {
 
   StopperOptions options_;
   pid_t child_ = -1;
-  int socket_ = -1;
-  int memfd_ = -1;
+  UniqueFd socket_;
+  UniqueFd memfd_;
   uint8_t* shared_ = nullptr;
   size_t shared_size_ = 0;
   uint64_t round_ = 1;

@@ -7,6 +7,7 @@
 #include <cerrno>
 
 #include "injector/proc.h"
+#include "injector/unique_fd.h"
 
 namespace stackaudit {
 namespace {
@@ -20,11 +21,10 @@ std::string pid_text(pid_t pid) {
 // ELFCLASS32 or ELFCLASS64 from the executable's header; 0 when unreadable.
 int elf_class(pid_t pid) {
   std::string path = "/proc/" + std::to_string(pid) + "/exe";
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return 0;
   unsigned char ident[EI_NIDENT] = {};
-  ssize_t n = ::read(fd, ident, sizeof ident);
-  ::close(fd);
+  ssize_t n = ::read(fd.get(), ident, sizeof ident);
   if (n != static_cast<ssize_t>(sizeof ident) || ident[EI_MAG0] != ELFMAG0 ||
       ident[EI_MAG1] != ELFMAG1 || ident[EI_MAG2] != ELFMAG2 || ident[EI_MAG3] != ELFMAG3)
     return 0;
@@ -77,15 +77,14 @@ ProcessInfo check_target(pid_t pid) {
                                         "processes only");
   // /proc/PID/syscall needs the same permission as ptrace (PTRACE_MODE_ATTACH).
   std::string path = "/proc/" + std::to_string(pid) + "/syscall";
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0 && (errno == EACCES || errno == EPERM))
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd && (errno == EACCES || errno == EPERM))
     throw TargetError(R::kPermission,
                       "permission denied to trace " + pid_text(pid) + ": " + permission_hint());
-  if (fd >= 0) {
+  if (fd) {
     char buf[256];
-    ssize_t n = ::read(fd, buf, sizeof buf);
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
     int err = errno;
-    ::close(fd);
     if (n < 0 && (err == EACCES || err == EPERM))
       throw TargetError(R::kPermission,
                         "permission denied to trace " + pid_text(pid) + ": " + permission_hint());

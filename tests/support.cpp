@@ -55,14 +55,12 @@ Child::Child(const std::vector<std::string>& argv) {
   }
   close(in[0]);
   close(out[1]);
-  in_ = in[1];
-  out_ = out[0];
+  in_.reset(in[1]);
+  out_.reset(out[0]);
 }
 
 Child::~Child() {
   kill_and_reap();
-  if (in_ >= 0) close(in_);
-  if (out_ >= 0) close(out_);
 }
 
 void Child::kill_and_reap() {
@@ -84,10 +82,10 @@ std::optional<std::string> Child::read_line(std::chrono::milliseconds timeout) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         end - std::chrono::steady_clock::now());
     if (left.count() <= 0) return std::nullopt;
-    pollfd p{out_, POLLIN, 0};
+    pollfd p{out_.get(), POLLIN, 0};
     if (poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
     char buf[4096];
-    ssize_t n = read(out_, buf, sizeof buf);
+    ssize_t n = read(out_.get(), buf, sizeof buf);
     if (n <= 0) return std::nullopt;
     buffer_.append(buf, static_cast<size_t>(n));
   }
@@ -107,7 +105,7 @@ std::optional<std::string> Child::wait_for(const std::string& prefix,
 
 void Child::write_line(const std::string& line) {
   std::string s = line + "\n";
-  if (write(in_, s.data(), s.size()) < 0) throw std::runtime_error("write to child");
+  if (write(in_.get(), s.data(), s.size()) < 0) throw std::runtime_error("write to child");
 }
 
 long Child::ask(const std::string& command, const std::string& prefix) {
@@ -130,6 +128,7 @@ RunResult run(const std::vector<std::string>& argv, std::chrono::milliseconds ti
   }
   close(out[1]);
   close(err[1]);
+  UniqueFd ends[2] = {UniqueFd(out[0]), UniqueFd(err[0])};
   RunResult r;
   auto end = std::chrono::steady_clock::now() + timeout;
   pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
@@ -148,7 +147,7 @@ RunResult run(const std::vector<std::string>& argv, std::chrono::milliseconds ti
       char buf[65536];
       ssize_t n = read(fds[i].fd, buf, sizeof buf);
       if (n <= 0) {
-        close(fds[i].fd);
+        ends[i].reset();
         fds[i].fd = -1;
         --open_fds;
       } else {
@@ -156,8 +155,6 @@ RunResult run(const std::vector<std::string>& argv, std::chrono::milliseconds ti
       }
     }
   }
-  for (auto& f : fds)
-    if (f.fd >= 0) close(f.fd);
   int status = 0;
   waitpid(pid, &status, 0);
   if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
@@ -229,9 +226,9 @@ int tagged_line(const std::string& source, const std::string& tag) {
 std::map<pid_t, char> thread_states(pid_t pid) {
   std::map<pid_t, char> out;
   std::string dir = "/proc/" + std::to_string(pid) + "/task";
-  DIR* d = opendir(dir.c_str());
+  UniqueDir d(dir.c_str());
   if (!d) return out;
-  while (dirent* e = readdir(d)) {
+  while (dirent* e = d.next()) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     // A thread may vanish while we read: then there is nothing to say about it.
     auto read = proc::read_file(dir + "/" + e->d_name + "/stat");
@@ -241,32 +238,24 @@ std::map<pid_t, char> thread_states(pid_t pid) {
     if (close != std::string::npos && close + 2 < text.size())
       out[static_cast<pid_t>(std::atoi(e->d_name))] = text[close + 2];
   }
-  closedir(d);
   return out;
 }
 
 std::optional<std::string> http_get(int port, const std::string& path, int* status) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   timeval tv{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    close(fd);
-    return std::nullopt;
-  }
+  setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return std::nullopt;
   std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-  if (write(fd, req.data(), req.size()) < 0) {
-    close(fd);
-    return std::nullopt;
-  }
+  if (write(fd.get(), req.data(), req.size()) < 0) return std::nullopt;
   std::string response;
   char buf[65536];
-  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;)
+  for (ssize_t n; (n = read(fd.get(), buf, sizeof buf)) > 0;)
     response.append(buf, static_cast<size_t>(n));
-  close(fd);
   auto body = response.find("\r\n\r\n");
   if (body == std::string::npos) return std::nullopt;
   if (status) *status = std::atoi(response.c_str() + response.find(' ') + 1);
@@ -277,19 +266,15 @@ namespace {
 
 // Binds 127.0.0.1:port (0: any); returns the port bound, or 0.
 int bind_loopback(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  int bound = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    socklen_t len = sizeof addr;
-    getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-    bound = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return bound;
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return 0;
+  socklen_t len = sizeof addr;
+  getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len);
+  return ntohs(addr.sin_port);
 }
 
 }  // namespace

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "injector/unique_fd.h"
+
 namespace stackaudit::test {
 
 // A child process with its stdin and stdout connected to pipes. Killed with
@@ -39,8 +41,8 @@ class Child {
 
  private:
   pid_t pid_ = -1;
-  int in_ = -1;
-  int out_ = -1;
+  UniqueFd in_;
+  UniqueFd out_;
   std::string buffer_;
 };
 

@@ -278,16 +278,16 @@ TEST(Agent, ThreadChurnForThirtySeconds) {
 
 TEST(AgentErrors, PortInUse) {
   int port = free_port();
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  listen(fd, 1);
+  ASSERT_EQ(bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  listen(fd.get(), 1);
   RunResult r =
       run({kStackaudit, "agent", "--pid", "1", "--listen", "127.0.0.1:" + std::to_string(port)});
-  close(fd);
+  fd.reset();
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("cannot listen on 127.0.0.1:" + std::to_string(port) +
                        ": another process already listens on that port"),

@@ -30,18 +30,12 @@
 //   resume -> "ok"      workers work again
 //   quit / EOF -> exit
 
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <pthread.h>
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -51,19 +45,24 @@
 #include <functional>
 #include <iostream>
 #include <memory>
-#include <mutex>
 #include <sstream>
 #include <string>
 #include <system_error>
 #include <thread>
 #include <vector>
 
+#include "target_common.h"
+
+using namespace fixture;
+
 namespace {
 
 // ---------------------------------------------------------------------------
-// Thread kinds and how many of each.
+// Thread kinds and how many of each. The parked kinds are those of
+// bench_target (target_common.h); the workers are this target's own.
 
 enum class Kind { Condvar, Sleep, Epoll, Recv, Mutex, Worker };
+using Slot = ThreadSlot<Kind>;
 
 struct KindInfo {
   Kind kind;
@@ -73,12 +72,10 @@ struct KindInfo {
 
 // The same shares as bench_target, so the two fixtures look alike to a tool.
 constexpr KindInfo kKinds[] = {
-    {Kind::Condvar, "cv_idle", 0},  // the remainder
-    {Kind::Sleep, "sleeper", 15},
-    {Kind::Epoll, "epoll", 10},   // a stop would break it with EINTR
-    {Kind::Recv, "recv_tmo", 10}, // likewise (SO_RCVTIMEO)
-    {Kind::Mutex, "mutex", 10},
-    {Kind::Worker, "worker", 0},  // set from --workers
+    {Kind::Condvar, "cv_idle", 0},                               // the remainder
+    {Kind::Sleep, "sleeper", 15},  {Kind::Epoll, "epoll", 10},   // a stop would break it with EINTR
+    {Kind::Recv, "recv_tmo", 10},                                // likewise (SO_RCVTIMEO)
+    {Kind::Mutex, "mutex", 10},    {Kind::Worker, "worker", 0},  // set from --workers
 };
 constexpr std::size_t kKindCount = std::size(kKinds);
 
@@ -110,106 +107,19 @@ Plan make_plan(int threads, int workers) {
 // ---------------------------------------------------------------------------
 // Shared state.
 
-struct Slot {
-  std::atomic<pid_t> tid{0};
-  Kind kind = Kind::Condvar;
-};
 std::unique_ptr<Slot[]> g_slots;
 
 // One per worker, on its own cache line so the counters do not bounce.
 struct alignas(64) WorkerState {
   std::atomic<std::uint64_t> done{0};  // units finished since start
-  std::atomic<bool> clock_ready{false};
   clockid_t cpu_clock{};               // this thread's CPU-time clock
   pid_t tid = 0;
 };
 std::unique_ptr<WorkerState[]> g_workers;
 int g_worker_count = 0;
 
-std::atomic<std::uint64_t> g_eintr_epoll{0};
-std::atomic<std::uint64_t> g_eintr_recv{0};
-std::atomic<std::uint64_t> g_unexpected{0};
 std::atomic<std::uint64_t> g_sink{0};  // keeps the work observable
 std::atomic<bool> g_paused{false};     // read once per unit, written by main only
-
-pid_t current_tid() {
-  return static_cast<pid_t>(syscall(SYS_gettid));
-}
-
-void announce(Slot& slot, const char* name) {
-  pthread_setname_np(pthread_self(), name);
-  slot.tid.store(current_tid(), std::memory_order_release);
-}
-
-[[noreturn]] void fail(const char* what) {
-  std::perror(what);
-  std::fflush(stdout);
-  std::_Exit(3);
-}
-
-// ---------------------------------------------------------------------------
-// Parked threads. noinline: one recognisable frame per kind in a stack dump.
-
-std::mutex g_pool_mutex;
-std::condition_variable g_pool_cv;
-bool g_pool_has_work = false;  // never true
-
-[[gnu::noinline]] void park_condvar(Slot& slot) {
-  announce(slot, "cv_idle");
-  std::unique_lock lock(g_pool_mutex);
-  g_pool_cv.wait(lock, [] { return g_pool_has_work; });
-  g_unexpected.fetch_add(1);
-}
-
-[[gnu::noinline]] void park_sleep(Slot& slot) {
-  announce(slot, "sleeper");
-  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
-}
-
-[[gnu::noinline]] void park_epoll(Slot& slot) {
-  int ep = epoll_create1(EPOLL_CLOEXEC);
-  int ev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (ep < 0 || ev < 0) fail("agent_target: epoll_create1/eventfd");
-  epoll_event want{};
-  want.events = EPOLLIN;
-  want.data.fd = ev;
-  if (epoll_ctl(ep, EPOLL_CTL_ADD, ev, &want) != 0) fail("agent_target: epoll_ctl");
-  announce(slot, "epoll");
-  for (;;) {
-    epoll_event got[2];
-    int n = epoll_wait(ep, got, 2, -1);
-    if (n < 0 && errno == EINTR)
-      g_eintr_epoll.fetch_add(1, std::memory_order_relaxed);
-    else
-      g_unexpected.fetch_add(1, std::memory_order_relaxed);
-  }
-}
-
-[[gnu::noinline]] void park_recv(Slot& slot) {
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-    fail("agent_target: socketpair");
-  timeval one_hour{3600, 0};
-  if (setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &one_hour, sizeof one_hour) != 0)
-    fail("agent_target: setsockopt");
-  announce(slot, "recv_tmo");
-  for (;;) {
-    char byte;
-    ssize_t n = recv(sv[0], &byte, 1, 0);
-    if (n < 0 && errno == EINTR)
-      g_eintr_recv.fetch_add(1, std::memory_order_relaxed);
-    else if (!(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)))
-      g_unexpected.fetch_add(1, std::memory_order_relaxed);
-  }
-}
-
-std::mutex g_forever;  // locked by main before anyone waits on it
-
-[[gnu::noinline]] void park_mutex(Slot& slot) {
-  announce(slot, "mutex");
-  g_forever.lock();
-  g_unexpected.fetch_add(1);
-}
 
 // ---------------------------------------------------------------------------
 // Workers.
@@ -230,11 +140,13 @@ constexpr int kTableWords = 256;
   return x;
 }
 
-[[gnu::noinline]] void run_worker(Slot& slot, WorkerState& me) {
-  announce(slot, "worker");
-  me.tid = slot.tid.load(std::memory_order_relaxed);
-  if (pthread_getcpuclockid(pthread_self(), &me.cpu_clock) != 0) fail("pthread_getcpuclockid");
-  me.clock_ready.store(true, std::memory_order_release);
+[[gnu::noinline]] void run_worker(std::atomic<pid_t>& tid, WorkerState& me) {
+  me.tid = current_tid();
+  if (int err = pthread_getcpuclockid(pthread_self(), &me.cpu_clock)) {
+    errno = err;  // it returns its error rather than setting errno
+    fail("pthread_getcpuclockid");
+  }
+  announce(tid, "worker");  // after the clock: main reads it once this is seen
   std::uint64_t table[kTableWords];
   for (int i = 0; i < kTableWords; ++i) table[i] = 0x9e3779b97f4a7c15ull * (i + 1);
   std::uint64_t x = static_cast<std::uint64_t>(me.tid) | 1;
@@ -250,13 +162,6 @@ constexpr int kTableWords = 256;
 
 // ---------------------------------------------------------------------------
 // Windows: reset remembers where every counter stood; report subtracts.
-
-std::uint64_t now_ns(clockid_t clock) {
-  timespec ts;
-  clock_gettime(clock, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
-         static_cast<std::uint64_t>(ts.tv_nsec);
-}
 
 // Context switches of one thread, from /proc (a worker never blocks on its
 // own, so its voluntary switches are stops done to it from outside).
@@ -305,38 +210,6 @@ Mark take_mark() {
 // ---------------------------------------------------------------------------
 // Start-up.
 
-char task_state(pid_t tid) {
-  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/stat");
-  std::string line;
-  if (!std::getline(in, line)) return '?';
-  auto close = line.rfind(')');
-  if (close == std::string::npos || close + 2 >= line.size()) return '?';
-  return line[close + 2];
-}
-
-// Every thread has said who it is, every parked one sleeps (two looks in a
-// row), and every worker has published its CPU clock.
-bool wait_until_settled(int total, std::chrono::seconds deadline) {
-  auto give_up = std::chrono::steady_clock::now() + deadline;
-  int calm = 0;
-  while (std::chrono::steady_clock::now() < give_up) {
-    bool all = true;
-    for (int i = 0; i < total && all; ++i) {
-      pid_t tid = g_slots[i].tid.load(std::memory_order_acquire);
-      if (tid == 0)
-        all = false;
-      else if (g_slots[i].kind != Kind::Worker)
-        all = task_state(tid) == 'S';
-    }
-    for (int i = 0; i < g_worker_count && all; ++i)
-      all = g_workers[i].clock_ready.load(std::memory_order_acquire);
-    calm = all ? calm + 1 : 0;
-    if (calm >= 2) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
-}
-
 long parse_int(const std::string& text, const char* what, long lo, long hi) {
   char* end = nullptr;
   long n = std::strtol(text.c_str(), &end, 10);
@@ -350,11 +223,6 @@ long parse_int(const std::string& text, const char* what, long lo, long hi) {
 [[noreturn]] void usage(int code) {
   std::fprintf(code ? stderr : stdout, "usage: agent_target --threads N [--workers W]\n");
   std::exit(code);
-}
-
-[[noreturn]] void leave(int code) {
-  std::fflush(stdout);
-  std::_Exit(code);  // parked threads can never be joined
 }
 
 }  // namespace
@@ -402,13 +270,23 @@ int main(int argc, char** argv) {
     try {
       std::thread t;
       switch (slot.kind) {
-        case Kind::Condvar: t = std::thread(park_condvar, std::ref(slot)); break;
-        case Kind::Sleep: t = std::thread(park_sleep, std::ref(slot)); break;
-        case Kind::Epoll: t = std::thread(park_epoll, std::ref(slot)); break;
-        case Kind::Recv: t = std::thread(park_recv, std::ref(slot)); break;
-        case Kind::Mutex: t = std::thread(park_mutex, std::ref(slot)); break;
+        case Kind::Condvar:
+          t = std::thread(park_condvar, std::ref(slot.tid));
+          break;
+        case Kind::Sleep:
+          t = std::thread(park_sleep, std::ref(slot.tid));
+          break;
+        case Kind::Epoll:
+          t = std::thread(park_epoll, std::ref(slot.tid));
+          break;
+        case Kind::Recv:
+          t = std::thread(park_recv, std::ref(slot.tid));
+          break;
+        case Kind::Mutex:
+          t = std::thread(park_mutex, std::ref(slot.tid));
+          break;
         case Kind::Worker:
-          t = std::thread(run_worker, std::ref(slot), std::ref(g_workers[next_worker++]));
+          t = std::thread(run_worker, std::ref(slot.tid), std::ref(g_workers[next_worker++]));
           break;
       }
       t.detach();
@@ -417,7 +295,11 @@ int main(int argc, char** argv) {
       leave(3);
     }
   }
-  if (!wait_until_settled(plan.total, std::chrono::seconds(60))) {
+  // A worker announces itself only once its CPU clock is published, so this
+  // also waits for the clocks take_mark reads.
+  auto keeps_running = [](Kind kind) { return kind == Kind::Worker; };
+  std::span<const Slot> slots(g_slots.get(), static_cast<std::size_t>(plan.total));
+  if (!wait_until_parked(slots, keeps_running, std::chrono::seconds(60))) {
     std::fprintf(stderr, "agent_target: threads did not settle within 60 s\n");
     leave(4);
   }
@@ -468,7 +350,8 @@ int main(int argc, char** argv) {
     } else if (line == "mix") {
       std::ostringstream out;
       out << "mix";
-      for (std::size_t k = 0; k < kKindCount; ++k) out << ' ' << kKinds[k].name << '=' << plan.count[k];
+      for (std::size_t k = 0; k < kKindCount; ++k)
+        out << ' ' << kKinds[k].name << '=' << plan.count[k];
       out << " main=1 total=" << plan.total + 1;
       std::puts(out.str().c_str());
     } else if (line == "pause" || line == "resume") {

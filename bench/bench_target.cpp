@@ -25,34 +25,26 @@
 //   mix    -> "mix key=value ..." (how many threads of each kind)
 //   quit / EOF -> exit
 
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
-#include <pthread.h>
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <ctime>
-#include <fstream>
 #include <functional>
 #include <iostream>
 #include <memory>
-#include <mutex>
 #include <sstream>
 #include <string>
 #include <system_error>
 #include <thread>
-#include <utility>
+
+#include "target_common.h"
+
+using namespace fixture;
 
 namespace {
 
@@ -60,6 +52,7 @@ namespace {
 // The thread mix.
 
 enum class Kind { Condvar, Sleep, Epoll, Recv, Mutex, Probe, Spin };
+using Slot = ThreadSlot<Kind>;
 
 struct KindInfo {
   Kind kind;
@@ -103,12 +96,11 @@ Mix plan_mix(int n, int spinners) {
   return mix;
 }
 
-// ---------------------------------------------------------------------------
-// Counters the harness reads.
+std::unique_ptr<Slot[]> g_slots;  // one per thread started, grouped by kind
 
-std::atomic<std::uint64_t> g_eintr_epoll{0};
-std::atomic<std::uint64_t> g_eintr_recv{0};
-std::atomic<std::uint64_t> g_unexpected{0};  // wakeups that should never happen
+// ---------------------------------------------------------------------------
+// Threads that never park: the stall probe and the spinners. (The parked
+// kinds, and the counters they keep, are in target_common.h.)
 
 // The probe publishes what it saw; all in nanoseconds.
 struct ProbeFigures {
@@ -124,123 +116,10 @@ struct ProbeFigures {
 };
 ProbeFigures g_probe;
 
-// ---------------------------------------------------------------------------
-// Parking: every worker says who it is before it blocks, so main can check
-// with /proc that it really is asleep before announcing "ready".
-
-struct Slot {
-  std::atomic<pid_t> tid{0};
-  Kind kind = Kind::Condvar;
-};
-
-std::unique_ptr<Slot[]> g_slots;
-
-pid_t current_tid() {
-  return static_cast<pid_t>(syscall(SYS_gettid));
-}
-
-void announce(Slot& slot, const char* name) {
-  pthread_setname_np(pthread_self(), name);
-  slot.tid.store(current_tid(), std::memory_order_release);
-}
-
-// Each parking function is noinline so that a stack dump shows one frame with
-// a recognisable name per kind.
-
-// Idle pool: the predicate is never true, like workers waiting for a job.
-std::mutex g_pool_mutex;
-std::condition_variable g_pool_cv;
-bool g_pool_has_work = false;
-
-[[gnu::noinline]] void park_condvar(Slot& slot) {
-  announce(slot, "cv_idle");
-  std::unique_lock lock(g_pool_mutex);
-  g_pool_cv.wait(lock, [] { return g_pool_has_work; });
-  g_unexpected.fetch_add(1);
-}
-
-[[gnu::noinline]] void run_spinner(Slot& slot) {
-  announce(slot, "spinner");
+[[gnu::noinline]] void run_spinner(std::atomic<pid_t>& tid) {
+  announce(tid, "spinner");
   volatile std::uint64_t x = 1;
   for (;;) x = x * 6364136223846793005ull + 1442695040888963407ull;
-}
-
-[[gnu::noinline]] void park_sleep(Slot& slot) {
-  announce(slot, "sleeper");
-  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
-}
-
-// An event loop with nothing to do: an eventfd that is never written, and an
-// infinite timeout. A retry on EINTR is what a careful loop does; we count it.
-[[gnu::noinline]] void park_epoll(Slot& slot) {
-  int ep = epoll_create1(EPOLL_CLOEXEC);
-  int ev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (ep < 0 || ev < 0) {
-    std::perror("bench_target: epoll_create1/eventfd");
-    std::_Exit(3);
-  }
-  epoll_event want{};
-  want.events = EPOLLIN;
-  want.data.fd = ev;
-  if (epoll_ctl(ep, EPOLL_CTL_ADD, ev, &want) != 0) {
-    std::perror("bench_target: epoll_ctl");
-    std::_Exit(3);
-  }
-  announce(slot, "epoll");
-  for (;;) {
-    epoll_event got[4];
-    int n = epoll_wait(ep, got, 4, -1);
-    if (n < 0 && errno == EINTR) {
-      g_eintr_epoll.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      g_unexpected.fetch_add(1, std::memory_order_relaxed);
-    }
-  }
-}
-
-// A client waiting for a reply that never comes, with a receive timeout. The
-// timeout matters: with SO_RCVTIMEO the kernel returns EINTR after a stop
-// instead of restarting the call.
-[[gnu::noinline]] void park_recv(Slot& slot) {
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-    std::perror("bench_target: socketpair");
-    std::_Exit(3);
-  }
-  timeval one_hour{3600, 0};
-  if (setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &one_hour, sizeof one_hour) != 0) {
-    std::perror("bench_target: setsockopt(SO_RCVTIMEO)");
-    std::_Exit(3);
-  }
-  announce(slot, "recv_tmo");
-  // sv[1] stays open and silent for the life of the process.
-  for (;;) {
-    char byte;
-    ssize_t n = recv(sv[0], &byte, 1, 0);
-    if (n < 0 && errno == EINTR) {
-      g_eintr_recv.fetch_add(1, std::memory_order_relaxed);
-    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      // the hour is up; wait again
-    } else {
-      g_unexpected.fetch_add(1, std::memory_order_relaxed);
-    }
-  }
-}
-
-// Locked by main before any waiter starts and never released.
-std::mutex g_forever;
-
-[[gnu::noinline]] void park_mutex(Slot& slot) {
-  announce(slot, "mutex");
-  g_forever.lock();
-  g_unexpected.fetch_add(1);
-}
-
-std::uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
-         static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
 void raise_to(std::atomic<std::uint64_t>& slot, std::uint64_t v) {
@@ -260,8 +139,8 @@ void raise_to(std::atomic<std::uint64_t>& slot, std::uint64_t v) {
 // such gaps, and the clock is re-read after it so its cost is not counted.
 constexpr std::uint64_t kLookThreshold = 2000;  // ns
 
-[[gnu::noinline]] void run_probe(Slot& slot) {
-  announce(slot, "probe");
+[[gnu::noinline]] void run_probe(std::atomic<pid_t>& tid) {
+  announce(tid, "probe");
   long voluntary = 0, involuntary = 0;
   auto switches = [](long& v, long& iv) {
     rusage ru{};
@@ -316,37 +195,6 @@ constexpr std::uint64_t kLookThreshold = 2000;  // ns
 
 // ---------------------------------------------------------------------------
 // Main thread: start everyone, wait until they sleep, then serve commands.
-
-// State letter of a task from /proc/self/task/TID/stat. The comm field may
-// contain spaces or parentheses, so look after the last ')'.
-char task_state(pid_t tid) {
-  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/stat");
-  std::string line;
-  if (!std::getline(in, line)) return '?';
-  auto close = line.rfind(')');
-  if (close == std::string::npos || close + 2 >= line.size()) return '?';
-  return line[close + 2];
-}
-
-bool wait_until_parked(int total, std::chrono::seconds deadline) {
-  auto give_up = std::chrono::steady_clock::now() + deadline;
-  int calm_rounds = 0;  // require two clean looks in a row
-  while (std::chrono::steady_clock::now() < give_up) {
-    bool all = true;
-    for (int i = 0; i < total && all; ++i) {
-      pid_t tid = g_slots[i].tid.load(std::memory_order_acquire);
-      if (tid == 0) {
-        all = false;
-      } else if (g_slots[i].kind != Kind::Probe && g_slots[i].kind != Kind::Spin) {
-        all = task_state(tid) == 'S';
-      }
-    }
-    calm_rounds = all ? calm_rounds + 1 : 0;
-    if (calm_rounds >= 2) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
-}
 
 // Let the probe run at least one full loop after a request, so a gap that
 // ended just before the request is included in what we report.
@@ -403,12 +251,6 @@ Args parse_args(int argc, char** argv) {
   return args;
 }
 
-[[noreturn]] void leave(int code) {
-  std::fflush(stdout);
-  // The parked threads can never be joined; skip destructors entirely.
-  std::_Exit(code);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -431,25 +273,25 @@ int main(int argc, char** argv) {
     try {
       switch (slot.kind) {
         case Kind::Condvar:
-          worker = std::thread(park_condvar, std::ref(slot));
+          worker = std::thread(park_condvar, std::ref(slot.tid));
           break;
         case Kind::Sleep:
-          worker = std::thread(park_sleep, std::ref(slot));
+          worker = std::thread(park_sleep, std::ref(slot.tid));
           break;
         case Kind::Epoll:
-          worker = std::thread(park_epoll, std::ref(slot));
+          worker = std::thread(park_epoll, std::ref(slot.tid));
           break;
         case Kind::Recv:
-          worker = std::thread(park_recv, std::ref(slot));
+          worker = std::thread(park_recv, std::ref(slot.tid));
           break;
         case Kind::Mutex:
-          worker = std::thread(park_mutex, std::ref(slot));
+          worker = std::thread(park_mutex, std::ref(slot.tid));
           break;
         case Kind::Probe:
-          worker = std::thread(run_probe, std::ref(slot));
+          worker = std::thread(run_probe, std::ref(slot.tid));
           break;
         case Kind::Spin:
-          worker = std::thread(run_spinner, std::ref(slot));
+          worker = std::thread(run_spinner, std::ref(slot.tid));
           break;
       }
     } catch (const std::system_error& e) {
@@ -460,7 +302,9 @@ int main(int argc, char** argv) {
   }
 
   const bool have_probe = mix.of(Kind::Probe) > 0;
-  if (!wait_until_parked(mix.total, std::chrono::seconds(60))) {
+  auto keeps_running = [](Kind kind) { return kind == Kind::Probe || kind == Kind::Spin; };
+  std::span<const Slot> slots(g_slots.get(), static_cast<std::size_t>(mix.total));
+  if (!wait_until_parked(slots, keeps_running, std::chrono::seconds(60))) {
     std::fprintf(stderr, "bench_target: threads did not all park within 60 s\n");
     leave(4);
   }

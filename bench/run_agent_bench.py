@@ -30,14 +30,13 @@ minus the harness, the target and the agent); a window disturbed by more than
 --max-foreign-run CPUs is measured again. The workers keep both vCPUs of a
 2-vCPU machine busy, so anything else that runs takes its CPU time from them.
 
-Standard library only; helpers come from run_dump_bench.py. See
-docs/benchmarks.md, section 3.
+Standard library only; helpers shared with the other benchmarks come from
+harness.py. See docs/benchmarks.md, section 3.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -54,23 +53,27 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_dump_bench import (  # noqa: E402  (the section-1 harness)
-    REPO_ROOT,
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, from any directory
+from harness import (  # noqa: E402
     ForeignCpu,
     Target,
     TargetError,
-    Tool,
-    _die_with_parent,
+    add_note,
+    compile_target,
+    die_with_parent,
     environment,
+    exit_on_sigterm,
+    file_identity,
     first_line,
     fmt_us,
+    is_executable,
+    proc_cpu_split,
     resolve,
+    rotated,
     tool_env,
+    wait_for_quiet,
+    write_results,
 )
-
-TICKS = os.sysconf("SC_CLK_TCK")
-MIB = 1024 * 1024
 
 
 # --------------------------------------------------------------------------
@@ -80,6 +83,11 @@ MIB = 1024 * 1024
 class AgentTarget(Target):
     """agent_target: the same line protocol as bench_target, other figures."""
 
+    def __init__(self, path: Path, threads: int, start_timeout: float, cmd_timeout: float):
+        # Its worker count comes from $AGENT_TARGET_WORKERS, set by main().
+        super().__init__([str(path), "--threads", str(threads)], "agent_target",
+                         start_timeout, cmd_timeout)
+
     def report(self) -> dict[str, float]:  # type: ignore[override]
         answer = self.command("report")
         m = re.fullmatch(r"iterations=(\d+) elapsed_ns=(\d+)", answer)
@@ -87,52 +95,20 @@ class AgentTarget(Target):
             raise TargetError(f"report answered {answer!r}")
         return {"iterations": int(m.group(1)), "elapsed_ns": int(m.group(2))}
 
-    def command_ok(self, cmd: str) -> None:
-        answer = self.command(cmd)
-        if answer != "ok":
-            raise TargetError(f"{cmd} answered {answer!r}")
-
 
 def build_target(path_arg: str | None) -> Path:
     """The given binary, or bench/agent_target.cpp compiled into /tmp (cached by content)."""
     if path_arg:
         p = resolve(path_arg)
-        if not (p.is_file() and os.access(p, os.X_OK)):
+        if not is_executable(p):
             sys.exit(f"error: no executable agent_target at {p}")
         return p
-    src = REPO_ROOT / "bench" / "agent_target.cpp"
-    cxx = shutil.which("g++")
-    if not (src.exists() and cxx):
-        sys.exit("error: need g++ and bench/agent_target.cpp, or --target BINARY")
-    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
-    out = Path(tempfile.gettempdir()) / f"stackaudit-agent-bench-{digest}" / "agent_target"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        print(f"compiling {src} -> {out}", file=sys.stderr)
-        tmp = out.with_suffix(".tmp")
-        subprocess.run([cxx, "-std=c++20", "-O2", "-g", "-pthread", "-Wall", "-Wextra",
-                        "-o", str(tmp), str(src)], check=True, timeout=300)
-        tmp.rename(out)
-    return out
+    return compile_target("agent_target", "need g++ and bench/agent_target.cpp, or --target BINARY",
+                          cache_prefix="stackaudit-agent-bench")
 
 
 # --------------------------------------------------------------------------
 # Reading processes and the agent's /metrics.
-
-
-def proc_cpu_split(pid: int) -> tuple[float, float] | None:
-    """(user, system) CPU seconds of a process, from /proc/PID/stat."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    utime, stime = stat[stat.rfind(")") + 2:].split()[11:13]
-    return int(utime) / TICKS, int(stime) / TICKS
-
-
-def proc_cpu_seconds(pid: int) -> float | None:
-    split = proc_cpu_split(pid)
-    return None if split is None else split[0] + split[1]
 
 
 def proc_status_kib(pid: int, key: str) -> int | None:
@@ -143,20 +119,6 @@ def proc_status_kib(pid: int, key: str) -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
-
-
-class ForeignCpuOf(ForeignCpu):
-    """ForeignCpu for several live children (target and agent) at once."""
-
-    def __init__(self, live_pids: list[int]) -> None:
-        self.live_pids = list(live_pids)
-        super().__init__(live_pid=None)
-
-    def _own(self) -> float:
-        own = super()._own()
-        for pid in self.live_pids:
-            own += proc_cpu_seconds(pid) or 0.0
-        return own
 
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
@@ -175,16 +137,6 @@ def scrape(port: int, timeout: float = 10) -> dict[str, float]:
             except ValueError:
                 pass
     return out
-
-
-def file_identity(path: Path) -> str:
-    """sha256 prefix and mtime of a file: tells whether a binary was rebuilt mid-run."""
-    try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-        mtime = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(path.stat().st_mtime))
-        return f"sha256 {digest}…, built {mtime} UTC"
-    except OSError as e:
-        return f"unreadable ({e})"
 
 
 def free_port() -> int:
@@ -206,7 +158,7 @@ class Agent:
              "--listen", f"127.0.0.1:{self.port}", "--audit-json", str(self.audit_path),
              "--duration", f"{max_seconds:.0f}s"],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            env=tool_env(), start_new_session=True, preexec_fn=_die_with_parent)
+            env=tool_env(), start_new_session=True, preexec_fn=die_with_parent)
         self.pid = self.proc.pid
         self.rss_max_kib = 0
 
@@ -331,7 +283,7 @@ def tick_loop(seconds: float, sample) -> None:
 
 def baseline_window(target: AgentTarget, seconds: float) -> Window:
     w = Window("baseline")
-    others = ForeignCpuOf([target.pid])
+    others = ForeignCpu([target.pid])
     target.reset()
     # The same once-a-second /proc read as in agent windows, here of the target.
     tick_loop(seconds, lambda: proc_status_kib(target.pid, "VmRSS"))
@@ -349,7 +301,7 @@ def agent_window(target: AgentTarget, binary: Path, interval: str, seconds: floa
                   workdir=workdir)
     try:
         before = agent.wait_steady(rounds=2, min_seconds=warmup, timeout=warmup + 60)
-        others = ForeignCpuOf([target.pid, agent.pid])
+        others = ForeignCpu([target.pid, agent.pid])
         cpu0 = proc_cpu_split(agent.pid)
         target.reset()
         tick_loop(seconds, agent.sample_rss)
@@ -377,28 +329,12 @@ def agent_window(target: AgentTarget, binary: Path, interval: str, seconds: floa
         else:
             w.note = f"no audit JSON (agent exit {w.exit_code}; log: {agent.tail()})"
         if w.exit_code not in (0, 1):
-            w.note = (w.note + "; " if w.note else "") + f"agent exit {w.exit_code}"
+            w.note = add_note(w.note, f"agent exit {w.exit_code}")
     finally:
         agent.close()
         if target.unfreeze_if_stopped():
-            w.note = (w.note + "; " if w.note else "") + "target left stopped, sent SIGCONT"
+            w.note = add_note(w.note, "target left stopped, sent SIGCONT")
     return w
-
-
-def wait_quiet(pids: list[int], limit: float, sample: float, timeout: float) -> float:
-    """Wait until other processes use at most `limit` CPUs over `sample` seconds."""
-    t0 = time.monotonic()
-    while True:
-        f = ForeignCpuOf(pids)
-        time.sleep(sample)
-        used = f.cores()
-        if used <= limit:
-            return used
-        if time.monotonic() - t0 > timeout:
-            print(f"warning: machine still busy ({used:.2f} CPUs used by other processes) "
-                  f"after {timeout:.0f} s; measuring anyway", file=sys.stderr)
-            return used
-        print(f"  waiting for a quiet machine (others use {used:.2f} CPUs)", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------
@@ -581,10 +517,10 @@ def main() -> int:
     if not 1 <= args.workers < min(args.threads):
         ap.error("--workers must be at least 1 and below every thread count")
     os.environ["AGENT_TARGET_WORKERS"] = str(args.workers)  # read by agent_target
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    exit_on_sigterm()
 
     sa = resolve(args.stackaudit)
-    if not (sa.is_file() and os.access(sa, os.X_OK)):
+    if not is_executable(sa):
         sys.exit(f"error: no stackaudit at {sa}")
     sa = sa.resolve()
     target_path = build_target(args.target)
@@ -605,9 +541,7 @@ def main() -> int:
                                   f"not {args.workers}")
             plan: list[str] = []
             for rep in range(args.reps):
-                order = args.intervals[rep % len(args.intervals):] + \
-                    args.intervals[:rep % len(args.intervals)]
-                plan += order
+                plan += rotated(args.intervals, rep)
             windows: list[Window] = []
 
             def measure(kind: str) -> Window:
@@ -615,7 +549,12 @@ def main() -> int:
                     # Workers nap meanwhile: our target must not be what keeps
                     # someone else's measurement (or our own wait) from a quiet machine.
                     target.command_ok("pause")
-                    wait_quiet([target.pid], args.max_foreign, 3, args.quiet_timeout)
+                    used = wait_for_quiet(args.max_foreign, window=3, calm_windows=1,
+                                          budget=args.quiet_timeout, live_pids=[target.pid])
+                    if used > args.max_foreign:
+                        print(f"warning: machine still busy ({used:.2f} CPUs used by other "
+                              f"processes) after {args.quiet_timeout:.0f} s; measuring anyway",
+                              file=sys.stderr)
                     target.command_ok("resume")
                     time.sleep(1)
                     if kind == "baseline":
@@ -637,8 +576,8 @@ def main() -> int:
                     if attempt < args.retries:
                         print(line + "  disturbed, measuring again", file=sys.stderr)
                     else:
-                        w.note = (w.note + "; " if w.note else "") + (
-                            f"disturbed: other processes used {w.foreign_cpus:.2f} CPUs")
+                        w.note = add_note(
+                            w.note, f"disturbed: other processes used {w.foreign_cpus:.2f} CPUs")
                         print(line + "  disturbed, kept", file=sys.stderr)
                 kept_foreign.append(w.foreign_cpus)
                 raw.append({"threads": n, **w.__dict__})
@@ -657,8 +596,7 @@ def main() -> int:
             if target is not None:
                 target.close()
 
-    env = environment([Tool("stackaudit", lambda pid: [], (0, 1), lambda out: {},
-                            first_line([str(sa), "--version"]))], target_path)
+    env = environment(target_path, {"stackaudit": first_line([str(sa), "--version"])})
     env.append(f"- stackaudit binary: {sa}, {sa_identity}")
     rebuilt = file_identity(sa) != sa_identity
     if rebuilt:
@@ -683,12 +621,7 @@ def main() -> int:
                  + "; those figures are not representative.**\n")
     if rebuilt:
         print("warning: the stackaudit binary changed during the run", file=sys.stderr)
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text, encoding="utf-8")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"environment": env, "windows": raw}, indent=1),
-                                   encoding="utf-8")
+    write_results(text, args.markdown, args.json, {"environment": env, "windows": raw})
     shutil.rmtree(workdir, ignore_errors=True)
     return 0 if results else 1
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Stack dumps of a live 100-thread CPython 3.11 service: stackaudit, austin, eu-stack.
 
-The same method as run_dump_bench.py (whose helpers this imports): one target,
+The same method as run_dump_bench.py (and its helpers, from harness.py): one target,
 here bench/python_service.py run by /usr/bin/python3.11; every tool dumps it
 R times, the tools taking turns, the starting tool rotated each round. Around
 each dump the service is reset and then reports its own view of the damage:
@@ -30,12 +30,10 @@ from __future__ import annotations
 import argparse
 import collections
 import errno
-import hashlib
 import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,24 +41,38 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_dump_bench import (  # noqa: E402  (the section-1 harness)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, from any directory
+from harness import (  # noqa: E402
     BASELINE,
     ForeignCpu,
+    REPO_ROOT,
+    Run,
     Target,
     TargetError,
-    _die_with_parent,
+    Tool,
+    add_note,
     environment,
+    eu_stack_tool,
+    exit_on_sigterm,
+    file_identity,
     first_line,
     fmt_range,
     fmt_us,
+    idle_tool,
+    is_executable,
+    measure_undisturbed,
+    parsed_values,
     resolve,
-    tool_env,
+    rotated,
+    run_tool,
+    stackaudit_dump_argv,
+    stackaudit_tool,
+    tool_versions,
+    wait_for_quiet,
+    write_results,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICE = REPO_ROOT / "bench" / "python_service.py"
 
 # Functions defined in python_service.py, one per thread kind: the tool-neutral
@@ -108,20 +120,9 @@ class Service(Target):
 
     def __init__(self, python: str, script: Path, threads: int, start_timeout: float,
                  cmd_timeout: float):
-        # Target.__init__ would run the script directly; we name the interpreter.
-        self.cmd_timeout = cmd_timeout
-        self._buf = b""
-        self.proc = subprocess.Popen(
-            [python, str(script), "--threads", str(threads)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
-            preexec_fn=_die_with_parent)
-        line = self._readline(start_timeout)
-        m = re.fullmatch(r"ready (\d+)", line)
-        if not m:
-            raise TargetError(f"python_service did not say ready (got {line!r})")
-        self.pid = int(m.group(1))
-        self.mix = {k: int(v) for k, v in
-                    (kv.split("=", 1) for kv in self.command("mix").split()[1:])}
+        # Run by the interpreter we name, not by the script's #! line.
+        super().__init__([python, str(script), "--threads", str(threads)], "python_service",
+                         start_timeout, cmd_timeout)
 
     def syscalls(self) -> dict[int, str]:
         """Each thread's current syscall number ("running" if none), from
@@ -221,16 +222,6 @@ class KernelCount:
 # The tools.
 
 
-@dataclass
-class Tool:
-    name: str
-    argv: Callable[[int], list[str]]
-    ok_codes: tuple[int, ...]
-    parse: Callable[[str, list[dict]], dict]  # (stdout, service's thread table)
-    version: str = ""
-    window: float | None = None  # stop it with SIGINT after this long (austin)
-
-
 def functions_shown(out: str) -> list[str]:
     return [f for f in SERVICE_FUNCTIONS if re.search(rf"\b{f}\b", out)]
 
@@ -325,12 +316,8 @@ def make_tools(args) -> tuple[list[Tool], list[str]]:
     for name in wanted:
         if name == "stackaudit":
             sa = resolve(args.stackaudit)
-            if sa.is_file() and os.access(sa, os.X_OK):
-                sa = sa.resolve()
-                tools.append(Tool("stackaudit",
-                                  lambda pid, sa=sa: [str(sa), "dump", "--pid", str(pid),
-                                                      "--format", "json"],
-                                  (0, 1), parse_stackaudit, first_line([str(sa), "--version"])))
+            if is_executable(sa):
+                tools.append(stackaudit_tool(sa.resolve(), parse_stackaudit))
             else:
                 skipped.append(f"stackaudit (no executable at {sa})")
         elif name == "austin":
@@ -349,13 +336,11 @@ def make_tools(args) -> tuple[list[Tool], list[str]]:
         elif name == "eu-stack":
             eu = shutil.which("eu-stack")
             if eu:
-                tools.append(Tool("eu-stack", lambda pid, eu=eu: [eu, "-p", str(pid)], (0, 1),
-                                  parse_eu_stack, first_line([eu, "--version"])))
+                tools.append(eu_stack_tool(eu, parse_eu_stack))
             else:
                 skipped.append("eu-stack (not installed; Debian package elfutils)")
         elif name == BASELINE:
-            tools.append(Tool(BASELINE, lambda pid: [], (0,), lambda out, truth: {},
-                              "no tool: idle window"))
+            tools.append(idle_tool())
     return tools, skipped
 
 
@@ -364,73 +349,37 @@ def make_tools(args) -> tuple[list[Tool], list[str]]:
 
 
 @dataclass
-class Run:
-    tool: str
-    ok: bool
-    exit: int | None
-    wall_s: float
-    eintr: int
-    max_stall_us: float
-    stats: dict
-    parsed: dict = field(default_factory=dict)
+class ServiceRun(Run):
+    exit: int | None = None
     kernel: dict = field(default_factory=dict)
-    note: str = ""
-    foreign_cpus: float = 0.0
     result: str = ""  # "exit 0", "exit 36", "timeout", "exit 0 at window", "idle"
 
 
 def run_once(tool: Tool, svc: Service, kc: KernelCount | None, parked: dict[int, str],
-             truth: list[dict], args) -> Run:
+             truth: list[dict], args) -> ServiceRun:
     time.sleep(args.settle)
-    others = ForeignCpu(live_pid=svc.pid)
+    others = ForeignCpu([svc.pid])
     if kc:
         kc.clear()
     svc.reset()
-    note, ok, code, parsed, result = "", True, None, {}, "idle"
-    if tool.name == BASELINE:
-        t0 = time.perf_counter()
-        time.sleep(args.idle_window)
-        wall = time.perf_counter() - t0
-    else:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(tool.argv(svc.pid), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=tool_env(), start_new_session=True,
-                                preexec_fn=_die_with_parent)
-        try:
-            try:
-                out, err = proc.communicate(timeout=tool.window or args.timeout)
-            except subprocess.TimeoutExpired:
-                if tool.window is None:
-                    raise
-                os.killpg(proc.pid, signal.SIGINT)  # end of austin's window
-                result = " at window"
-                out, err = proc.communicate(timeout=5)
-            wall = time.perf_counter() - t0
-            code = proc.returncode
-            result = f"exit {code}" + (result if result != "idle" else "")
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-            wall = time.perf_counter() - t0
+    out = run_tool(tool, svc.pid, args.timeout, args.idle_window)
+    note, ok, parsed, result = "", True, {}, "idle"
+    if tool.name != BASELINE:
+        if out.timed_out:
             ok, note, result = False, "timed out", "timeout"
-        except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-        if ok and code not in tool.ok_codes and not (tool.window and code == -signal.SIGINT):
-            ok = False
-            tail = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
-            note = (note + "; " if note else "") + f"exit {code}: {tail[0][:100]}"
+        else:
+            result = f"exit {out.exit}" + (" at window" if out.at_window else "")
+            if not tool.accepts(out.exit):
+                ok, note = False, f"exit {out.exit}: {out.error_line()[:100]}"
         try:
-            parsed = tool.parse(out.decode(errors="replace"), truth)
+            parsed = tool.parse(out.stdout.decode(errors="replace"), truth)
         except (ValueError, KeyError, TypeError) as e:
             if ok:
                 ok, note = False, f"unparsable output: {e}"
-        parsed["stdout_head"] = out[:160].decode(errors="replace")
-        parsed["stderr_tail"] = err[-240:].decode(errors="replace")
+        parsed["stdout_head"] = out.stdout[:160].decode(errors="replace")
+        parsed["stderr_tail"] = out.stderr[-240:].decode(errors="replace")
         if svc.unfreeze_if_stopped():
-            note = (note + "; " if note else "") + "service left stopped, sent SIGCONT"
+            note = add_note(note, "service left stopped, sent SIGCONT")
     # A thread whose wait a stop ended needs the GIL, held by the spinning
     # probe, before it can count its EINTR or retry. Ask until every blocked
     # thread is back in the syscall it was parked in, and the count the c_
@@ -446,16 +395,16 @@ def run_once(tool: Tool, svc: Service, kc: KernelCount | None, parked: dict[int,
         if rep["eintr"] >= want and not away:
             break
         if time.monotonic() - t_end > args.after_max:
-            note = (note + "; " if note else "") + (
-                f"after {args.after_max:g} s: {len(away)} threads not back in their wait, "
+            note = add_note(
+                note, f"after {args.after_max:g} s: {len(away)} threads not back in their wait, "
                 f"c_ threads counted {rep['eintr']} of {want} EINTRs")
             break
         time.sleep(0.02)
     catch_up = time.monotonic() - t_end
     stats = svc.stats()
     stats["catch_up_s"] = catch_up
-    return Run(tool.name, ok, code, wall, rep["eintr"], rep["max_stall_us"], stats, parsed,
-               kernel, note, others.cores(), result)
+    return ServiceRun(tool.name, ok, out.wall_s, rep["eintr"], rep["max_stall_us"], stats,
+                      parsed, note, others.cores(), exit=out.exit, kernel=kernel, result=result)
 
 
 # --------------------------------------------------------------------------
@@ -466,7 +415,7 @@ def med(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def main_table(tools: list[Tool], runs: dict[str, list[Run]], mix: dict[str, int],
+def main_table(tools: list[Tool], runs: dict[str, list[ServiceRun]], mix: dict[str, int],
                kernel_on: bool) -> str:
     prog_prone = sum(mix.get(k, 0) for k in PROGRAM_EINTR_PRONE)
     kern_prone = sum(mix.get(k, 0) for k in KERNEL_EINTR_PRONE)
@@ -497,13 +446,13 @@ def main_table(tools: list[Tool], runs: dict[str, list[Run]], mix: dict[str, int
         k_rest = fmt_range([r.kernel["k_restarted"] for r in rs]) if kernel_on else "not counted"
         shown, funcs, stop, stopped = "–", "–", "–", "–"
         if tool.name != BASELINE:
-            caps = [r.parsed["captured"] for r in rs if r.parsed.get("captured") is not None]
+            caps = parsed_values(rs, "captured")
             if caps:
                 shown = f"{fmt_range(caps)}/{mix['total']}"
             fs = [len(r.parsed.get("functions", [])) for r in rs]
             funcs = f"{fmt_range(fs)}/{len(SERVICE_FUNCTIONS)}"
         if tool.name == "stackaudit":
-            vals = {k: [r.parsed[k] for r in rs if r.parsed.get(k) is not None]
+            vals = {k: parsed_values(rs, k)
                     for k in ("sa_stop_p50", "sa_stop_p99", "sa_stop_max", "sa_stopped",
                               "sa_not_stopped", "sa_eintr_inflicted")}
             if vals["sa_stop_p50"]:
@@ -519,7 +468,7 @@ def main_table(tools: list[Tool], runs: dict[str, list[Run]], mix: dict[str, int
     return "\n".join(lines) + "\n"
 
 
-def detail_table(tools: list[Tool], runs: dict[str, list[Run]]) -> str:
+def detail_table(tools: list[Tool], runs: dict[str, list[ServiceRun]]) -> str:
     lines = [
         "| tool | probe stopped or GIL wait, max | probe preempted, max | probe other, max "
         "| probe off-CPU waits per run | InterruptedError reaching Python | unexpected wakeups "
@@ -543,7 +492,7 @@ def detail_table(tools: list[Tool], runs: dict[str, list[Run]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def kernel_detail(tools: list[Tool], runs: dict[str, list[Run]]) -> str:
+def kernel_detail(tools: list[Tool], runs: dict[str, list[ServiceRun]]) -> str:
     lines = ["| tool | EINTR returned, by syscall (per run, median) | EINTR, by thread kind "
              "| restarted, by syscall (per run, median) | service threads touched |",
              "|---|---|---|---|---:|"]
@@ -563,7 +512,7 @@ def kernel_detail(tools: list[Tool], runs: dict[str, list[Run]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def stackaudit_table(runs: list[Run], truth: list[dict]) -> tuple[str, list[str]]:
+def stackaudit_table(runs: list[ServiceRun], truth: list[dict]) -> tuple[str, list[str]]:
     """Per thread kind: what stackaudit said, over every run, against the truth."""
     order = ["main", "pool", *[k for k in EXPECTED_CATEGORY if k not in ("main", "pool")]]
     recs: dict[str, list[dict]] = collections.defaultdict(list)
@@ -572,7 +521,7 @@ def stackaudit_table(runs: list[Run], truth: list[dict]) -> tuple[str, list[str]
             recs[rec["kind"]].append(rec)
     n_runs = len(runs)
     lines = [
-        f"| thread kind | threads | Python name right | Python stack exact "
+        "| thread kind | threads | Python name right | Python stack exact "
         "| blocking as reported: category (primitive) [idle] | expected | site "
         "| holds GIL | captured |",
         "|---|---:|---:|---:|---|---|---|---:|---|",
@@ -627,33 +576,14 @@ def stackaudit_table(runs: list[Run], truth: list[dict]) -> tuple[str, list[str]
 
 def binary_id(path: Path) -> str:
     try:
-        st = path.stat()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        size = path.stat().st_size
     except OSError:
         return "missing"
     try:
         shown = path.relative_to(REPO_ROOT)
     except ValueError:
         shown = path
-    return (f"{shown}, {st.st_size} bytes, sha256 {digest}…, built "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(st.st_mtime))} UTC")
-
-
-def wait_for_quiet(limit: float, budget: float) -> float:
-    """Wait (up to budget seconds) until other processes use <= limit CPUs for
-    three 2-second windows in a row; returns the last window's figure."""
-    give_up = time.monotonic() + budget
-    calm = 0
-    while True:
-        probe = ForeignCpu()
-        time.sleep(2)
-        used = probe.cores()
-        calm = calm + 1 if used <= limit else 0
-        if calm >= 3 or time.monotonic() >= give_up:
-            return used
-        if calm == 0:
-            print(f"waiting for a quiet machine: other processes use {used:.2f} CPUs",
-                  file=sys.stderr)
+    return f"{shown}, {size} bytes, {file_identity(path)}"
 
 
 def main() -> int:
@@ -698,7 +628,7 @@ def main() -> int:
     if args.reps < 1 or args.threads < 12:
         ap.error("reps must be positive and --threads at least 12")
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    exit_on_sigterm()
 
     tools, skipped = make_tools(args)
     for s in skipped:
@@ -722,14 +652,13 @@ def main() -> int:
             shutil.copy2(src, copy)
             if binary_id(copy).split(",", 1)[1] != sa_id.split(",", 1)[1]:
                 sys.exit("error: the stackaudit binary changed while it was being copied")
-            sa_tool.argv = lambda pid, sa=copy: [str(sa), "dump", "--pid", str(pid),
-                                                 "--format", "json"]
-    used = wait_for_quiet(args.max_foreign, args.quiet_wait)
+            sa_tool.argv = stackaudit_dump_argv(copy)
+    used = wait_for_quiet(args.max_foreign, window=2, calm_windows=3, budget=args.quiet_wait)
     if used > args.max_foreign:
         print(f"warning: other processes still use {used:.2f} CPUs; figures will be noisy",
               file=sys.stderr)
 
-    runs: dict[str, list[Run]] = {t.name: [] for t in tools}
+    runs: dict[str, list[ServiceRun]] = {t.name: [] for t in tools}
     raw: list[dict] = []
     svc = kc = None
     truth: list[dict] = []
@@ -754,20 +683,12 @@ def main() -> int:
                 kernel_note = f"kernel count off: {e}"
                 print(f"note: {kernel_note}", file=sys.stderr)
         for rnd in range(-args.warmup, args.reps):
-            k = rnd % len(tools)
-            for tool in tools[k:] + tools[:k]:
+            for tool in rotated(tools, rnd):
                 tag = "warmup" if rnd < 0 else f"rep {rnd + 1}"
-                for attempt in range(args.retries + 1):
-                    run = run_once(tool, svc, kc, parked, truth, args)
-                    if run.foreign_cpus <= args.max_foreign_run:
-                        break
-                    if attempt < args.retries:
-                        print(f"  {tag:7} {tool.name:10} disturbed (other processes used "
-                              f"{run.foreign_cpus:.2f} CPUs), measuring again", file=sys.stderr)
-                        time.sleep(args.retry_pause)
-                    else:
-                        run.note = (run.note + "; " if run.note else "") + (
-                            f"disturbed: other processes used {run.foreign_cpus:.2f} CPUs")
+                run = measure_undisturbed(
+                    lambda: run_once(tool, svc, kc, parked, truth, args),
+                    f"{tag:7} {tool.name:10}", args.max_foreign_run, args.retries,
+                    args.retry_pause)
                 kern = (f" k_eintr={run.kernel.get('k_eintr')} "
                         f"k_restarted={run.kernel.get('k_restarted')}") if kc else ""
                 print(f"  {tag:7} {tool.name:10} wall={run.wall_s * 1000:8.1f} ms "
@@ -796,7 +717,7 @@ def main() -> int:
     mix = svc.mix
     kept = [r for rs in runs.values() for r in rs]
     worst = max(r.foreign_cpus for r in kept)
-    env_lines = environment(tools, SERVICE.relative_to(REPO_ROOT))
+    env_lines = environment(SERVICE.relative_to(REPO_ROOT), tool_versions(tools))
     env_lines.insert(3, f"- interpreter: {args.python} ({first_line([args.python, '--version'])})")
     if sa_id:
         env_lines.append(f"- stackaudit binary: {sa_id}"
@@ -809,7 +730,7 @@ def main() -> int:
     if head:
         env_lines.append(f"- repository HEAD at the run: {head[:72]} (the build may include "
                          "uncommitted changes)")
-    env_lines.append(f"- service mix: " + ", ".join(f"{k} {v}" for k, v in mix.items()))
+    env_lines.append("- service mix: " + ", ".join(f"{k} {v}" for k, v in mix.items()))
     env_lines.append(f"- CPU used by unrelated processes during a recorded dump, worst case: "
                      f"{worst:.2f} CPUs")
     if kernel_note:
@@ -838,13 +759,8 @@ def main() -> int:
                  "those figures are not representative.**\n\n")
     if skipped:
         text += "Skipped: " + "; ".join(skipped) + "\n"
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text, encoding="utf-8")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"environment": env_lines, "truth": truth,
-                                               "runs": raw}, indent=1, default=str),
-                                   encoding="utf-8")
+    write_results(text, args.markdown, args.json,
+                  {"environment": env_lines, "truth": truth, "runs": raw})
     return 0
 
 

@@ -35,8 +35,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_dump_bench import REPO_ROOT, Target, build_target_if_missing  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, from any directory
+from harness import REPO_ROOT, BenchTarget, build_target_if_missing, rotated  # noqa: E402
 
 
 @dataclass
@@ -61,7 +61,7 @@ def percentile(values: list[float], p: float) -> float | None:
     return v[min(len(v) - 1, int(round(p * (len(v) - 1))))]
 
 
-def dump_once(binary: str, target: Target, timeout: float, fig: Figures) -> None:
+def dump_once(binary: str, target: BenchTarget, timeout: float, fig: Figures) -> None:
     target.reset()
     t0 = time.monotonic()
     proc = subprocess.run([binary, "dump", "--pid", str(target.pid), "--format", "json"],
@@ -124,12 +124,11 @@ def main() -> int:
     for rep in range(args.reps):
         order = loads if rep % 2 == 0 else list(reversed(loads))
         for load, spinners in order:
-            target = Target(target_path, args.threads, 60, 30, spinners=spinners)
+            target = BenchTarget(target_path, args.threads, 60, 30, spinners=spinners)
             try:
                 time.sleep(0.5)  # let the spinners spread over the CPUs
                 for d in range(args.dumps):
-                    turn = tools[d % len(tools):] + tools[:d % len(tools)]
-                    for name, binary in turn:
+                    for name, binary in rotated(tools, d):
                         dump_once(binary, target, args.timeout, figures[(load, name)])
             finally:
                 target.close()

@@ -73,7 +73,7 @@ bool is_python_library_file(const std::string& file) {
   return at != std::string::npos && file.find('/', at + 12) != std::string::npos;
 }
 
-std::unique_ptr<CPythonReader> CPythonReader::detect(const ModuleMap& modules, RemoteMemory& memory,
+std::unique_ptr<CPythonReader> CPythonReader::detect(const ModuleMap& modules, Memory& memory,
                                                      std::string* warning,
                                                      uint32_t* detected_version) {
   for (const Module& m : modules.modules()) {
@@ -106,7 +106,7 @@ std::unique_ptr<CPythonReader> CPythonReader::detect(const ModuleMap& modules, R
   return nullptr;
 }
 
-CPythonReader::CPythonReader(RemoteMemory& memory, const CPythonLayout& layout, uint64_t runtime,
+CPythonReader::CPythonReader(Memory& memory, const CPythonLayout& layout, uint64_t runtime,
                              uint32_t version, uint64_t code_type, uint64_t unicode_type)
     : memory_(memory),
       L_(layout),
@@ -205,10 +205,15 @@ bool CPythonReader::read_thread(uint64_t tstate, PyThreadInfo& t,
 }
 
 std::vector<std::pair<uint64_t, uint64_t>> CPythonReader::dict_items(uint64_t dict) {
-  std::vector<std::pair<uint64_t, uint64_t>> out;
   uint64_t keys = 0, values = 0;
-  if (!dict || !read_ptr(dict + L_.dict.keys, &keys) || !keys) return out;
+  if (!dict || !read_ptr(dict + L_.dict.keys, &keys) || !keys) return {};
   read_ptr(dict + L_.dict.values, &values);
+  return keys_items(keys, values);
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> CPythonReader::keys_items(uint64_t keys,
+                                                                     uint64_t values) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
   std::vector<uint8_t> head(L_.dict.indices);
   if (!memory_.read_exact(keys, head.data(), head.size())) return out;
   uint8_t log2_index_bytes = field<uint8_t>(head, L_.dict.log2_index_bytes);
@@ -246,30 +251,20 @@ uint64_t CPythonReader::attribute(uint64_t obj, const std::string& name) {
   if (!(flags & L_.object.managed_dict_flag)) return 0;
   uint64_t values = 0, dict = 0;
   read_ptr(obj + static_cast<uint64_t>(static_cast<int64_t>(L_.object.managed_values)), &values);
+  std::vector<std::pair<uint64_t, uint64_t>> items;
   if (values) {
     // Split "managed" dict: keys shared in the type, values beside the object.
     uint64_t keys = 0;
     if (!read_ptr(type + L_.object.ht_cached_keys, &keys) || !keys) return 0;
-    std::vector<uint8_t> head(L_.dict.indices);
-    if (!memory_.read_exact(keys, head.data(), head.size())) return 0;
-    uint8_t log2_index_bytes = field<uint8_t>(head, L_.dict.log2_index_bytes);
-    int64_t n = field<int64_t>(head, L_.dict.nentries);
-    if (n <= 0 || n > 4096 || log2_index_bytes > 40) return 0;
-    uint64_t entries = keys + L_.dict.indices + (uint64_t{1} << log2_index_bytes);
-    std::string s;
-    for (int64_t i = 0; i < n; ++i) {
-      uint64_t key = 0;
-      if (!read_ptr(entries + static_cast<uint64_t>(i) * L_.dict.unicode_entry_size, &key)) break;
-      if (key && read_string(key, &s) && s == name) {
-        uint64_t value = 0;
-        read_ptr(values + static_cast<uint64_t>(i) * 8, &value);
-        return value;
-      }
-    }
-    return 0;
+    items = keys_items(keys, values);
+  } else {
+    read_ptr(obj + static_cast<uint64_t>(static_cast<int64_t>(L_.object.managed_dict)), &dict);
+    items = dict_items(dict);
   }
-  read_ptr(obj + static_cast<uint64_t>(static_cast<int64_t>(L_.object.managed_dict)), &dict);
-  return dict_get(dict, name);
+  std::string s;
+  for (const auto& [k, v] : items)
+    if (read_string(k, &s) && s == name) return v;
+  return 0;
 }
 
 bool CPythonReader::read_long(uint64_t obj, uint64_t* out) {
@@ -305,7 +300,10 @@ bool CPythonReader::read_once(PyProcessInfo& out, const std::set<long>* frames_f
   out.threads.clear();
   codes_.clear();
   uint64_t interp = 0;
-  if (!read_ptr(runtime_ + L_.runtime.interpreters_head, &interp)) return false;
+  if (!read_ptr(runtime_ + L_.runtime.interpreters_head, &interp)) {
+    out.notes.push_back("the Python runtime could not be read: no Python frames");
+    return true;
+  }
   if (!interp) {
     out.notes.push_back("the Python interpreter is starting up or finalizing: no thread states");
     return true;

@@ -13,7 +13,7 @@
 
 #include "collector/cpython_layout.h"
 #include "collector/module_map.h"
-#include "injector/remote_memory.h"
+#include "injector/memory.h"
 
 namespace stackaudit {
 
@@ -50,8 +50,14 @@ class CPythonReader {
   // .PyRuntime section). Returns null when there is none, or when it is a
   // version we cannot read: then *warning says so, once, in one sentence, and
   // *version holds what Py_Version said (0 when it could not be read).
-  static std::unique_ptr<CPythonReader> detect(const ModuleMap& modules, RemoteMemory& memory,
+  static std::unique_ptr<CPythonReader> detect(const ModuleMap& modules, Memory& memory,
                                                std::string* warning, uint32_t* version);
+
+  // A reader of the runtime at `runtime` laid out as `layout`. code_type and
+  // unicode_type (&PyCode_Type, &PyUnicode_Type in the target; 0 when
+  // unknown) let it reject objects that are not what a pointer promised.
+  CPythonReader(Memory& memory, const CPythonLayout& layout, uint64_t runtime, uint32_t version,
+                uint64_t code_type, uint64_t unicode_type);
 
   uint32_t version() const { return version_; }
   // Reads every thread state; frames only for the threads in `frames_for`
@@ -60,9 +66,6 @@ class CPythonReader {
   PyProcessInfo read(const std::set<long>* frames_for = nullptr);
 
  private:
-  CPythonReader(RemoteMemory& memory, const CPythonLayout& layout, uint64_t runtime,
-                uint32_t version, uint64_t code_type, uint64_t unicode_type);
-
   struct CodeInfo {
     std::string qualname, file, linetable;
     int firstlineno = 0;
@@ -75,12 +78,14 @@ class CPythonReader {
   bool read_ptr(uint64_t addr, uint64_t* out) { return memory_.read_exact(addr, out, 8); }
   // (key, value) pairs of a dict object; keys in insertion order.
   std::vector<std::pair<uint64_t, uint64_t>> dict_items(uint64_t dict);
+  // The same, from a dict-keys object and, for a split table, its values array.
+  std::vector<std::pair<uint64_t, uint64_t>> keys_items(uint64_t keys, uint64_t values);
   uint64_t dict_get(uint64_t dict, const std::string& key);
   uint64_t attribute(uint64_t obj, const std::string& name);  // instance __dict__ lookup
   bool read_long(uint64_t obj, uint64_t* out);
   void read_thread_names(uint64_t interp, std::vector<PyThreadInfo>& threads);
 
-  RemoteMemory& memory_;
+  Memory& memory_;
   const CPythonLayout& L_;
   uint64_t runtime_;
   uint32_t version_;

@@ -4,7 +4,7 @@
 
 namespace stackaudit {
 
-bool ModuleMap::update(const std::vector<Mapping>& maps, RemoteMemory* memory) {
+bool ModuleMap::update(const std::vector<Mapping>& maps, Memory* memory) {
   std::vector<Module> modules;
   std::vector<std::pair<uint64_t, uint64_t>> exec;
   std::map<std::string, size_t> index;  // path -> position in modules

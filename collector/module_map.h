@@ -14,7 +14,7 @@
 
 #include "collector/elf_file.h"
 #include "injector/capture_types.h"
-#include "injector/remote_memory.h"
+#include "injector/memory.h"
 
 namespace stackaudit {
 
@@ -35,7 +35,7 @@ class ModuleMap {
   // Rebuilds from a fresh read of the maps. Already opened files are kept.
   // The vDSO, which has no file, is copied from the target through memory.
   // Returns true when the set of modules changed.
-  bool update(const std::vector<Mapping>& maps, RemoteMemory* memory = nullptr);
+  bool update(const std::vector<Mapping>& maps, Memory* memory = nullptr);
 
   const Module* find(uint64_t addr) const;
   bool is_executable(uint64_t addr) const;

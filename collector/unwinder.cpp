@@ -1,5 +1,7 @@
 #include "collector/unwinder.h"
 
+#include "collector/thread_memory.h"
+
 #include <libunwind.h>
 
 #include <cstdlib>
@@ -16,6 +18,7 @@ namespace stackaudit {
 struct Unwinder::Context {
   Unwinder* unwinder;
   const RawThread* thread;
+  CapturedThreadMemory memory;
 };
 
 namespace {
@@ -69,23 +72,7 @@ int get_dyn_info_list_addr(unw_addr_space_t, unw_word_t*, void*) {
 int access_mem(unw_addr_space_t, unw_word_t addr, unw_word_t* val, int write, void* arg) {
   if (write) return -UNW_EINVAL;
   auto* ctx = static_cast<Context*>(arg);
-  const RawThread& t = *ctx->thread;
-  // Written so that no address, however wild, overflows the bounds check.
-  if (t.stack.size() >= sizeof *val && addr >= t.stack_start &&
-      addr - t.stack_start <= t.stack.size() - sizeof *val) {
-    std::memcpy(val, t.stack.data() + (addr - t.stack_start), sizeof *val);
-    return 0;
-  }
-  if (ctx->unwinder->modules().read_readonly(addr, val, sizeof *val)) return 0;
-  // The rest of this thread's stack has changed since the copy (the thread
-  // runs again): a live read there would mix two moments into one stack.
-  if (addr >= t.stack_map_start && addr < t.stack_map_end) return -UNW_EINVAL;
-  if (ctx->unwinder->memory().read_exact(addr, val, sizeof *val)) return 0;
-  // A CIE's personality pointer is often indirect, through writable .data
-  // (DW.ref.__gxx_personality_v0). Unwinding never uses its value, so when the
-  // live read fails (the process is gone) the file's bytes will do.
-  if (ctx->unwinder->modules().read_file_image(addr, val, sizeof *val)) return 0;
-  return -UNW_EINVAL;
+  return ctx->memory.read_exact(addr, val, sizeof *val) ? 0 : -UNW_EINVAL;
 }
 
 int access_reg(unw_addr_space_t, unw_regnum_t reg, unw_word_t* val, int write, void* arg) {
@@ -165,7 +152,7 @@ unw_accessors_t kAccessors = {find_proc_info, put_unwind_info, get_dyn_info_list
 
 }  // namespace
 
-Unwinder::Unwinder(const ModuleMap& modules, RemoteMemory& memory, size_t max_frames)
+Unwinder::Unwinder(const ModuleMap& modules, Memory& memory, size_t max_frames)
     : modules_(modules), memory_(memory), max_frames_(max_frames) {
   space_ = unw_create_addr_space(&kAccessors, 0);
   unw_set_caching_policy(space_, UNW_CACHE_GLOBAL);
@@ -181,7 +168,7 @@ void Unwinder::flush() {
 
 UnwindResult Unwinder::unwind(const RawThread& thread) {
   UnwindResult out;
-  Context ctx{this, &thread};
+  Context ctx{this, &thread, CapturedThreadMemory(thread, modules_, memory_)};
   unw_cursor_t cursor;
   if (thread.regs.rip == 0 || unw_init_remote(&cursor, space_, &ctx) < 0) {
     out.truncated = true;

@@ -2,7 +2,8 @@
 // the copy of its stack and its saved registers. Unwind tables (.eh_frame_hdr
 // and .eh_frame) are read from the module files we keep open, not from the
 // target; only addresses outside the copy and outside read-only file data are
-// read live (process_vm_readv).
+// read from the live process (collector/thread_memory.h says what is read
+// where).
 #pragma once
 
 #include <cstdint>
@@ -11,7 +12,7 @@
 
 #include "collector/module_map.h"
 #include "injector/capture_types.h"
-#include "injector/remote_memory.h"
+#include "injector/memory.h"
 
 typedef struct unw_addr_space* unw_addr_space_t;
 
@@ -25,7 +26,7 @@ struct UnwindResult {
 
 class Unwinder {
  public:
-  Unwinder(const ModuleMap& modules, RemoteMemory& memory, size_t max_frames = 256);
+  Unwinder(const ModuleMap& modules, Memory& memory, size_t max_frames = 256);
   ~Unwinder();
   Unwinder(const Unwinder&) = delete;
   Unwinder& operator=(const Unwinder&) = delete;
@@ -38,11 +39,10 @@ class Unwinder {
   // libunwind callbacks reach these through the context pointer.
   struct Context;
   const ModuleMap& modules() const { return modules_; }
-  RemoteMemory& memory() { return memory_; }
 
  private:
   const ModuleMap& modules_;
-  RemoteMemory& memory_;
+  Memory& memory_;  // the live process
   size_t max_frames_;
   unw_addr_space_t space_ = nullptr;
 };

@@ -13,13 +13,12 @@
 #include "collector/module_map.h"
 #include "collector/symbolizer.h"
 #include "collector/unwinder.h"
+#include "injector/memory.h"
 #include "injector/proc.h"
+#include "injector/remote_memory.h"
 
 namespace stackaudit {
 namespace {
-
-// A PID that cannot exist (above pid_max): every live read fails.
-constexpr pid_t kNoProcess = 0x7ffffff0;
 
 __attribute__((noinline)) void capture_here(RawThread* out) {
   ucontext_t uc;
@@ -81,7 +80,7 @@ class CannedUnwind : public ::testing::Test {
   }
   RawThread thread_;
   ModuleMap modules_{getpid()};
-  RemoteMemory no_live_memory_{kNoProcess};
+  CannedMemory no_live_memory_;  // nothing: every live read fails
 };
 
 size_t index_of(const std::vector<std::string>& v, const std::string& suffix) {

@@ -18,9 +18,8 @@
 #include "agent/exit_codes.h"
 #include "agent/exporter.h"
 #include "agent/metrics.h"
+#include "agent/pipeline.h"
 #include "agent/window.h"
-#include "collector/snapshot_builder.h"
-#include "injector/capture.h"
 #include "injector/clock.h"
 #include "injector/proc.h"
 #include "injector/target.h"
@@ -177,13 +176,7 @@ int run_agent(const AgentOptions& o) {
   AgentMetrics metrics(registry_storage, o.max_sites);
   Exporter exporter(o.listen, {registry, target_figures, self_figures});
 
-  if (o.pid > 0) {
-    try {
-      check_target(o.pid);
-    } catch (const TargetError& e) {
-      throw UserError{kExitTarget, e.what()};
-    }
-  }
+  if (o.pid > 0) check_auditable(o.pid);
   if (match) {
     auto found = find_matches(*match);
     if (found.size() > 1) {
@@ -288,25 +281,17 @@ int run_agent(const AgentOptions& o) {
     metrics.target_changed(target->pid, target->comm);
     target_figures->set_pid(target->pid);
     episodes.clear();
-    SnapshotBuilder builder(target->pid, rules);
-    builder.prepare(proc::read_maps(target->pid));
-    CaptureOptions capture_options;
-    capture_options.max_stop = o.max_stop;
-    capture_options.nonstop_sufficient = [&](const RawThread& t) {
-      return builder.complete_without_stop(t);
-    };
-    ProcessCapturer capturer(target->pid, capture_options);
-    std::optional<RawCapture> previous;
+    AuditPipeline pipeline(target->pid, rules, o.max_stop);
     while (!stop) {
       uint64_t round_start = monotonic_ns();
-      RawCapture raw = capturer.capture(previous ? &*previous : nullptr);
+      const RawCapture& raw = pipeline.capture();
       bool gone = raw.target_exited || !proc::process_exists(target->pid);
       if (raw.threads.empty() || gone) {
         if (!raw.threads.empty()) metrics.observe_error("target_exited");
         break;
       }
       double seconds = static_cast<double>(raw.duration_ns) * 1e-9;
-      Snapshot s = builder.build(raw);
+      Snapshot s = pipeline.build();
       metrics.observe_round(s, seconds, keys);
       auto ended = episodes.update(s, interval, keys);
       metrics.observe_episodes(ended);
@@ -319,7 +304,6 @@ int run_agent(const AgentOptions& o) {
             "{} thread(s) saw EINTR: they entered an interruptible wait as they were "
             "being stopped",
             s.capture.eintr_inflicted);
-      previous = std::move(raw);
       latest = std::move(s);
       auto spent = std::chrono::milliseconds((monotonic_ns() - round_start) / 1000000);
       pause(o.interval > spent ? o.interval - spent : std::chrono::milliseconds(0));

@@ -9,45 +9,16 @@
 #include "agent/atomic_file.h"
 #include "agent/audit_json.h"
 #include "agent/exit_codes.h"
+#include "agent/pipeline.h"
 #include "agent/text_report.h"
-#include "collector/snapshot_builder.h"
-#include "injector/capture.h"
-#include "injector/proc.h"
 #include "injector/target.h"
 
 namespace stackaudit {
 
-RuleSet load_rules(const std::string& rules_file) {
-  RuleSet rules = RuleSet::builtin();
-  if (rules_file.empty()) return rules;
-  auto text = proc::read_file(rules_file);
-  if (!text) throw UserError{kExitUsage, "cannot read the rules file " + rules_file};
-  try {
-    rules.add_user_rules(RuleSet::parse(*text, rules_file));
-  } catch (const RulesError& e) {
-    throw UserError{kExitUsage, std::string("malformed rules file: ") + e.what()};
-  }
-  return rules;
-}
-
-void check_max_stop(std::chrono::milliseconds max_stop) {
-  if (max_stop < std::chrono::milliseconds(10) || max_stop > std::chrono::seconds(10))
-    throw UserError{kExitUsage, "--max-stop must be between 10ms and 10s (default 50ms)"};
-}
-
 Snapshot audit_process(pid_t pid, const RuleSet& rules, std::chrono::milliseconds max_stop) {
-  try {
-    check_target(pid);
-  } catch (const TargetError& e) {
-    throw UserError{kExitTarget, e.what()};
-  }
-  SnapshotBuilder builder(pid, rules);
-  builder.prepare(proc::read_maps(pid));
-  CaptureOptions options;
-  options.max_stop = max_stop;
-  options.nonstop_sufficient = [&](const RawThread& t) { return builder.complete_without_stop(t); };
-  ProcessCapturer capturer(pid, options);
-  RawCapture raw = capturer.capture();
+  check_auditable(pid);
+  AuditPipeline pipeline(pid, rules, max_stop);
+  const RawCapture& raw = pipeline.capture();
   bool any_captured = false;
   bool denied = false;
   for (const RawThread& t : raw.threads) {
@@ -60,7 +31,7 @@ Snapshot audit_process(pid_t pid, const RuleSet& rules, std::chrono::millisecond
   if (!any_captured && raw.target_exited)
     throw UserError{kExitTarget,
                     "PID " + std::to_string(pid) + " exited before any thread could be captured"};
-  return builder.build(raw);
+  return pipeline.build();
 }
 
 int audit_exit_code(const Snapshot& s) {

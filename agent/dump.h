@@ -29,16 +29,10 @@ struct DumpOptions {
   std::chrono::milliseconds max_stop{50};  // --max-stop
 };
 
-// Loads the built-in rules plus a user rules file; throws UserError.
-RuleSet load_rules(const std::string& rules_file);
-
 // Checks the target, captures every thread, builds the snapshot. Throws
 // UserError for a target that cannot be audited.
 Snapshot audit_process(pid_t pid, const RuleSet& rules,
                        std::chrono::milliseconds max_stop = std::chrono::milliseconds(50));
-
-// Checks --max-stop (10 ms to 10 s); throws UserError (exit 2).
-void check_max_stop(std::chrono::milliseconds max_stop);
 
 // The exit code a finished audit deserves (0, or 1 when some threads are missing).
 int audit_exit_code(const Snapshot& snapshot);

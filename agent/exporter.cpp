@@ -14,6 +14,7 @@
 #include "agent/audit_json.h"
 #include "agent/exit_codes.h"
 #include "agent/metrics.h"
+#include "collector/rules.h"
 #include "injector/unique_fd.h"
 
 namespace stackaudit {

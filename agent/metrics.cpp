@@ -46,16 +46,6 @@ prometheus::ClientMetric value(double v, std::vector<prometheus::ClientMetric::L
 
 }  // namespace
 
-std::string site_label(const Frame& f) {
-  std::string label = frame_name(f);
-  if (!f.file.empty()) {
-    label += " (" + f.file.substr(f.file.rfind('/') + 1);
-    if (f.line > 0) label += ":" + std::to_string(f.line);
-    label += ")";
-  }
-  return label;
-}
-
 std::string episode_key(const Thread& t) {
   std::string key = t.syscall ? std::to_string(t.syscall->nr) : "-";
   if (t.syscall)

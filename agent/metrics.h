@@ -68,9 +68,6 @@ class EpisodeTracker {
 // The key that says "the same blocking call": syscall and stack.
 std::string episode_key(const Thread& t);
 
-// "backoff (worker.py:24)" or "Cache::get (cache.cpp:88)", for site labels.
-std::string site_label(const Frame& site);
-
 class AgentMetrics {
  public:
   AgentMetrics(prometheus::Registry& registry, size_t max_sites);

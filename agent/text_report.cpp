@@ -153,10 +153,7 @@ std::string text_report(const Snapshot& s) {
     std::vector<std::string> sites;
     for (const Thread& t : s.threads) {
       if (!t.blocking || t.blocking->category != cat) continue;
-      std::string site = t.blocking->site ? shown(frame_name(*t.blocking->site)) : "-";
-      if (t.blocking->site && t.blocking->site->kind == Frame::Kind::kPython)
-        site += " (" + shown(t.blocking->site->file.substr(t.blocking->site->file.rfind('/') + 1)) +
-                ":" + std::to_string(t.blocking->site->line) + ")";
+      std::string site = t.blocking->site ? shown(site_label(*t.blocking->site)) : "-";
       if (std::find(sites.begin(), sites.end(), site) == sites.end()) sites.push_back(site);
     }
     out << "   at " << join(sites, ", ") << "\n";

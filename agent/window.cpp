@@ -4,16 +4,15 @@
 
 #include "agent/audit_json.h"
 #include "agent/metrics.h"
+#include "collector/percentile.h"
 #include "collector/snapshot_builder.h"
 #include "injector/proc.h"
 
 namespace stackaudit {
 
 double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
-  size_t idx = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(idx, v.size() - 1)];
+  return percentile_of_sorted(v, p);
 }
 
 template <class T>

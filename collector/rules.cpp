@@ -308,6 +308,16 @@ std::string frame_name(const Frame& f) {
   return f.module + offset;
 }
 
+std::string site_label(const Frame& f) {
+  std::string label = frame_name(f);
+  if (!f.file.empty()) {
+    label += " (" + f.file.substr(f.file.rfind('/') + 1);
+    if (f.line > 0) label += ":" + std::to_string(f.line);
+    label += ")";
+  }
+  return label;
+}
+
 std::string python_name(const Frame& f) {
   return f.module + "." + f.function;
 }

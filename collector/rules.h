@@ -67,6 +67,10 @@ std::string python_name(const Frame& frame);
 // What to call a frame in one word: its function, or module+0xOFFSET when it
 // has no symbol, or "??".
 std::string frame_name(const Frame& frame);
+// A call site in a few words: "backoff (worker.py:24)", "Cache::get
+// (cache.cpp:88)", "mariadbd+0xefef8d". Metrics labels and the report's
+// summary name sites this way.
+std::string site_label(const Frame& site);
 
 // Whether the thread runs an asyncio event loop (BaseEventLoop.run_forever or
 // _run_once on its Python stack).

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <string_view>
 
+#include "collector/percentile.h"
 #include "collector/utf8.h"
 #include "injector/syscalls.h"
 
@@ -128,13 +129,9 @@ StopStats stop_stats(std::vector<uint64_t> ns) {
   if (ns.empty()) return s;
   std::sort(ns.begin(), ns.end());
   auto us = [](uint64_t v) { return (v + 500) / 1000; };
-  auto pct = [&](double p) {
-    size_t idx = static_cast<size_t>(p * static_cast<double>(ns.size() - 1) + 0.5);
-    return us(ns[std::min(idx, ns.size() - 1)]);
-  };
   s.max_us = us(ns.back());
-  s.p50_us = pct(0.50);
-  s.p99_us = pct(0.99);
+  s.p50_us = us(percentile_of_sorted(ns, 0.50));
+  s.p99_us = us(percentile_of_sorted(ns, 0.99));
   uint64_t total = 0;
   for (uint64_t v : ns) total += v;
   s.total_us = us(total);

@@ -1,0 +1,20 @@
+// Percentiles by nearest rank, as every figure stackaudit reports them (stop
+// times in the snapshot, latencies and waits in the agent's window).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <vector>
+
+namespace stackaudit {
+
+// The p-th percentile (p from 0 to 1) of values sorted ascending; T{} when
+// there are none.
+template <class T>
+T percentile_of_sorted(const std::vector<T>& sorted, double p) {
+  if (sorted.empty()) return T{};
+  auto idx = static_cast<size_t>(p * static_cast<double>(sorted.size() - 1) + 0.5);
+  return sorted[std::min(idx, sorted.size() - 1)];
+}
+
+}  // namespace stackaudit

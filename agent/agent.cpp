@@ -281,7 +281,7 @@ int run_agent(const AgentOptions& o) {
     metrics.target_changed(target->pid, target->comm);
     target_figures->set_pid(target->pid);
     episodes.clear();
-    AuditPipeline pipeline(target->pid, rules, o.max_stop);
+    AuditPipeline pipeline(target->pid, rules, o.max_stop, o.source_lines);
     while (!stop) {
       uint64_t round_start = monotonic_ns();
       const RawCapture& raw = pipeline.capture();

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <string>
 
+#include "collector/symbolizer.h"
+
 namespace stackaudit {
 
 struct AgentOptions {
@@ -19,6 +21,7 @@ struct AgentOptions {
   std::string rules_file;
   size_t max_sites = 50;
   std::chrono::milliseconds max_stop{50};  // --max-stop
+  SourceLines source_lines = SourceLines::kProgram;
 };
 
 int run_agent(const AgentOptions& options);

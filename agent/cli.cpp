@@ -35,6 +35,20 @@ constexpr const char* kMaxStopHelp =
     "whatever happens to stackaudit (stopped, starved, hung); the kernel then lets the thread "
     "go. A stop normally lasts microseconds";
 
+constexpr const char* kSourceLinesHelp =
+    "Which frames get a source file and line from debug info: program (the default: the "
+    "executable and libraries outside /lib and /usr/lib) or all (system libraries too, where "
+    "their debug info is installed, e.g. libc6-dbg; inflating it makes a dump of a small "
+    "process several times slower)";
+
+// --source-lines, the same for dump and agent.
+void add_source_lines(CLI::App* command, SourceLines& lines) {
+  command->add_option("--source-lines", lines, kSourceLinesHelp)
+      ->transform(CLI::CheckedTransformer(std::map<std::string, SourceLines>{
+          {"program", SourceLines::kProgram}, {"all", SourceLines::kAll}}))
+      ->option_text("program|all");
+}
+
 constexpr const char* kFooter =
     "Exit codes: 0 done; 1 done but some threads could not be captured; 2 usage error\n"
     "(bad option, malformed rules file, unwritable output); 3 target not found or not\n"
@@ -89,6 +103,7 @@ int run_cli(int argc, char** argv) {
                        "(format: docs/rules.md)");
   std::string dump_max_stop = "50ms";
   dump_cmd->add_option("--max-stop", dump_max_stop, kMaxStopHelp);
+  add_source_lines(dump_cmd, dump.source_lines);
   dump_cmd->footer(kFooter);
 
   AgentOptions agent;
@@ -120,6 +135,7 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   std::string agent_max_stop = "50ms";
   agent_cmd->add_option("--max-stop", agent_max_stop, kMaxStopHelp);
+  add_source_lines(agent_cmd, agent.source_lines);
   agent_cmd->add_option("--log-level", log_level, "debug, info (default), warn, error")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
   agent_cmd->footer(kFooter);

@@ -15,9 +15,10 @@
 
 namespace stackaudit {
 
-Snapshot audit_process(pid_t pid, const RuleSet& rules, std::chrono::milliseconds max_stop) {
+Snapshot audit_process(pid_t pid, const RuleSet& rules, std::chrono::milliseconds max_stop,
+                       SourceLines lines) {
   check_auditable(pid);
-  AuditPipeline pipeline(pid, rules, max_stop);
+  AuditPipeline pipeline(pid, rules, max_stop, lines);
   const RawCapture& raw = pipeline.capture();
   bool any_captured = false;
   bool denied = false;
@@ -54,7 +55,7 @@ int run_dump(const DumpOptions& o) {
     throw UserError{kExitUsage, "unknown --format '" + o.format + "' (text or json)"};
   check_max_stop(o.max_stop);
   RuleSet rules = load_rules(o.rules_file);
-  Snapshot snapshot = audit_process(o.pid, rules, o.max_stop);
+  Snapshot snapshot = audit_process(o.pid, rules, o.max_stop, o.source_lines);
   StackView view = o.stack;
   if (view == StackView::kAuto)
     view = o.format == "text" && snapshot.target.runtime_kind == "cpython" ? StackView::kPython

@@ -8,6 +8,7 @@
 
 #include "collector/rules.h"
 #include "collector/snapshot.h"
+#include "collector/symbolizer.h"
 
 namespace stackaudit {
 
@@ -27,12 +28,14 @@ struct DumpOptions {
   std::string output;           // "" or "-" for stdout
   std::string rules_file;
   std::chrono::milliseconds max_stop{50};  // --max-stop
+  SourceLines source_lines = SourceLines::kProgram;
 };
 
 // Checks the target, captures every thread, builds the snapshot. Throws
 // UserError for a target that cannot be audited.
 Snapshot audit_process(pid_t pid, const RuleSet& rules,
-                       std::chrono::milliseconds max_stop = std::chrono::milliseconds(50));
+                       std::chrono::milliseconds max_stop = std::chrono::milliseconds(50),
+                       SourceLines lines = SourceLines::kProgram);
 
 // The exit code a finished audit deserves (0, or 1 when some threads are missing).
 int audit_exit_code(const Snapshot& snapshot);

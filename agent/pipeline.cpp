@@ -46,8 +46,9 @@ void check_auditable(pid_t pid) {
   }
 }
 
-AuditPipeline::AuditPipeline(pid_t pid, const RuleSet& rules, std::chrono::milliseconds max_stop)
-    : builder_(pid, rules), capturer_(pid, capture_options(max_stop, builder_)) {
+AuditPipeline::AuditPipeline(pid_t pid, const RuleSet& rules, std::chrono::milliseconds max_stop,
+                             SourceLines lines)
+    : builder_(pid, rules, lines), capturer_(pid, capture_options(max_stop, builder_)) {
   builder_.prepare(proc::read_maps(pid));
 }
 

@@ -28,7 +28,8 @@ void check_auditable(pid_t pid);
 
 class AuditPipeline {
  public:
-  AuditPipeline(pid_t pid, const RuleSet& rules, std::chrono::milliseconds max_stop);
+  AuditPipeline(pid_t pid, const RuleSet& rules, std::chrono::milliseconds max_stop,
+                SourceLines lines);
   AuditPipeline(const AuditPipeline&) = delete;  // the capturer asks builder_
   AuditPipeline& operator=(const AuditPipeline&) = delete;
 

@@ -393,6 +393,22 @@ class ToolOutput:
     at_window: bool = False  # sent SIGINT at the end of its window
     stdout: bytes = b""
     stderr: bytes = b""
+    peak_rss_kib: int = 0  # with measure_rss: GNU time's %M, 0 when unknown
+
+
+# GNU time (Debian package `time`) reports a tool's peak RSS. A process forked
+# from this script would carry the script's own RSS into its peak (the kernel
+# keeps the high-water mark across exec); time forks the tool from its own
+# small image.
+GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+RSS_FILE = Path(tempfile.gettempdir()) / f"stackaudit-bench-rss-{os.getpid()}"
+
+
+def read_peak_rss() -> int:
+    try:
+        return int(RSS_FILE.read_text().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
     def error_line(self) -> str:
         """The last line the tool wrote to stderr, to note a failed run with."""
@@ -400,14 +416,21 @@ class ToolOutput:
         return tail[0]
 
 
-def run_tool(tool: Tool, pid: int, timeout: float, idle_window: float) -> ToolOutput:
+def run_tool(tool: Tool, pid: int, timeout: float, idle_window: float,
+             measure_rss: bool = False) -> ToolOutput:
     """One dump of `pid` by `tool` (for the baseline, an idle window). The
-    tool runs in a session of its own so that it is killed whole."""
+    tool runs in a session of its own so that it is killed whole. With
+    measure_rss (and GNU time installed) it runs under GNU time, whose own
+    start (well under a millisecond) then counts in the wall time."""
     t0 = time.perf_counter()
     if tool.name == BASELINE:
         time.sleep(idle_window)
         return ToolOutput(time.perf_counter() - t0)
-    proc = subprocess.Popen(tool.argv(pid), stdin=subprocess.DEVNULL,
+    argv = tool.argv(pid)
+    if measure_rss and GNU_TIME:
+        RSS_FILE.unlink(missing_ok=True)
+        argv = [GNU_TIME, "-f", "%M", "-o", str(RSS_FILE)] + argv
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=tool_env(), start_new_session=True,
                             preexec_fn=die_with_parent)
@@ -421,7 +444,9 @@ def run_tool(tool: Tool, pid: int, timeout: float, idle_window: float) -> ToolOu
             os.killpg(proc.pid, signal.SIGINT)  # the end of its window
             at_window = True
             out, err = proc.communicate(timeout=5)
-        return ToolOutput(time.perf_counter() - t0, proc.returncode, False, at_window, out, err)
+        wall = time.perf_counter() - t0
+        rss = read_peak_rss() if measure_rss and GNU_TIME else 0
+        return ToolOutput(wall, proc.returncode, False, at_window, out, err, rss)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
@@ -444,6 +469,7 @@ class Run:
     parsed: dict = field(default_factory=dict)
     note: str = ""
     foreign_cpus: float = 0.0  # other processes' CPU use during this dump
+    peak_rss_kib: int = 0  # the tool's (ToolOutput.peak_rss_kib)
 
 
 def add_note(note: str, more: str) -> str:

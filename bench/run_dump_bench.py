@@ -130,7 +130,7 @@ def run_once(tool: Tool, target: BenchTarget, timeout: float, idle_window: float
     time.sleep(settle)  # let the previous dump's aftermath die down
     others = ForeignCpu([target.pid])
     target.reset()
-    out = run_tool(tool, target.pid, timeout, idle_window)
+    out = run_tool(tool, target.pid, timeout, idle_window, measure_rss=True)
     note = ""
     ok = True
     parsed: dict = {}
@@ -149,7 +149,7 @@ def run_once(tool: Tool, target: BenchTarget, timeout: float, idle_window: float
     rep = target.report()
     stats = target.stats()
     return Run(tool.name, ok, out.wall_s, rep["eintr"], rep["max_stall_us"], stats, parsed, note,
-               others.cores())
+               others.cores(), out.peak_rss_kib)
 
 
 # --------------------------------------------------------------------------
@@ -169,8 +169,8 @@ def summary_tables(rows: list[Row]) -> str:
     main = [
         "| threads | tool | ok runs | wall median | wall max | probe stall median | probe stall max "
         "| EINTR per run (prone threads) | threads shown | stop p50 / p99 / max (tool's own) "
-        "| not stopped |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| not stopped | peak RSS median |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     detail = [
         "| threads | tool | probe stopped, max | probe preempted, max | probe other, max "
@@ -184,7 +184,7 @@ def summary_tables(rows: list[Row]) -> str:
         if n_disturbed:
             n_ok += f" ({n_disturbed} disturbed)"
         if not good:
-            main.append(f"| {row.threads} | {row.tool} | {n_ok} | " + " | ".join(["–"] * 8) + " |")
+            main.append(f"| {row.threads} | {row.tool} | {n_ok} | " + " | ".join(["–"] * 9) + " |")
             continue
         walls = [r.wall_s * 1e6 for r in good]
         stalls = [r.max_stall_us for r in good]
@@ -204,6 +204,9 @@ def summary_tables(rows: list[Row]) -> str:
             ns = parsed_values(good, "sa_not_stopped")
             if ns:
                 not_stopped = fmt_range(ns)
+        rss = "–"
+        if row.tool != BASELINE and all(r.peak_rss_kib for r in good):
+            rss = f"{statistics.median(r.peak_rss_kib for r in good) / 1024:.1f} MiB"
         if row.tool == BASELINE:
             walls_cell = ("–", "–")
             eintr = fmt_range([r.eintr for r in good])
@@ -212,7 +215,7 @@ def summary_tables(rows: list[Row]) -> str:
         main.append(
             f"| {row.threads} | {row.tool} | {n_ok} | {walls_cell[0]} | {walls_cell[1]} "
             f"| {fmt_us(statistics.median(stalls))} | {fmt_us(max(stalls))} | {eintr} "
-            f"| {shown} | {stop} | {not_stopped} |")
+            f"| {shown} | {stop} | {not_stopped} | {rss} |")
         st = [r.stats for r in good]
         detail.append(
             f"| {row.threads} | {row.tool} "
@@ -298,6 +301,7 @@ def main() -> int:
                           f"(stopped {run.stats['max_stopped_us']:.1f}, preempted "
                           f"{run.stats['max_preempted_us']:.1f}) eintr={run.eintr} "
                           f"shown={run.parsed.get('captured', '-')} "
+                          f"rss={run.peak_rss_kib / 1024:.1f}MiB "
                           f"others={run.foreign_cpus:.2f}"
                           + (f"  !! {run.note}" if run.note else ""), file=sys.stderr)
                     if rnd >= 0:

@@ -1,10 +1,24 @@
 #include "collector/module_map.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 
 namespace stackaudit {
 
+bool is_system_library(const std::string& path) {
+  for (const char* dir : {"/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/"})
+    if (path.starts_with(dir)) return true;
+  return false;
+}
+
 bool ModuleMap::update(const std::vector<Mapping>& maps, Memory* memory) {
+  if (executable_.empty()) {
+    char exe[4096];
+    std::string link = "/proc/" + std::to_string(pid_) + "/exe";
+    ssize_t n = ::readlink(link.c_str(), exe, sizeof exe - 1);
+    if (n > 0) executable_.assign(exe, static_cast<size_t>(n));
+  }
   std::vector<Module> modules;
   std::vector<std::pair<uint64_t, uint64_t>> exec;
   std::map<std::string, size_t> index;  // path -> position in modules
@@ -42,6 +56,7 @@ bool ModuleMap::update(const std::vector<Mapping>& maps, Memory* memory) {
     mod.open_path = "/proc/" + std::to_string(pid_) + "/root" + m.path;
     mod.start = m.start;
     mod.end = m.end;
+    mod.program = m.path == executable_;
     std::string key = mod.open_path + "#" + std::to_string(m.inode);
     auto f = files_.find(key);
     if (f == files_.end()) f = files_.emplace(key, ElfFile::open(mod.open_path)).first;

@@ -25,8 +25,13 @@ struct Module {
   uint64_t start = 0;     // lowest mapped address
   uint64_t end = 0;       // highest mapped address
   uint64_t bias = 0;
+  bool program = false;          // the process's executable (not a library)
   std::shared_ptr<ElfFile> elf;  // null when the file could not be opened
 };
+
+// Whether a path is in the system's library directories (/lib, /usr/lib and
+// their 64-bit twins), where the distribution's shared libraries live.
+bool is_system_library(const std::string& path);
 
 class ModuleMap {
  public:
@@ -48,6 +53,7 @@ class ModuleMap {
 
  private:
   pid_t pid_;
+  std::string executable_;                                  // /proc/PID/exe as the maps name it
   std::vector<Module> modules_;                             // sorted by start
   std::vector<std::pair<uint64_t, uint64_t>> exec_ranges_;  // sorted executable mappings
   std::map<std::string, std::shared_ptr<ElfFile>> files_;   // by open_path + inode

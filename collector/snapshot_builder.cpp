@@ -138,13 +138,13 @@ StopStats stop_stats(std::vector<uint64_t> ns) {
   return s;
 }
 
-SnapshotBuilder::SnapshotBuilder(pid_t pid, RuleSet rules)
+SnapshotBuilder::SnapshotBuilder(pid_t pid, RuleSet rules, SourceLines lines)
     : pid_(pid),
       rules_(std::move(rules)),
       modules_(pid),
       memory_(pid),
       unwinder_(modules_, memory_),
-      symbolizer_(modules_) {}
+      symbolizer_(modules_, lines) {}
 
 Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& capture,
                                      const PyProcessInfo* python) {

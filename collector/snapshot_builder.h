@@ -21,7 +21,7 @@ namespace stackaudit {
 
 class SnapshotBuilder {
  public:
-  SnapshotBuilder(pid_t pid, RuleSet rules);
+  SnapshotBuilder(pid_t pid, RuleSet rules, SourceLines lines = SourceLines::kProgram);
 
   Snapshot build(const RawCapture& raw);
 

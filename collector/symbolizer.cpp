@@ -5,6 +5,9 @@
 #include <elfutils/libdw.h>
 #include <elfutils/libdwfl.h>
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -15,9 +18,58 @@ namespace {
 // ":.debug:/usr/lib/debug". STACKAUDIT_DEBUGINFO_PATH overrides it.
 char* g_debuginfo_path = nullptr;
 
+// Where separate debug info could be for a module, following the search path
+// as libdw reads it: entries starting with '/' are roots (ROOT/.build-id/xx/
+// rest.debug, ROOT/<the file's folder>/<debuglink>), the others are relative
+// to the file's folder; a leading '+' or '-' (check the CRC or not) is not
+// part of the folder.
+bool may_have_local_debuginfo(Dwfl_Module* mod, const char* file_name, const char* debuglink) {
+  std::string path = g_debuginfo_path ? g_debuginfo_path : ":.debug:/usr/lib/debug";
+  const unsigned char* id = nullptr;
+  GElf_Addr id_vaddr;
+  int id_len = dwfl_module_build_id(mod, &id, &id_vaddr);
+  std::string build_id;
+  for (int i = 0; i < id_len; ++i) {
+    char hex[3];
+    std::snprintf(hex, sizeof hex, "%02x", id[i]);
+    build_id += hex;
+    if (i == 0) build_id += '/';
+  }
+  std::string file = file_name ? file_name : "";
+  std::string dir = file.substr(0, file.rfind('/') + 1);
+  auto exists = [](const std::string& p) { return ::access(p.c_str(), F_OK) == 0; };
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t end = path.find(':', start);
+    if (end == std::string::npos) end = path.size();
+    std::string entry = path.substr(start, end - start);
+    start = end + 1;
+    if (!entry.empty() && (entry[0] == '+' || entry[0] == '-')) entry.erase(0, 1);
+    if (!entry.empty() && entry[0] == '/') {
+      if (id_len > 0 && exists(entry + "/.build-id/" + build_id + ".debug")) return true;
+      if (debuglink && exists(entry + dir + debuglink)) return true;
+    } else if (debuglink) {
+      std::string folder = dir + (entry.empty() ? "" : entry + "/");
+      if (exists(folder + debuglink)) return true;
+    }
+  }
+  return false;
+}
+
+// libdw's standard search, but only where a file could be: when there is
+// none, libdw 0.188 would go on to load libdebuginfod (and with it curl and
+// gnutls, a few milliseconds and megabytes) only to find it has no server.
+int find_local_debuginfo(Dwfl_Module* mod, void** userdata, const char* modname, Dwarf_Addr base,
+                         const char* file_name, const char* debuglink, GElf_Word crc,
+                         char** debuginfo_file_name) {
+  if (!may_have_local_debuginfo(mod, file_name, debuglink)) return -1;
+  return dwfl_standard_find_debuginfo(mod, userdata, modname, base, file_name, debuglink, crc,
+                                      debuginfo_file_name);
+}
+
 const Dwfl_Callbacks kCallbacks = {
     .find_elf = nullptr,  // every module is reported with its file
-    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .find_debuginfo = find_local_debuginfo,
     .section_address = nullptr,
     .debuginfo_path = &g_debuginfo_path,
 };
@@ -102,7 +154,8 @@ std::string strip_parameters(const std::string& s) {
   return text;
 }
 
-Symbolizer::Symbolizer(const ModuleMap& modules) : modules_(modules) {
+Symbolizer::Symbolizer(const ModuleMap& modules, SourceLines lines)
+    : modules_(modules), lines_(lines) {
   // DEBUGINFOD_URLS is unset by the program at start (agent/cli.cpp): no
   // network lookups, and no change to the environment once threads run.
   g_debuginfo_path = std::getenv("STACKAUDIT_DEBUGINFO_PATH");
@@ -156,6 +209,11 @@ std::vector<Frame> Symbolizer::lookup(uint64_t ip, uint64_t pc) {
   GElf_Sym sym;
   const char* symname = dwfl_module_addrinfo(dm, pc, &offset, &sym, nullptr, nullptr, nullptr);
   std::string sym_function = symname ? function_name(symname) : "";
+  if (lines_ == SourceLines::kProgram && mod && !mod->program && is_system_library(mod->path)) {
+    base.function = sym_function;
+    out.push_back(base);
+    return out;
+  }
 
   std::string file;
   int line = 0;

@@ -16,9 +16,19 @@ typedef struct Dwfl Dwfl;
 
 namespace stackaudit {
 
+// Which modules' frames get a source file and line (and their inlined calls)
+// from debug info. System libraries (libc, libstdc++, ... under /lib and
+// /usr/lib) are left to their symbol tables by default: their debug info,
+// where installed, is compressed, and inflating libc's alone costs several
+// times a whole dump of a small process (docs/benchmarks.md, 1.9).
+enum class SourceLines {
+  kProgram,  // the executable and libraries outside the system's directories
+  kAll,      // every module with debug info
+};
+
 class Symbolizer {
  public:
-  explicit Symbolizer(const ModuleMap& modules);
+  explicit Symbolizer(const ModuleMap& modules, SourceLines lines = SourceLines::kProgram);
   ~Symbolizer();
   Symbolizer(const Symbolizer&) = delete;
   Symbolizer& operator=(const Symbolizer&) = delete;
@@ -35,6 +45,7 @@ class Symbolizer {
  private:
   std::vector<Frame> lookup(uint64_t ip, uint64_t pc);
   const ModuleMap& modules_;
+  SourceLines lines_;
   Dwfl* dwfl_ = nullptr;
   std::unordered_map<uint64_t, std::vector<Frame>> cache_;
 };

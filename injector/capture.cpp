@@ -65,6 +65,9 @@ ProcessCapturer::ProcessCapturer(pid_t pid, CaptureOptions options)
   rlimit files;
   if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur > 512)
     schedstat_fd_budget_ = std::min<size_t>(files.rlim_cur - 256, 65536);
+  // The stopper starts while the caller loads modules and reads /proc; the
+  // first stop waits for it only if it is not ready by then.
+  stopper_.launch_early();
 }
 
 std::optional<SchedStat> ProcessCapturer::schedstat(pid_t tid) {

@@ -406,7 +406,29 @@ StopperProcess::~StopperProcess() {
   end();
 }
 
+void StopperProcess::launch_early() {
+  std::string ignored;
+  if (child_ < 0) launch(&ignored);
+}
+
 bool StopperProcess::start(std::string* why) {
+  if (child_ < 0 && !launch(why)) return false;
+  if (ready_) return true;
+  // A sanitized build takes a while to start: be patient once.
+  pollfd p{socket_.get(), POLLIN, 0};
+  WireHello hello{};
+  if (poll(&p, 1, 10'000) != 1 || recv(socket_.get(), &hello, sizeof hello, 0) != sizeof hello ||
+      hello.magic != kMagic) {
+    *why = "cannot start the stopper process: " + reap().how;
+    end();
+    return false;
+  }
+  priority_ = header(shared_)->priority;
+  ready_ = true;
+  return true;
+}
+
+bool StopperProcess::launch(std::string* why) {
   auto fail = [&](const char* what) {
     *why = std::string("cannot start the stopper process: ") + what + ": " + std::strerror(errno);
     end();
@@ -460,20 +482,11 @@ bool StopperProcess::start(std::string* why) {
     errno = rc;
     return fail(("posix_spawn " + options_.executable).c_str());
   }
-  // A sanitized build takes a while to start: be patient once.
-  pollfd p{socket_.get(), POLLIN, 0};
-  WireHello hello{};
-  if (poll(&p, 1, 10'000) != 1 || recv(socket_.get(), &hello, sizeof hello, 0) != sizeof hello ||
-      hello.magic != kMagic) {
-    *why = "cannot start the stopper process: " + reap().how;
-    end();
-    return false;
-  }
-  priority_ = header(shared_)->priority;
   return true;
 }
 
 void StopperProcess::end() {
+  ready_ = false;
   socket_.reset();  // the stopper sees the end of its socket and exits
   if (child_ > 0) {
     uint64_t deadline = monotonic_ns() + 200'000'000;
@@ -565,7 +578,7 @@ StopCopy StopperProcess::stop(const PtraceStopper::Request& request) {
   // such threads, is replaced once.
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::string why;
-    if (child_ < 0 && !start(&why)) {
+    if (!ready_ && !start(&why)) {
       copy.result.outcome = StopOutcome::kError;
       copy.problem = why;
       return copy;

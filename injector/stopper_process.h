@@ -60,6 +60,10 @@ class StopperProcess {
   StopperProcess(const StopperProcess&) = delete;
   StopperProcess& operator=(const StopperProcess&) = delete;
 
+  // Starts the stopper process without waiting for it to be ready, so that
+  // its start-up overlaps the caller's own work; stop() waits for it. Errors
+  // are left for stop() to report.
+  void launch_early();
   // Starts the stopper process if none is running, asks it to stop one
   // thread, and waits (bounded) for its reply.
   StopCopy stop(const PtraceStopper::Request& request);
@@ -76,7 +80,9 @@ class StopperProcess {
   std::chrono::microseconds max_stop() const { return options_.max_stop; }
 
  private:
+  // Launches the stopper if none runs, then waits (bounded) until it is ready.
   bool start(std::string* why);
+  bool launch(std::string* why);
   void end();
   // The stopper ended, or must: reap it (ending it if it lingers).
   struct Ended {
@@ -95,6 +101,7 @@ class StopperProcess {
   size_t shared_size_ = 0;
   uint64_t round_ = 1;
   std::vector<std::pair<uint64_t, uint64_t>> maps_;
+  bool ready_ = false;  // the running stopper said hello
   std::string priority_;
   size_t watchdog_ended_ = 0;
 };

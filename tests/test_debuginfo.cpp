@@ -10,10 +10,12 @@
 namespace stackaudit::test {
 namespace {
 
-nlohmann::json dump_with(const std::vector<std::string>& env, pid_t pid) {
+nlohmann::json dump_with(const std::vector<std::string>& env, pid_t pid,
+                         const std::vector<std::string>& options = {}) {
   std::vector<std::string> argv = {"/usr/bin/env"};
   argv.insert(argv.end(), env.begin(), env.end());
   argv.insert(argv.end(), {kStackaudit, "dump", "--pid", std::to_string(pid), "--format", "json"});
+  argv.insert(argv.end(), options.begin(), options.end());
   RunResult r = run(argv);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   return nlohmann::json::parse(r.out);
@@ -80,24 +82,58 @@ TEST(DebugInfo, LibcDebugInfoByBuildId) {
     GTEST_SKIP() << "no /usr/lib/debug/.build-id (libc6-dbg is installed by setup.sh)";
   Child fixture({kParkThreads});
   ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));
-  auto with = dump_with({}, fixture.pid());
+  auto with = dump_with({}, fixture.pid(), {"--source-lines", "all"});
+  auto by_default = dump_with({}, fixture.pid());
   auto without = dump_with({"STACKAUDIT_DEBUGINFO_PATH=" + empty_debug_dir()}, fixture.pid());
   const auto* cond_with = thread_named(with, "cond_wait");
+  const auto* cond_default = thread_named(by_default, "cond_wait");
   const auto* cond_without = thread_named(without, "cond_wait");
   const auto* mutex_without = thread_named(without, "mutex_wait");
-  ASSERT_TRUE(cond_with && cond_without && mutex_without);
+  ASSERT_TRUE(cond_with && cond_default && cond_without && mutex_without);
   auto libc_files = [](const nlohmann::json& thread) {
     size_t n = 0;
     for (const auto& f : thread["frames"])
       if (f["module"] == "libc.so.6" && f["file"] != "") ++n;
     return n;
   };
+  // libc's internal functions are named only in its debug file's symbol
+  // table (.dynsym lacks them).
+  auto internal_names = [](const nlohmann::json& thread) {
+    for (const auto& f : thread["frames"])
+      if (f["module"] == "libc.so.6" && f["function"] == "__futex_abstimed_wait_common")
+        return true;
+    return false;
+  };
   EXPECT_GT(libc_files(*cond_with), 0u);
+  EXPECT_TRUE(internal_names(*cond_with));
+  // By default a system library keeps its names, not its lines: inflating
+  // libc's debug info would cost more than the rest of the dump.
+  EXPECT_EQ(libc_files(*cond_default), 0u);
+  EXPECT_TRUE(internal_names(*cond_default)) << cond_default->dump(1);
   EXPECT_EQ(libc_files(*cond_without), 0u);
+  EXPECT_FALSE(internal_names(*cond_without));
+  // The program's own frames keep their lines either way.
+  const auto* site = &(*cond_default)["blocking"]["site"];
+  EXPECT_TRUE((*site)["file"].get<std::string>().ends_with("park_threads.cpp")) << site->dump();
+  EXPECT_GT((*site)["line"].get<int>(), 0);
   // The classification does not depend on it.
   EXPECT_EQ((*cond_with)["blocking"]["primitive"], "pthread_cond_wait");
   EXPECT_EQ((*cond_without)["blocking"]["primitive"], "pthread_cond_wait");
   EXPECT_EQ((*mutex_without)["blocking"]["primitive"], "pthread_mutex_lock");
+}
+
+TEST(DebugInfo, NoDebuginfodClientWhenNoFileIsLocal) {
+  // With no separate debug info anywhere, libdw 0.188 would load its
+  // debuginfod client (curl, gnutls: milliseconds and megabytes) for every
+  // module, to find no server configured.
+  Child fixture({kParkThreads});
+  ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));
+  RunResult r =
+      run({"/usr/bin/env", "LD_DEBUG=files", "STACKAUDIT_DEBUGINFO_PATH=" + empty_debug_dir(),
+           kStackaudit, "dump", "--pid", std::to_string(fixture.pid())});
+  EXPECT_EQ(r.exit_code, 0) << r.err.substr(0, 2000);
+  EXPECT_NE(r.err.find("libdw.so"), std::string::npos) << "LD_DEBUG output missing";
+  EXPECT_EQ(r.err.find("libdebuginfod"), std::string::npos);
 }
 
 }  // namespace

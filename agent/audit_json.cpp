@@ -40,50 +40,55 @@ nlohmann::json frame_json(const Frame& f) {
   };
 }
 
-nlohmann::json audit_json(const Snapshot& s) {
+nlohmann::json thread_json(const Thread& t) {
+  using nlohmann::json;
+  json syscall = nullptr;
+  if (t.syscall) {
+    json args = json::array();
+    for (uint64_t a : t.syscall->args) args.push_back(hex(a));
+    json fd = nullptr;
+    if (t.syscall->fd)
+      fd = {{"fd", t.syscall->fd->fd},
+            {"kind", t.syscall->fd->kind},
+            {"detail", t.syscall->fd->detail},
+            {"target", t.syscall->fd->target}};
+    syscall = {{"nr", t.syscall->nr}, {"name", t.syscall->name}, {"args", args}, {"fd", fd}};
+  }
+  json blocking = nullptr;
+  if (t.blocking) {
+    blocking = {
+        {"category", t.blocking->category},
+        {"primitive", t.blocking->primitive},
+        {"site", t.blocking->site ? frame_json(*t.blocking->site) : json(nullptr)},
+        {"idle", t.blocking->idle},
+        {"rule", t.blocking->rule},
+        {"blocks_event_loop", t.blocking->blocks_event_loop},
+        {"coroutine", t.blocking->coroutine ? frame_json(*t.blocking->coroutine) : json(nullptr)}};
+  }
+  json frames = json::array();
+  for (const Frame& f : t.frames) frames.push_back(frame_json(f));
+  json thread = {{"tid", t.tid},           {"name", t.name},
+                 {"state", t.state},       {"wchan", t.wchan},
+                 {"syscall", syscall},     {"blocking", blocking},
+                 {"frames", frames},       {"truncated", t.truncated},
+                 {"captured", t.captured}, {"stop_us", (t.stop_ns + 500) / 1000}};
+  if (!t.note.empty()) thread["note"] = t.note;
+  thread["python"] = nullptr;
+  if (t.python)
+    thread["python"] = {{"thread_name", t.python->thread_name},
+                        {"holds_gil", t.python->holds_gil},
+                        {"waits_for_gil", t.python->waits_for_gil},
+                        {"tstate", hex(t.python->tstate)},
+                        {"truncated", t.python->truncated}};
+  return thread;
+}
+
+namespace {
+
+// Everything but the threads, which are an empty array here.
+nlohmann::json audit_json_without_threads(const Snapshot& s) {
   using nlohmann::json;
   json threads = json::array();
-  for (const Thread& t : s.threads) {
-    json syscall = nullptr;
-    if (t.syscall) {
-      json args = json::array();
-      for (uint64_t a : t.syscall->args) args.push_back(hex(a));
-      json fd = nullptr;
-      if (t.syscall->fd)
-        fd = {{"fd", t.syscall->fd->fd},
-              {"kind", t.syscall->fd->kind},
-              {"detail", t.syscall->fd->detail},
-              {"target", t.syscall->fd->target}};
-      syscall = {{"nr", t.syscall->nr}, {"name", t.syscall->name}, {"args", args}, {"fd", fd}};
-    }
-    json blocking = nullptr;
-    if (t.blocking) {
-      blocking = {{"category", t.blocking->category},
-                  {"primitive", t.blocking->primitive},
-                  {"site", t.blocking->site ? frame_json(*t.blocking->site) : json(nullptr)},
-                  {"idle", t.blocking->idle},
-                  {"rule", t.blocking->rule},
-                  {"blocks_event_loop", t.blocking->blocks_event_loop},
-                  {"coroutine",
-                   t.blocking->coroutine ? frame_json(*t.blocking->coroutine) : json(nullptr)}};
-    }
-    json frames = json::array();
-    for (const Frame& f : t.frames) frames.push_back(frame_json(f));
-    json thread = {{"tid", t.tid},           {"name", t.name},
-                   {"state", t.state},       {"wchan", t.wchan},
-                   {"syscall", syscall},     {"blocking", blocking},
-                   {"frames", frames},       {"truncated", t.truncated},
-                   {"captured", t.captured}, {"stop_us", (t.stop_ns + 500) / 1000}};
-    if (!t.note.empty()) thread["note"] = t.note;
-    thread["python"] = nullptr;
-    if (t.python)
-      thread["python"] = {{"thread_name", t.python->thread_name},
-                          {"holds_gil", t.python->holds_gil},
-                          {"waits_for_gil", t.python->waits_for_gil},
-                          {"tstate", hex(t.python->tstate)},
-                          {"truncated", t.python->truncated}};
-    threads.push_back(std::move(thread));
-  }
   json by_category = json::object();
   for (const auto& [k, v] : s.summary.by_category) by_category[k] = v;
   json pools = json::array();
@@ -155,6 +160,49 @@ nlohmann::json audit_json(const Snapshot& s) {
         {"gil_holder", s.summary.gil_holder ? json(*s.summary.gil_holder) : json(nullptr)}}},
       {"warnings", s.warnings},
   };
+}
+
+}  // namespace
+
+nlohmann::json audit_json(const Snapshot& s) {
+  nlohmann::json doc = audit_json_without_threads(s);
+  nlohmann::json& threads = doc["threads"];
+  for (const Thread& t : s.threads) threads.push_back(thread_json(t));
+  return doc;
+}
+
+void write_audit_json(const Snapshot& s, const std::function<void(std::string_view)>& out) {
+  // The document without its threads, cut where they go: keys are printed
+  // sorted, and "threads" is the only key at the top level's indentation
+  // with an empty array.
+  std::string text = audit_json_without_threads(s).dump(2);
+  const std::string_view key = "\n  \"threads\": ";
+  size_t at = text.find(std::string(key) + "[]");
+  if (at == std::string::npos) throw std::logic_error("audit JSON without a threads key");
+  std::string_view whole = text;
+  out(whole.substr(0, at + key.size()));
+  if (s.threads.empty()) {
+    out("[]");
+  } else {
+    out("[\n");
+    std::string lines;
+    for (size_t i = 0; i < s.threads.size(); ++i) {
+      // Each thread as dump(2) prints it two levels down: every line four
+      // spaces further in (a newline inside a string is escaped, \n).
+      std::string one = thread_json(s.threads[i]).dump(2);
+      lines.clear();
+      lines += "    ";
+      for (char c : one) {
+        lines += c;
+        if (c == '\n') lines += "    ";
+      }
+      lines += i + 1 < s.threads.size() ? ",\n" : "\n";
+      out(lines);
+    }
+    out("  ]");
+  }
+  out(whole.substr(at + key.size() + 2));
+  out("\n");
 }
 
 }  // namespace stackaudit

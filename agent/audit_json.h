@@ -1,8 +1,10 @@
 // The audit JSON (schema stackaudit.audit/v1, docs/audit-json.md).
 #pragma once
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 
 #include "collector/snapshot.h"
 
@@ -11,6 +13,11 @@ namespace stackaudit {
 inline constexpr const char* kAuditSchema = "stackaudit.audit/v1";
 
 nlohmann::json audit_json(const Snapshot& snapshot);
+nlohmann::json thread_json(const Thread& thread);
+// Writes audit_json(snapshot).dump(2) and a newline to out, piece by piece,
+// never holding more than one thread's JSON: what `dump` prints, at a
+// fraction of the memory for thousands of threads.
+void write_audit_json(const Snapshot& snapshot, const std::function<void(std::string_view)>& out);
 nlohmann::json frame_json(const Frame& frame);
 std::string rfc3339_utc(int64_t unix_ns);
 

@@ -99,7 +99,13 @@ int run_demo() {
   Snapshot snapshot = audit_process(target.pid(), RuleSet::builtin());
   std::string report = text_report(snapshot);
   std::fwrite(report.data(), 1, report.size(), stdout);
-  write_file_atomically("audit.json", audit_json(snapshot).dump(2) + "\n");
+  try {
+    AtomicFile file("audit.json");
+    write_audit_json(snapshot, [&](std::string_view text) { file.write(text); });
+    file.commit();
+  } catch (const std::runtime_error& e) {
+    throw UserError{kExitUsage, e.what()};
+  }
   std::printf(
       "\nWrote audit.json (schema stackaudit.audit/v1). Audit your own process with:\n"
       "  stackaudit dump --pid PID [--format json -o audit.json]\n");

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 
 #include "agent/atomic_file.h"
@@ -61,15 +62,23 @@ int run_dump(const DumpOptions& o) {
     view = o.format == "text" && snapshot.target.runtime_kind == "cpython" ? StackView::kPython
                                                                            : StackView::kMerged;
   apply_stack_view(snapshot, view);
-  std::string out =
-      o.format == "json" ? audit_json(snapshot).dump(2) + "\n" : text_report(snapshot);
+  // The JSON goes out thread by thread: for thousands of threads the whole
+  // document would cost more memory than the rest of the dump.
+  auto emit = [&](const std::function<void(std::string_view)>& out) {
+    if (o.format == "json")
+      write_audit_json(snapshot, out);
+    else
+      out(text_report(snapshot));
+  };
   if (o.output.empty() || o.output == "-") {
-    std::fwrite(out.data(), 1, out.size(), stdout);
+    emit([](std::string_view text) { std::fwrite(text.data(), 1, text.size(), stdout); });
     std::fflush(stdout);
   } else {
     try {
-      write_file_atomically(o.output, out);
-    } catch (const std::exception& e) {
+      AtomicFile file(o.output);
+      emit([&](std::string_view text) { file.write(text); });
+      file.commit();
+    } catch (const std::runtime_error& e) {
       throw UserError{kExitUsage, e.what()};
     }
   }

@@ -94,6 +94,28 @@ TEST(AuditJson, FollowsTheV1Contract) {
   EXPECT_EQ(j["summary"]["by_category"]["poll"], 1);
 }
 
+std::string streamed(const Snapshot& s) {
+  std::string out;
+  write_audit_json(s, [&](std::string_view piece) { out += piece; });
+  return out;
+}
+
+TEST(AuditJson, StreamedAsTheWholeDocumentPrints) {
+  // dump writes the JSON thread by thread; it must be the very text of the
+  // whole document, whatever the threads hold.
+  Snapshot s = canned();
+  EXPECT_EQ(streamed(s), audit_json(s).dump(2) + "\n");
+  s.threads[1].name = "odd\n  \"threads\": [] name";  // escapes, and text like the cut
+  s.threads[1].note = "two\nlines";
+  s.warnings = {"a warning"};
+  EXPECT_EQ(streamed(s), audit_json(s).dump(2) + "\n");
+  s.threads.resize(1);
+  EXPECT_EQ(streamed(s), audit_json(s).dump(2) + "\n");
+  s.threads.clear();
+  EXPECT_EQ(streamed(s), audit_json(s).dump(2) + "\n");
+  EXPECT_TRUE(nlohmann::json::accept(streamed(canned())));
+}
+
 TEST(TextReport, SaysWhatEachThreadWaitsOnSiteFirst) {
   std::string text = text_report(canned());
   auto header = text.find("Thread 123 \"svc\" sleeping | poll: epoll_wait (idle)");

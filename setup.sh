@@ -19,7 +19,8 @@ PACKAGES=(
   python3.11 util-linux                       # Python fixture; setpriv for permission tests
   libc6-dbg binutils xz-utils                 # debug-info tests: libc by build-id, stripped fixtures
   prometheus                                  # promtool and the server, for metrics tests
-  elfutils gdb austin                         # eu-stack, gdb and austin, for the benchmarks
+  elfutils gdb austin time                    # eu-stack, gdb, austin and GNU time (peak RSS), for the benchmarks
+  clang libclang-rt-14-dev llvm               # libFuzzer, its runtime, llvm-symbolizer: fuzz/ smoke test
 )
 
 install_missing() {

@@ -1,6 +1,7 @@
 #include "collector/cpython_linetable.h"
 
 #include <cstdint>
+#include <limits>
 
 namespace stackaudit {
 namespace {
@@ -42,15 +43,20 @@ class Reader {
   size_t pos_ = 0;
 };
 
-}  // namespace
-
-std::vector<LineRange> decode_linetable_311(std::string_view table, int firstlineno) {
-  std::vector<LineRange> out;
+// Calls visit(range) for each entry in order, until visit returns false.
+//
+// The line is kept as CPython keeps it: a C int that wraps (CPython is built
+// with -fwrapv), where a negative value means "no location" (co_lines says
+// None). Unsigned arithmetic gives the same wrap without undefined behaviour,
+// whatever firstlineno and deltas a torn or hostile table holds.
+template <typename Visit>
+void for_each_range(std::string_view table, int firstlineno, Visit visit) {
   Reader r(table);
-  int line = firstlineno;
+  uint32_t line = static_cast<uint32_t>(firstlineno);
   int unit = 0;
   r.next_entry();
-  while (!r.done()) {
+  // Each entry covers at most 8 units: stop before the unit count could wrap.
+  while (!r.done() && unit <= std::numeric_limits<int>::max() - 8) {
     uint8_t first = r.byte();
     int code = (first >> 3) & 15;
     int length = (first & 7) + 1;
@@ -59,18 +65,38 @@ std::vector<LineRange> decode_linetable_311(std::string_view table, int firstlin
       delta = r.signed_varint();
     else if (code >= kOneLineFirst && code <= kOneLineLast)
       delta = code - kOneLineFirst;
-    line += delta;
-    out.push_back({unit, unit + length, code == kNoLocation ? -1 : line});
+    line += static_cast<uint32_t>(delta);
+    int as_int = static_cast<int32_t>(line);
+    if (!visit(LineRange{unit, unit + length, code == kNoLocation || as_int < 0 ? -1 : as_int}))
+      return;
     unit += length;
     r.next_entry();  // skip columns and end-line data we do not use
   }
+}
+
+}  // namespace
+
+std::vector<LineRange> decode_linetable_311(std::string_view table, int firstlineno) {
+  std::vector<LineRange> out;
+  for_each_range(table, firstlineno, [&](const LineRange& range) {
+    out.push_back(range);
+    return true;
+  });
   return out;
 }
 
 int line_at_311(std::string_view table, int firstlineno, int unit) {
-  for (const LineRange& r : decode_linetable_311(table, firstlineno))
-    if (unit >= r.start && unit < r.end) return r.line;
-  return -1;
+  // Decoded on the fly, without a vector: a table read from a process may be
+  // long (up to 16 MiB), and the answer is usually near its start.
+  int line = -1;
+  for_each_range(table, firstlineno, [&](const LineRange& range) {
+    if (unit >= range.start && unit < range.end) {
+      line = range.line;
+      return false;
+    }
+    return unit >= range.end;  // ranges ascend: past `unit` means not there
+  });
+  return line;
 }
 
 }  // namespace stackaudit

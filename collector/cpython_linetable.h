@@ -10,7 +10,8 @@ namespace stackaudit {
 struct LineRange {
   int start;  // first code unit (2-byte instruction word)
   int end;    // one past the last
-  int line;   // -1: no location (compiler-generated code)
+  int line;   // -1: no location (compiler-generated code, or a line CPython
+              // would show as None: below 0 after its int arithmetic wraps)
 };
 
 std::vector<LineRange> decode_linetable_311(std::string_view table, int firstlineno);

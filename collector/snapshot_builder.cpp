@@ -139,8 +139,7 @@ StopStats stop_stats(std::vector<uint64_t> ns) {
 }
 
 SnapshotBuilder::SnapshotBuilder(pid_t pid, RuleSet rules, SourceLines lines)
-    : pid_(pid),
-      rules_(std::move(rules)),
+    : rules_(std::move(rules)),
       modules_(pid),
       memory_(pid),
       unwinder_(modules_, memory_),

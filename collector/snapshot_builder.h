@@ -38,7 +38,6 @@ class SnapshotBuilder {
   void update_modules(const std::vector<Mapping>& maps);
   Thread build_thread(const RawThread& raw, const RawCapture& capture, const PyProcessInfo* python);
 
-  pid_t pid_;
   RuleSet rules_;
   ModuleMap modules_;
   RemoteMemory memory_;

@@ -93,6 +93,50 @@ TEST(ProcSockets, TcpAndUnixTables) {
   EXPECT_EQ(out[2].inode, 777u);
 }
 
+TEST(ProcSockets, UnixPathsAreKeptWholeWithTheirSpaces) {
+  // The kernel prints the bound name raw after the inode; found by fuzz/
+  // (the path was cut at its first space).
+  std::vector<SocketEntry> out;
+  proc::parse_unix_sockets(
+      "Num       RefCount Protocol Flags    Type St Inode Path\n"
+      "0000000000000000: 00000002 00000000 00010000 0001 01   777 /run/my app.sock\n"
+      "0000000000000000: 00000002 00000000 00000000 0001 01 778 @abstract name \n"
+      "0000000000000000: 00000003 00000000 00000000 0001 03 779\n",
+      out);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].local, "/run/my app.sock");
+  EXPECT_EQ(out[0].inode, 777u);
+  EXPECT_EQ(out[1].local, "@abstract name ");
+  EXPECT_EQ(out[2].local, "");
+  EXPECT_EQ(out[2].state, "CONNECTED");
+}
+
+TEST(ProcStatus, FieldsSeccompAndCmdline) {
+  ProcessInfo info;
+  info.comm = "kept";
+  const std::string status =
+      "Name:\tweird\\nname\nUmask:\t0022\nState:\tS (sleeping)\nTracerPid:\t77\n"
+      "VmSize:\t    3060 kB\nVmRSS:\t    1764 kB\nThreads:\t5\nSeccomp:\t2\n"
+      "voluntary_ctxt_switches:\t10\nnonvoluntary_ctxt_switches:\t3\n";
+  proc::parse_status(status, info);
+  EXPECT_EQ(info.comm, "kept");  // not a status field: left alone
+  EXPECT_EQ(info.tracer_pid, 77);
+  EXPECT_EQ(info.virtual_memory_bytes, 3060u * 1024);
+  EXPECT_EQ(info.rss_bytes, 1764u * 1024);
+  EXPECT_EQ(info.threads, 5u);
+  EXPECT_EQ(info.seccomp, 2);
+  EXPECT_EQ(info.voluntary_ctxt_switches, 10u);
+  EXPECT_EQ(info.nonvoluntary_ctxt_switches, 3u);
+  EXPECT_EQ(proc::parse_seccomp(status), 2);
+  EXPECT_EQ(proc::parse_seccomp("Name:\tx\n"), -1);
+
+  using Args = std::vector<std::string>;
+  EXPECT_EQ(proc::parse_cmdline(std::string("python3\0app.py\0", 15)), (Args{"python3", "app.py"}));
+  EXPECT_EQ(proc::parse_cmdline("worker: idle"), (Args{"worker: idle"}));  // setproctitle
+  EXPECT_EQ(proc::parse_cmdline(std::string("a\0\0b", 4)), (Args{"a", "", "b"}));
+  EXPECT_EQ(proc::parse_cmdline(""), Args{});
+}
+
 TEST(Syscalls, NamesAndStopEffects) {
   EXPECT_EQ(syscall_name(232), "epoll_wait");
   EXPECT_EQ(syscall_name(202), "futex");

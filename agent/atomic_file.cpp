@@ -26,7 +26,7 @@ void AtomicFile::fail(const char* what) {
   std::string msg = std::string("cannot ") + what + " " + path_ + ": " + std::strerror(errno);
   fd_.reset();
   ::unlink(tmp_.c_str());
-  committed_ = true;  // nothing left to remove
+  committed_ = true;  // nothing left for the destructor to remove
   throw std::runtime_error(msg);
 }
 

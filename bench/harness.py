@@ -396,10 +396,13 @@ class ToolOutput:
     peak_rss_kib: int = 0  # with measure_rss: GNU time's %M, 0 when unknown
 
 
-# GNU time (Debian package `time`) reports a tool's peak RSS. A process forked
-# from this script would carry the script's own RSS into its peak (the kernel
-# keeps the high-water mark across exec); time forks the tool from its own
-# small image.
+# GNU time (Debian package `time`) reports a tool's peak RSS: the largest of
+# the tool's and of the children it reaped (stackaudit's stopper process), not
+# their sum. A process forked from this script would carry the script's own
+# RSS into its peak (the kernel keeps the high-water mark across exec); time
+# forks the tool from its own small image. The death signal die_with_parent
+# sets is time's, not the tool's: if this script is SIGKILLed, a one-shot dump
+# runs to its end (any other end of the script kills the tool's session).
 GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 RSS_FILE = Path(tempfile.gettempdir()) / f"stackaudit-bench-rss-{os.getpid()}"
 

@@ -11,7 +11,8 @@ constexpr int kMaxInterpreters = 16;
 constexpr int kMaxThreads = 100000;
 constexpr int kMaxFrames = 4096;
 constexpr size_t kMaxString = 4096;
-constexpr int64_t kMaxDictEntries = 1 << 20;
+constexpr int64_t kMaxDictEntries = 1 << 20;  // sys.modules, threading._active
+constexpr int64_t kMaxAttributes = 4096;      // an instance's attributes
 constexpr int kReadAttempts = 3;
 
 // A Python string's code point as UTF-8. A lone surrogate (how Python keeps a
@@ -208,18 +209,18 @@ std::vector<std::pair<uint64_t, uint64_t>> CPythonReader::dict_items(uint64_t di
   uint64_t keys = 0, values = 0;
   if (!dict || !read_ptr(dict + L_.dict.keys, &keys) || !keys) return {};
   read_ptr(dict + L_.dict.values, &values);
-  return keys_items(keys, values);
+  return keys_items(keys, values, kMaxDictEntries);
 }
 
-std::vector<std::pair<uint64_t, uint64_t>> CPythonReader::keys_items(uint64_t keys,
-                                                                     uint64_t values) {
+std::vector<std::pair<uint64_t, uint64_t>> CPythonReader::keys_items(uint64_t keys, uint64_t values,
+                                                                     int64_t max_entries) {
   std::vector<std::pair<uint64_t, uint64_t>> out;
   std::vector<uint8_t> head(L_.dict.indices);
   if (!memory_.read_exact(keys, head.data(), head.size())) return out;
   uint8_t log2_index_bytes = field<uint8_t>(head, L_.dict.log2_index_bytes);
   uint8_t kind = field<uint8_t>(head, L_.dict.kind);
   int64_t n = field<int64_t>(head, L_.dict.nentries);
-  if (n <= 0 || n > kMaxDictEntries || log2_index_bytes > 40) return out;
+  if (n <= 0 || n > max_entries || log2_index_bytes > 40) return out;
   uint32_t esize = kind == 0 ? L_.dict.general_entry_size : L_.dict.unicode_entry_size;
   uint64_t entries = keys + L_.dict.indices + (uint64_t{1} << log2_index_bytes);
   std::vector<uint8_t> e(static_cast<size_t>(n) * esize);
@@ -256,7 +257,7 @@ uint64_t CPythonReader::attribute(uint64_t obj, const std::string& name) {
     // Split "managed" dict: keys shared in the type, values beside the object.
     uint64_t keys = 0;
     if (!read_ptr(type + L_.object.ht_cached_keys, &keys) || !keys) return 0;
-    items = keys_items(keys, values);
+    items = keys_items(keys, values, kMaxAttributes);
   } else {
     read_ptr(obj + static_cast<uint64_t>(static_cast<int64_t>(L_.object.managed_dict)), &dict);
     items = dict_items(dict);

@@ -78,8 +78,10 @@ class CPythonReader {
   bool read_ptr(uint64_t addr, uint64_t* out) { return memory_.read_exact(addr, out, 8); }
   // (key, value) pairs of a dict object; keys in insertion order.
   std::vector<std::pair<uint64_t, uint64_t>> dict_items(uint64_t dict);
-  // The same, from a dict-keys object and, for a split table, its values array.
-  std::vector<std::pair<uint64_t, uint64_t>> keys_items(uint64_t keys, uint64_t values);
+  // The same, from a dict-keys object and, for a split table, its values
+  // array; nothing when it claims more than max_entries (a torn read).
+  std::vector<std::pair<uint64_t, uint64_t>> keys_items(uint64_t keys, uint64_t values,
+                                                        int64_t max_entries);
   uint64_t dict_get(uint64_t dict, const std::string& key);
   uint64_t attribute(uint64_t obj, const std::string& name);  // instance __dict__ lookup
   bool read_long(uint64_t obj, uint64_t* out);

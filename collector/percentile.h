@@ -1,5 +1,6 @@
-// Percentiles by nearest rank, as every figure stackaudit reports them (stop
-// times in the snapshot, latencies and waits in the agent's window).
+// Percentiles as every figure stackaudit reports them (stop times in the
+// snapshot, latencies and waits in the agent's window): the value at the
+// rounded position p * (n - 1) of the sorted values.
 #pragma once
 
 #include <algorithm>
@@ -9,7 +10,7 @@
 namespace stackaudit {
 
 // The p-th percentile (p from 0 to 1) of values sorted ascending; T{} when
-// there are none.
+// there are none. For two values, p50 is the larger.
 template <class T>
 T percentile_of_sorted(const std::vector<T>& sorted, double p) {
   if (sorted.empty()) return T{};

@@ -5,6 +5,8 @@
 #include <elfutils/libdw.h>
 #include <elfutils/libdwfl.h>
 
+#include <gelf.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -18,12 +20,30 @@ namespace {
 // ":.debug:/usr/lib/debug". STACKAUDIT_DEBUGINFO_PATH overrides it.
 char* g_debuginfo_path = nullptr;
 
-// Where separate debug info could be for a module, following the search path
-// as libdw reads it: entries starting with '/' are roots (ROOT/.build-id/xx/
-// rest.debug, ROOT/<the file's folder>/<debuglink>), the others are relative
-// to the file's folder; a leading '+' or '-' (check the CRC or not) is not
-// part of the folder.
+// Whether the module's main file names a dwz alternate file: libdw then looks
+// that up by its own build-id, which is not the module's.
+bool has_debugaltlink(Dwfl_Module* mod) {
+  GElf_Addr bias;
+  Elf* elf = dwfl_module_getelf(mod, &bias);
+  size_t strndx;
+  if (!elf || elf_getshdrstrndx(elf, &strndx) != 0) return false;
+  for (Elf_Scn* scn = nullptr; (scn = elf_nextscn(elf, scn));) {
+    GElf_Shdr shdr;
+    const char* name = gelf_getshdr(scn, &shdr) ? elf_strptr(elf, strndx, shdr.sh_name) : nullptr;
+    if (name && std::strcmp(name, ".gnu_debugaltlink") == 0) return true;
+  }
+  return false;
+}
+
+// Whether separate debug info could be somewhere libdw looks, following its
+// search path: entries starting with '/' are roots (ROOT/.build-id/xx/
+// rest.debug, and ROOT + each tail of the file's folder + the link name),
+// the others are relative to the file's folder; a leading '+' or '-' (check
+// the CRC or not) is not part of the folder. The link name is the
+// .gnu_debuglink, or FILE.debug without one. When unsure, yes: a wrong yes
+// costs only what libdw would have done anyway.
 bool may_have_local_debuginfo(Dwfl_Module* mod, const char* file_name, const char* debuglink) {
+  if (has_debugaltlink(mod)) return true;
   std::string path = g_debuginfo_path ? g_debuginfo_path : ":.debug:/usr/lib/debug";
   const unsigned char* id = nullptr;
   GElf_Addr id_vaddr;
@@ -37,7 +57,14 @@ bool may_have_local_debuginfo(Dwfl_Module* mod, const char* file_name, const cha
   }
   std::string file = file_name ? file_name : "";
   std::string dir = file.substr(0, file.rfind('/') + 1);
-  auto exists = [](const std::string& p) { return ::access(p.c_str(), F_OK) == 0; };
+  std::string link = debuglink ? debuglink : file.substr(dir.size()) + ".debug";
+  // stat, not access: access checks with the real user's rights, and a
+  // service account with CAP_SYS_PTRACE as an ambient capability would be
+  // refused paths under /proc/PID/root that its open() may use.
+  auto exists = [](const std::string& p) {
+    struct stat st;
+    return ::stat(p.c_str(), &st) == 0;
+  };
   size_t start = 0;
   while (start <= path.size()) {
     size_t end = path.find(':', start);
@@ -47,10 +74,12 @@ bool may_have_local_debuginfo(Dwfl_Module* mod, const char* file_name, const cha
     if (!entry.empty() && (entry[0] == '+' || entry[0] == '-')) entry.erase(0, 1);
     if (!entry.empty() && entry[0] == '/') {
       if (id_len > 0 && exists(entry + "/.build-id/" + build_id + ".debug")) return true;
-      if (debuglink && exists(entry + dir + debuglink)) return true;
-    } else if (debuglink) {
-      std::string folder = dir + (entry.empty() ? "" : entry + "/");
-      if (exists(folder + debuglink)) return true;
+      // /usr/lib/debug/usr/lib/x86_64-linux-gnu/LINK for a file opened as
+      // /proc/PID/root/usr/lib/x86_64-linux-gnu/...: every tail of the folder.
+      for (size_t at = 0; at != std::string::npos; at = dir.find('/', at + 1))
+        if (exists(entry + dir.substr(at) + link)) return true;
+    } else if (exists(dir + (entry.empty() ? "" : entry + "/") + link)) {
+      return true;
     }
   }
   return false;

@@ -66,7 +66,8 @@ ProcessCapturer::ProcessCapturer(pid_t pid, CaptureOptions options)
   if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur > 512)
     schedstat_fd_budget_ = std::min<size_t>(files.rlim_cur - 256, 65536);
   // The stopper starts while the caller loads modules and reads /proc; the
-  // first stop waits for it only if it is not ready by then.
+  // first stop waits for it only if it is not ready by then. (The capturer
+  // is created by the thread that captures: dump's and agent's main thread.)
   stopper_.launch_early();
 }
 

@@ -579,6 +579,9 @@ StopCopy StopperProcess::stop(const PtraceStopper::Request& request) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::string why;
     if (!ready_ && !start(&why)) {
+      // One launched early may have died before its first use (killed, or
+      // out of memory): start another once.
+      if (attempt == 0) continue;
       copy.result.outcome = StopOutcome::kError;
       copy.problem = why;
       return copy;

@@ -62,7 +62,8 @@ class StopperProcess {
 
   // Starts the stopper process without waiting for it to be ready, so that
   // its start-up overlaps the caller's own work; stop() waits for it. Errors
-  // are left for stop() to report.
+  // are left for stop() to report. Call it from the thread that will call
+  // stop(): the stopper's death signal follows the thread that started it.
   void launch_early();
   // Starts the stopper process if none is running, asks it to stop one
   // thread, and waits (bounded) for its reply.
@@ -72,7 +73,8 @@ class StopperProcess {
   // A new pass over the threads: late copies from an earlier one are stale.
   void new_round() { ++round_; }
 
-  // How the stopper runs, e.g. "realtime (SCHED_FIFO 1)"; empty before it started.
+  // How the stopper runs, e.g. "realtime (SCHED_FIFO 1)"; empty before the
+  // first stop.
   const std::string& priority() const { return priority_; }
   // Stopper processes that ended mid-stop (their watchdog, or anything else
   // that killed them): the kernel let the thread go.

@@ -28,7 +28,10 @@ struct Block {
   explicit Block(size_t size) : bytes(size) {}
   template <class T>
   Block& set(uint64_t offset, T value) {
-    EXPECT_LE(offset + sizeof value, bytes.size());
+    if (offset + sizeof value > bytes.size()) {
+      ADD_FAILURE() << "field at " << offset << " outside a block of " << bytes.size();
+      return *this;
+    }
     std::memcpy(bytes.data() + offset, &value, sizeof value);
     return *this;
   }

@@ -21,7 +21,39 @@ PACKAGES=(
   prometheus                                  # promtool and the server, for metrics tests
   elfutils gdb austin time                    # eu-stack, gdb, austin and GNU time (peak RSS), for the benchmarks
   clang libclang-rt-14-dev llvm               # libFuzzer, its runtime, llvm-symbolizer: fuzz/ smoke test
+  debootstrap                                 # the Debian unstable rootfs: CPython 3.13-3.15, container tests
 )
+
+# Debian unstable's interpreters, in a rootfs of their own: the newer CPythons
+# to test on, and the fixture for targets in a container. Made once with
+# debootstrap from Debian's mirror (about a minute, 370 MB), kept outside the
+# build folder, re-used after. STACKAUDIT_SID_ROOTFS moves it.
+SID_ROOTFS="${STACKAUDIT_SID_ROOTFS:-/var/cache/stackaudit/sid-rootfs}"
+SID_PYTHONS=(python3.13 python3.14 python3.15)
+
+make_sid_rootfs() {
+  local have=1
+  for p in "${SID_PYTHONS[@]}"; do [ -x "$SID_ROOTFS/usr/bin/$p" ] || have=0; done
+  [ "$have" -eq 1 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup.sh: no Debian unstable rootfs at $SID_ROOTFS; run as root to make it" >&2
+    return 0
+  fi
+  echo "setup.sh: making the Debian unstable rootfs at $SID_ROOTFS (debootstrap, about a minute)"
+  local tmp="$SID_ROOTFS.partial"
+  rm -rf "$tmp"
+  mkdir -p "$(dirname "$SID_ROOTFS")"
+  local include
+  include=$(IFS=,; echo "${SID_PYTHONS[*]}")
+  if ! debootstrap --variant=minbase --include="$include" sid "$tmp" http://deb.debian.org/debian \
+      >"$SID_ROOTFS.log" 2>&1; then
+    echo "setup.sh: debootstrap failed (see $SID_ROOTFS.log); the tests that need it will say so" >&2
+    rm -rf "$tmp"
+    return 0
+  fi
+  rm -rf "$SID_ROOTFS"
+  mv "$tmp" "$SID_ROOTFS"
+}
 
 install_missing() {
   local missing=()
@@ -59,6 +91,8 @@ case "${1:-}" in
     ;;
   test)
     install_missing
+    make_sid_rootfs
+    export STACKAUDIT_SID_ROOTFS="$SID_ROOTFS"
     cmake -S . -B build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTACKAUDIT_SANITIZE=ON -DSTACKAUDIT_TEST_HOOKS=ON >/dev/null
     cmake --build build-test -j "$jobs" >/dev/null
     exec ctest --test-dir build-test --output-on-failure -j "$jobs"

@@ -37,6 +37,7 @@ nlohmann::json frame_json(const Frame& f) {
       {"inlined", f.inlined},
       {"ip", python ? nlohmann::json(nullptr) : nlohmann::json(hex(f.ip))},
       {"module_offset", python ? nlohmann::json(nullptr) : nlohmann::json(hex(f.module_offset))},
+      {"interpreter", python ? nlohmann::json(f.interpreter) : nlohmann::json(nullptr)},
   };
 }
 

@@ -117,7 +117,10 @@ std::string text_report(const Snapshot& s) {
     }
     for (size_t i = 0; i < t.frames.size(); ++i) {
       char ip[32];
-      if (t.frames[i].kind == Frame::Kind::kPython)
+      if (t.frames[i].kind == Frame::Kind::kPython && t.frames[i].interpreter != 0)
+        std::snprintf(ip, sizeof ip, "%-14s",
+                      ("[py interp " + std::to_string(t.frames[i].interpreter) + "]").c_str());
+      else if (t.frames[i].kind == Frame::Kind::kPython)
         std::snprintf(ip, sizeof ip, "%-14s", "[python]");
       else
         std::snprintf(ip, sizeof ip, "0x%012llx", static_cast<unsigned long long>(t.frames[i].ip));

@@ -1,5 +1,6 @@
 #include "collector/cpython_reader.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "collector/cpython_linetable.h"
@@ -7,7 +8,7 @@
 namespace stackaudit {
 namespace {
 
-constexpr int kMaxInterpreters = 16;
+constexpr int kMaxInterpreters = 256;
 constexpr int kMaxThreads = 100000;
 constexpr int kMaxFrames = 4096;
 constexpr size_t kMaxString = 4096;
@@ -77,6 +78,7 @@ bool is_python_library_file(const std::string& file) {
 std::unique_ptr<CPythonReader> CPythonReader::detect(const ModuleMap& modules, Memory& memory,
                                                      std::string* warning,
                                                      uint32_t* detected_version) {
+  constexpr const char* kSupported = "(supported: CPython 3.11 and later)";
   for (const Module& m : modules.modules()) {
     if (!m.elf) continue;
     uint64_t runtime = m.elf->symbol("_PyRuntime");
@@ -86,16 +88,28 @@ std::unique_ptr<CPythonReader> CPythonReader::detect(const ModuleMap& modules, M
     uint32_t version = 0;
     if (!version_addr || (!memory.read_exact(version_addr + m.bias, &version, sizeof version) &&
                           !m.elf->read_readonly(version_addr, &version, sizeof version))) {
-      *warning = m.name +
-                 " looks like CPython older than 3.11 (no Py_Version); showing native "
-                 "frames only (supported: CPython 3.11)";
+      *warning = m.name + " looks like CPython older than 3.11 (no Py_Version); showing native " +
+                 "frames only " + kSupported;
       return nullptr;
     }
     *detected_version = version;
-    const CPythonLayout* layout = cpython_layout(version);
-    if (!layout) {
-      *warning = "CPython " + cpython_version_text(version) + " in " + m.name +
-                 " is not supported yet; showing native frames only (supported: CPython 3.11)";
+    std::string where = "CPython " + cpython_version_text(version) + " in " + m.name;
+    std::optional<CPythonLayout> layout;
+    if (const CPythonLayout* row = cpython_layout(version)) {
+      layout = *row;
+    } else if (version >= kFirstDebugOffsetsVersion) {
+      std::vector<uint8_t> raw(kDebugOffsetsBytes);
+      std::string why;
+      if (!memory.read_exact(runtime + m.bias, raw.data(), raw.size()))
+        why = "has an unreadable _PyRuntime";
+      else
+        layout = cpython_layout_from_debug_offsets(raw.data(), raw.size(), version, &why);
+      if (!layout) {
+        *warning = where + " " + why + "; showing native frames only";
+        return nullptr;
+      }
+    } else {
+      *warning = where + " is not supported; showing native frames only " + kSupported;
       return nullptr;
     }
     uint64_t code_type = m.elf->symbol("PyCode_Type");
@@ -149,7 +163,7 @@ const CPythonReader::CodeInfo* CPythonReader::code_info(uint64_t code) {
   if (code_type_ && field<uint64_t>(block, L_.object.ob_type) != code_type_) return nullptr;
   CodeInfo info;
   info.firstlineno = field<int32_t>(block, L_.code.firstlineno);
-  info.firsttraceable = field<int32_t>(block, L_.code.firsttraceable);
+  if (L_.code.firsttraceable) info.firsttraceable = field<int32_t>(block, L_.code.firsttraceable);
   if (!read_string(field<uint64_t>(block, L_.code.qualname), &info.qualname)) return nullptr;
   read_string(field<uint64_t>(block, L_.code.filename), &info.file);
   uint64_t table = field<uint64_t>(block, L_.code.linetable);
@@ -166,21 +180,35 @@ const CPythonReader::CodeInfo* CPythonReader::code_info(uint64_t code) {
 bool CPythonReader::read_thread(uint64_t tstate, PyThreadInfo& t,
                                 const std::set<long>* frames_for) {
   t.tstate = tstate;
-  std::vector<uint8_t> ts(L_.tstate.native_thread_id + 8);
+  std::vector<uint8_t> ts(std::max(L_.tstate.native_thread_id, L_.tstate.frame) + 8);
   if (!memory_.read_exact(tstate, ts.data(), ts.size())) return false;
   t.native_tid = field<int64_t>(ts, L_.tstate.native_thread_id);
   t.thread_id = field<uint64_t>(ts, L_.tstate.thread_id);
-  uint64_t cframe = field<uint64_t>(ts, L_.tstate.cframe);
   if (frames_for && !frames_for->count(t.native_tid)) return true;
-  uint64_t frame = 0;
-  if (cframe && !read_ptr(cframe + L_.cframe.current_frame, &frame)) return false;
-  std::vector<uint8_t> f(L_.frame.owner + 1);
+  uint64_t frame = field<uint64_t>(ts, L_.tstate.frame);
+  if (L_.tstate.cframe_current_frame >= 0 && frame &&
+      !read_ptr(frame + static_cast<uint32_t>(L_.tstate.cframe_current_frame), &frame))
+    return false;
+  return read_frames(frame, t);
+}
+
+bool CPythonReader::read_frames(uint64_t frame, PyThreadInfo& t) {
+  uint32_t span = std::max({L_.frame.code, L_.frame.previous, L_.frame.instr}) + 8;
+  std::vector<uint8_t> f(std::max({span, L_.frame.owner + 1, L_.frame.is_entry + 1}));
   for (int depth = 0; frame; ++depth) {
     if (depth >= kMaxFrames || !memory_.read_exact(frame, f.data(), f.size())) {
       t.truncated = true;
       break;
     }
-    uint64_t code = field<uint64_t>(f, L_.frame.code);
+    uint8_t owner = field<uint8_t>(f, L_.frame.owner);
+    if (L_.frame.owner_shim && owner >= L_.frame.owner_shim) {
+      // The entry frame a C-level eval-loop call pushes (3.12+): the Python
+      // frame below it was the first of that call.
+      if (!t.frames.empty()) t.frames.back().is_entry = true;
+      frame = field<uint64_t>(f, L_.frame.previous);
+      continue;
+    }
+    uint64_t code = field<uint64_t>(f, L_.frame.code) & ~L_.frame.code_tag_bits;
     const CodeInfo* info = code_info(code);
     if (!info) {  // freed or reused under us: the chain is no longer trustworthy
       t.truncated = true;
@@ -189,14 +217,15 @@ bool CPythonReader::read_thread(uint64_t tstate, PyThreadInfo& t,
     PyFrameInfo pf;
     pf.qualname = info->qualname;
     pf.file = info->file;
-    pf.is_entry = field<uint8_t>(f, L_.frame.is_entry) != 0;
+    pf.interpreter = t.interpreter;
+    pf.is_entry = L_.frame.is_entry && field<uint8_t>(f, L_.frame.is_entry) != 0;
     uint64_t first = code + L_.code.code_adaptive;
-    uint64_t prev = field<uint64_t>(f, L_.frame.prev_instr);
-    bool generator = field<uint8_t>(f, L_.frame.owner) == L_.frame.owner_generator;
+    uint64_t instr = field<uint64_t>(f, L_.frame.instr);
+    bool generator = owner == L_.frame.owner_generator;
     // A frame whose first instructions have not run yet is not really there.
-    pf.incomplete = !generator && prev < first + 2 * static_cast<uint64_t>(info->firsttraceable);
-    if (prev >= first) {
-      int unit = static_cast<int>((prev - first) / 2);
+    pf.incomplete = !generator && instr < first + 2 * static_cast<uint64_t>(info->firsttraceable);
+    if (instr >= first) {
+      int unit = static_cast<int>((instr - first) / 2);
       pf.line = std::max(0, line_at_311(info->linetable, info->firstlineno, unit));
     }
     t.frames.push_back(std::move(pf));
@@ -249,17 +278,43 @@ uint64_t CPythonReader::attribute(uint64_t obj, const std::string& name) {
   if (!read_ptr(obj + L_.object.ob_type, &type) || !type ||
       !read_ptr(type + L_.object.tp_flags, &flags))
     return 0;
-  if (!(flags & L_.object.managed_dict_flag)) return 0;
+  auto before = [&](int32_t offset, uint64_t* out) {
+    return read_ptr(obj + static_cast<uint64_t>(static_cast<int64_t>(offset)), out);
+  };
+  // Where the instance's attributes are: a values array that shares its keys
+  // with the type (split, "managed"), or a dict of its own.
   uint64_t values = 0, dict = 0;
-  read_ptr(obj + static_cast<uint64_t>(static_cast<int64_t>(L_.object.managed_values)), &values);
+  using Values = CPythonLayout::Values;
+  if (L_.object.values == Values::kInline && (flags & L_.object.inline_values_flag)) {
+    uint64_t basicsize = 0;
+    uint8_t valid = 0;
+    if (!read_ptr(type + L_.object.tp_basicsize, &basicsize) || basicsize > (1u << 20)) return 0;
+    uint64_t inline_values = obj + basicsize;
+    if (memory_.read_exact(inline_values + L_.object.inline_valid, &valid, 1) && valid)
+      values = inline_values + L_.object.inline_array;
+    else
+      before(L_.object.managed_dict, &dict);
+  } else if (flags & L_.object.managed_dict_flag) {
+    if (L_.object.values == Values::kBeforeObject) {
+      before(L_.object.managed_values, &values);
+      if (!values) before(L_.object.managed_dict, &dict);
+    } else {
+      uint64_t p = 0;
+      before(L_.object.managed_dict, &p);
+      if (L_.object.values == Values::kTaggedPointer && (p & 1))
+        values = p + 1;  // stored one byte below the values to tag it
+      else
+        dict = p;
+    }
+  } else {
+    return 0;
+  }
   std::vector<std::pair<uint64_t, uint64_t>> items;
   if (values) {
-    // Split "managed" dict: keys shared in the type, values beside the object.
     uint64_t keys = 0;
     if (!read_ptr(type + L_.object.ht_cached_keys, &keys) || !keys) return 0;
     items = keys_items(keys, values, kMaxAttributes);
   } else {
-    read_ptr(obj + static_cast<uint64_t>(static_cast<int64_t>(L_.object.managed_dict)), &dict);
     items = dict_items(dict);
   }
   std::string s;
@@ -269,12 +324,13 @@ uint64_t CPythonReader::attribute(uint64_t obj, const std::string& name) {
 }
 
 bool CPythonReader::read_long(uint64_t obj, uint64_t* out) {
-  int64_t ndigits = 0;
-  if (!memory_.read_exact(obj + L_.object.ob_size, &ndigits, sizeof ndigits)) return false;
+  int64_t size = 0;
+  if (!memory_.read_exact(obj + L_.integer.size, &size, sizeof size)) return false;
+  // 3.12+: lv_tag holds the digit count above three bits of sign (0: positive).
+  int64_t ndigits = L_.integer.tagged ? ((size & 3) == 0 ? size >> 3 : -1) : size;
   if (ndigits < 0 || ndigits > 3) return false;  // thread idents are positive, 64-bit
   uint32_t digits[3] = {0, 0, 0};
-  if (ndigits && !memory_.read_exact(obj + L_.object.long_digits, digits, 4 * ndigits))
-    return false;
+  if (ndigits && !memory_.read_exact(obj + L_.integer.digits, digits, 4 * ndigits)) return false;
   *out = 0;
   for (int64_t i = ndigits; i-- > 0;) *out = (*out << 30) | (digits[i] & 0x3fffffff);
   return true;
@@ -297,8 +353,17 @@ void CPythonReader::read_thread_names(uint64_t interp, std::vector<PyThreadInfo>
   }
 }
 
+uint64_t CPythonReader::gil_of(uint64_t interp) {
+  if (L_.runtime.gil >= 0) return runtime_ + static_cast<uint32_t>(L_.runtime.gil);
+  uint64_t gil = 0;
+  read_ptr(interp + L_.interp.gil_pointer, &gil);
+  return gil;
+}
+
 bool CPythonReader::read_once(PyProcessInfo& out, const std::set<long>* frames_for) {
   out.threads.clear();
+  out.gil_waits.clear();
+  out.interpreters = 0;
   codes_.clear();
   uint64_t interp = 0;
   if (!read_ptr(runtime_ + L_.runtime.interpreters_head, &interp)) {
@@ -310,38 +375,82 @@ bool CPythonReader::read_once(PyProcessInfo& out, const std::set<long>* frames_f
     return true;
   }
   bool complete = true;
+  std::vector<PyThreadInfo> states;  // every thread state of every interpreter
+  std::set<uint64_t> gils;
   for (int i = 0; interp && i < kMaxInterpreters; ++i) {
+    ++out.interpreters;
+    int64_t id = 0;
+    memory_.read_exact(interp + L_.interp.id, &id, sizeof id);
     uint64_t tstate = 0;
     if (!read_ptr(interp + L_.interp.threads_head, &tstate)) return false;
-    size_t first = out.threads.size();
+    // A layout that does not fit this interpreter shows here first: a thread
+    // state points back to its interpreter.
+    uint64_t owner = 0;
+    if (tstate && read_ptr(tstate + L_.tstate.interp, &owner) && owner != interp) {
+      if (i == 0) {
+        out.notes.push_back(
+            "the Python thread states do not point back to their interpreter "
+            "(a layout we got wrong?): no Python frames");
+        return true;
+      }
+      return false;
+    }
+    size_t first = states.size();
     for (int n = 0; tstate && n < kMaxThreads; ++n) {
       PyThreadInfo t;
+      t.interpreter = id;
       if (!read_thread(tstate, t, frames_for)) return false;
       complete &= !t.truncated;
-      out.threads.push_back(std::move(t));
+      states.push_back(std::move(t));
       if (!read_ptr(tstate + L_.tstate.next, &tstate)) return false;
     }
-    std::vector<PyThreadInfo> mine(std::make_move_iterator(out.threads.begin() + first),
-                                   std::make_move_iterator(out.threads.end()));
+    std::vector<PyThreadInfo> mine(std::make_move_iterator(states.begin() + first),
+                                   std::make_move_iterator(states.end()));
     read_thread_names(interp, mine);
-    std::move(mine.begin(), mine.end(), out.threads.begin() + first);
+    std::move(mine.begin(), mine.end(), states.begin() + first);
+    // Who holds this interpreter's GIL, and where its waiters sleep.
+    uint64_t gil = gil_of(interp);
+    uint64_t holder = 0;
+    int32_t locked = 0;
+    if (gil && gils.insert(gil).second) {
+      read_ptr(gil + L_.gil.holder, &holder);
+      memory_.read_exact(gil + L_.gil.locked, &locked, sizeof locked);
+      if (L_.gil.cond_size) {
+        out.gil_waits.emplace_back(gil + L_.gil.cond, gil + L_.gil.cond + L_.gil.cond_size);
+        out.gil_waits.emplace_back(gil + L_.gil.mutex, gil + L_.gil.mutex + L_.gil.mutex_size);
+      }
+      for (PyThreadInfo& t : states)
+        if (locked && holder && t.tstate == holder) t.holds_gil = true;
+    }
     if (!read_ptr(interp + L_.interp.next, &interp)) break;
   }
-  uint64_t holder = 0;
-  int32_t locked = 0;
-  read_ptr(runtime_ + L_.runtime.tstate_current, &holder);
-  memory_.read_exact(runtime_ + L_.runtime.gil_locked, &locked, sizeof locked);
-  for (PyThreadInfo& t : out.threads) t.holds_gil = locked && holder && t.tstate == holder;
+  // One entry per OS thread. A thread running a sub-interpreter was called
+  // from the interpreter it came from: the later interpreter's chain is the
+  // inner one (states of a thread come in interpreter order, main first).
+  std::stable_sort(states.begin(), states.end(), [](const PyThreadInfo& a, const PyThreadInfo& b) {
+    return a.native_tid != b.native_tid ? a.native_tid < b.native_tid
+                                        : a.interpreter > b.interpreter;
+  });
+  for (PyThreadInfo& t : states) {
+    PyThreadInfo* same = !out.threads.empty() && out.threads.back().native_tid == t.native_tid
+                             ? &out.threads.back()
+                             : nullptr;
+    if (!same) {
+      out.threads.push_back(std::move(t));
+      continue;
+    }
+    if (!same->frames.empty() && !same->frames.back().is_entry) same->frames.back().is_entry = true;
+    same->frames.insert(same->frames.end(), t.frames.begin(), t.frames.end());
+    same->truncated |= t.truncated;
+    same->holds_gil |= t.holds_gil;
+    if (!t.name.empty()) same->name = t.name;  // the outermost interpreter names the thread
+  }
   return complete;
 }
 
 PyProcessInfo CPythonReader::read(const std::set<long>* frames_for) {
   PyProcessInfo out;
   out.version = version_;
-  out.gil_wait_begin[0] = runtime_ + L_.runtime.gil_cond;
-  out.gil_wait_end[0] = out.gil_wait_begin[0] + L_.runtime.gil_cond_size;
-  out.gil_wait_begin[1] = runtime_ + L_.runtime.gil_mutex;
-  out.gil_wait_end[1] = out.gil_wait_begin[1] + L_.runtime.gil_mutex_size;
   // Threads run while we read: a chain can change under us. Retry a torn read;
   // keep the last one, marked, when none is clean.
   for (int attempt = 0; attempt < kReadAttempts; ++attempt) {

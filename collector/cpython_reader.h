@@ -23,10 +23,15 @@ struct PyFrameInfo {
   int line = 0;             // 0 when unknown
   bool is_entry = false;    // the outermost frame of one C-level _PyEval_EvalFrameDefault call
   bool incomplete = false;  // pushed but not started: not shown
+  int64_t interpreter = 0;  // the id of the interpreter that runs it (0: the main one)
 };
 
+// One OS thread's Python state. A thread that entered a sub-interpreter has a
+// thread state in each interpreter it runs in; they come back as one, with the
+// frames of every chain, innermost interpreter first.
 struct PyThreadInfo {
-  uint64_t tstate = 0;
+  uint64_t tstate = 0;  // the innermost interpreter's thread state
+  int64_t interpreter = 0;
   long native_tid = 0;     // Linux TID
   uint64_t thread_id = 0;  // pthread_t, the key of threading._active
   std::string name;        // threading.Thread.name, "" when not a threading.Thread
@@ -38,18 +43,22 @@ struct PyThreadInfo {
 struct PyProcessInfo {
   uint32_t version = 0;
   std::vector<PyThreadInfo> threads;
-  // Futex addresses a thread waiting for the GIL sleeps on.
-  uint64_t gil_wait_begin[2] = {0, 0};
-  uint64_t gil_wait_end[2] = {0, 0};
+  // Futex address ranges, [begin, end), a thread waiting for a GIL sleeps on:
+  // each GIL's condition variable and mutex (one GIL per interpreter that has
+  // its own, 3.12+).
+  std::vector<std::pair<uint64_t, uint64_t>> gil_waits;
+  int interpreters = 0;
   std::vector<std::string> notes;  // partial reads, a starting or finalizing interpreter
 };
 
 class CPythonReader {
  public:
   // Looks for a CPython runtime (a module exporting _PyRuntime, or with a
-  // .PyRuntime section). Returns null when there is none, or when it is a
-  // version we cannot read: then *warning says so, once, in one sentence, and
-  // *version holds what Py_Version said (0 when it could not be read).
+  // .PyRuntime section), 3.11 and later: 3.11 and 3.12 from a table, 3.13 and
+  // later from the _Py_DebugOffsets the interpreter publishes. Returns null
+  // when there is none, or when it is a version or build we cannot read: then
+  // *warning says so, once, in one sentence, and *version holds what
+  // Py_Version said (0 when it could not be read).
   static std::unique_ptr<CPythonReader> detect(const ModuleMap& modules, Memory& memory,
                                                std::string* warning, uint32_t* version);
 
@@ -58,6 +67,8 @@ class CPythonReader {
   // unknown) let it reject objects that are not what a pointer promised.
   CPythonReader(Memory& memory, const CPythonLayout& layout, uint64_t runtime, uint32_t version,
                 uint64_t code_type, uint64_t unicode_type);
+
+  const CPythonLayout& layout() const { return L_; }
 
   uint32_t version() const { return version_; }
   // Reads every thread state; frames only for the threads in `frames_for`
@@ -73,6 +84,9 @@ class CPythonReader {
   };
   bool read_once(PyProcessInfo& out, const std::set<long>* frames_for);
   bool read_thread(uint64_t tstate, PyThreadInfo& t, const std::set<long>* frames_for);
+  bool read_frames(uint64_t frame, PyThreadInfo& t);
+  // Where the GIL an interpreter runs under is, 0 when unknown.
+  uint64_t gil_of(uint64_t interp);
   const CodeInfo* code_info(uint64_t code);
   bool read_string(uint64_t obj, std::string* out);
   bool read_ptr(uint64_t addr, uint64_t* out) { return memory_.read_exact(addr, out, 8); }
@@ -88,7 +102,7 @@ class CPythonReader {
   void read_thread_names(uint64_t interp, std::vector<PyThreadInfo>& threads);
 
   Memory& memory_;
-  const CPythonLayout& L_;
+  const CPythonLayout L_;
   uint64_t runtime_;
   uint32_t version_;
   uint64_t code_type_;                            // &PyCode_Type in the target, 0 when unknown

@@ -24,6 +24,7 @@ struct Frame {
   bool inlined = false;  // an inlined call; the next frame is the function it was inlined into
   uint64_t ip = 0;
   uint64_t module_offset = 0;  // ip relative to the module's load address
+  int64_t interpreter = 0;     // a Python frame's interpreter id (0: the main interpreter)
 };
 
 struct FdInfo {

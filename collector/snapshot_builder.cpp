@@ -203,8 +203,8 @@ Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& cap
     // variable or mutex: its address says so, with or without symbols.
     if (t.syscall && t.syscall->name == "futex") {
       uint64_t addr = t.syscall->args[0];
-      for (int i = 0; i < 2; ++i)
-        pt.waits_for_gil |= addr >= python->gil_wait_begin[i] && addr < python->gil_wait_end[i];
+      for (const auto& [begin, end] : python->gil_waits)
+        pt.waits_for_gil |= addr >= begin && addr < end;
     }
     // The interpreter's idea of the holder is read after the capture and may
     // be a moment late: a thread captured waiting for the GIL does not hold it.
@@ -238,6 +238,7 @@ bool merge_python_frames(std::vector<Frame>& native, const std::vector<PyFrameIn
       f.file = p.file;
       f.line = p.line;
       f.module = python_module_name(p.file);
+      f.interpreter = p.interpreter;
       groups.back().push_back(std::move(f));
     }
     if (p.is_entry) groups.emplace_back();

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -81,10 +82,10 @@ class FakePython {
   }
   // A small int (thread idents are below 2**60: two 30-bit digits).
   uint64_t integer(uint64_t v) {
-    Block b(L.object.long_digits + 8);
-    b.set<int64_t>(L.object.ob_size, 2)
-        .set<uint32_t>(L.object.long_digits, static_cast<uint32_t>(v & 0x3fffffff))
-        .set<uint32_t>(L.object.long_digits + 4, static_cast<uint32_t>(v >> 30));
+    Block b(L.integer.digits + 8);
+    b.set<int64_t>(L.integer.size, 2)
+        .set<uint32_t>(L.integer.digits, static_cast<uint32_t>(v & 0x3fffffff))
+        .set<uint32_t>(L.integer.digits + 4, static_cast<uint32_t>(v >> 30));
     return put(std::move(b));
   }
 
@@ -128,7 +129,7 @@ class FakePython {
     Block b(L.frame.owner + 1);
     b.set<uint64_t>(L.frame.code, code)
         .set<uint64_t>(L.frame.previous, previous)
-        .set<uint64_t>(L.frame.prev_instr, code + L.code.code_adaptive + 2 * uint64_t(unit))
+        .set<uint64_t>(L.frame.instr, code + L.code.code_adaptive + 2 * uint64_t(unit))
         .set<uint8_t>(L.frame.is_entry, entry ? 1 : 0)
         .set<uint8_t>(L.frame.owner, 0);
     if (!at) return put(std::move(b));
@@ -137,14 +138,17 @@ class FakePython {
   }
 
   uint64_t thread_state(uint64_t next, uint64_t current_frame, uint64_t ident, long tid) {
-    Block cframe(L.cframe.current_frame + 8);
-    cframe.set<uint64_t>(L.cframe.current_frame, current_frame);
+    auto cf = static_cast<uint32_t>(L.tstate.cframe_current_frame);
+    Block cframe(cf + 8);
+    cframe.set<uint64_t>(cf, current_frame);
     Block b(L.tstate.native_thread_id + 8);
     b.set<uint64_t>(L.tstate.next, next)
-        .set<uint64_t>(L.tstate.cframe, put(std::move(cframe)))
+        .set<uint64_t>(L.tstate.frame, put(std::move(cframe)))
         .set<uint64_t>(L.tstate.thread_id, ident)
         .set<int64_t>(L.tstate.native_thread_id, tid);
-    return put(std::move(b));
+    uint64_t at = put(Block(b));
+    tstates_.emplace(at, std::move(b));
+    return at;
   }
 
   // A dict. Unicode keys (kind 1) when every key is a str, else general (0).
@@ -217,19 +221,31 @@ class FakePython {
     return dict({{str("sys"), str("not a module")}, {str("threading"), threading}}, true);
   }
 
-  uint64_t interpreter(uint64_t next, uint64_t threads, uint64_t modules) {
+  // An interpreter whose thread states start at `threads`; they are made to
+  // point back to it, as CPython's do.
+  uint64_t interpreter(uint64_t next, uint64_t threads, uint64_t modules, int64_t id = 0,
+                       bool link = true) {
     Block b(L.interp.modules + 8);
     b.set<uint64_t>(L.interp.next, next)
         .set<uint64_t>(L.interp.threads_head, threads)
-        .set<uint64_t>(L.interp.modules, modules);
-    return put(std::move(b));
+        .set<uint64_t>(L.interp.modules, modules)
+        .set<int64_t>(L.interp.id, id);
+    uint64_t at = put(std::move(b));
+    for (uint64_t ts = threads; link && tstates_.count(ts);) {
+      Block& state = tstates_.at(ts);
+      state.set<uint64_t>(L.tstate.interp, at);
+      memory.put(ts, state.bytes);
+      std::memcpy(&ts, state.bytes.data() + L.tstate.next, 8);
+    }
+    return at;
   }
 
   void runtime(uint64_t interp, uint64_t gil_holder) {
-    Block b(L.runtime.tstate_current + 8);
+    auto gil = static_cast<uint32_t>(L.runtime.gil);
+    Block b(gil + L.gil.mutex + L.gil.mutex_size);
     b.set<uint64_t>(L.runtime.interpreters_head, interp)
-        .set<int32_t>(L.runtime.gil_locked, gil_holder ? 1 : 0)
-        .set<uint64_t>(L.runtime.tstate_current, gil_holder);
+        .set<int32_t>(gil + L.gil.locked, gil_holder ? 1 : 0)
+        .set<uint64_t>(gil + L.gil.holder, gil_holder);
     memory.put(kRuntime, std::move(b.bytes));
   }
 
@@ -243,6 +259,7 @@ class FakePython {
 
  private:
   uint64_t next_ = 0x7f1000000000;
+  std::map<uint64_t, Block> tstates_;  // by address
 };
 
 const PyThreadInfo* by_tid(const PyProcessInfo& p, long tid) {
@@ -307,8 +324,10 @@ TEST_F(CPythonWalk, GilHolderAndWaitAddresses) {
   PyProcessInfo p = py.read();
   EXPECT_TRUE(by_tid(p, 4241)->holds_gil);
   EXPECT_FALSE(by_tid(p, 4242)->holds_gil);
-  EXPECT_EQ(p.gil_wait_begin[0], kRuntime + py.L.runtime.gil_cond);
-  EXPECT_EQ(p.gil_wait_end[1], kRuntime + py.L.runtime.gil_mutex + py.L.runtime.gil_mutex_size);
+  uint64_t gil = kRuntime + static_cast<uint32_t>(py.L.runtime.gil);
+  ASSERT_EQ(p.gil_waits.size(), 2u);
+  EXPECT_EQ(p.gil_waits[0].first, gil + py.L.gil.cond);
+  EXPECT_EQ(p.gil_waits[1].second, gil + py.L.gil.mutex + py.L.gil.mutex_size);
   py.runtime(py.interpreter(0, main_, modules_), 0);  // released
   p = py.read();
   EXPECT_FALSE(by_tid(p, 4241)->holds_gil);
@@ -394,15 +413,51 @@ TEST_F(CPythonWalk, AFrameBeforeItsFirstInstructionIsIncomplete) {
 TEST_F(CPythonWalk, EveryInterpreterIsRead) {
   uint64_t code = py.code("sub_main", py.str("<string>"), 1, FakePython::linetable({{2, 0}}), 2);
   uint64_t sub_ts = py.thread_state(0, py.frame(code, 1, 0, true), 9, 4243);
-  uint64_t sub = py.interpreter(0, sub_ts, 0);
+  uint64_t sub = py.interpreter(0, sub_ts, 0, /*id=*/1);
   py.runtime(py.interpreter(sub, main_, modules_), main_);
   PyProcessInfo p = py.read();
+  EXPECT_EQ(p.interpreters, 2);
   ASSERT_EQ(p.threads.size(), 3u);
   const PyThreadInfo* s = by_tid(p, 4243);
   ASSERT_NE(s, nullptr);
   ASSERT_EQ(s->frames.size(), 1u);
   EXPECT_EQ(s->frames[0].qualname, "sub_main");
+  EXPECT_EQ(s->frames[0].interpreter, 1);
+  EXPECT_EQ(s->interpreter, 1);
   EXPECT_EQ(by_tid(p, 4242)->name, "pool-worker-1");
+}
+
+TEST_F(CPythonWalk, AThreadInTwoInterpretersIsOneThreadInnermostInterpreterFirst) {
+  // The worker thread called into a sub-interpreter: a thread state there too.
+  uint64_t code = py.code("sub_main", py.str("<string>"), 1, FakePython::linetable({{2, 0}}), 2);
+  uint64_t sub_ts = py.thread_state(0, py.frame(code, 1, 0, true), 0x7f00aa000001, 4242);
+  uint64_t sub = py.interpreter(0, sub_ts, 0, /*id=*/3);
+  py.runtime(py.interpreter(sub, main_, modules_), main_);
+  PyProcessInfo p = py.read();
+  ASSERT_EQ(p.threads.size(), 2u);
+  const PyThreadInfo* w = by_tid(p, 4242);
+  ASSERT_NE(w, nullptr);
+  ASSERT_EQ(w->frames.size(), 3u);
+  EXPECT_EQ(w->frames[0].qualname, "sub_main");
+  EXPECT_EQ(w->frames[0].interpreter, 3);
+  EXPECT_TRUE(w->frames[0].is_entry);  // its own eval-loop call
+  EXPECT_EQ(w->frames[1].qualname, "Worker.run");
+  EXPECT_EQ(w->frames[1].interpreter, 0);
+  EXPECT_EQ(w->frames[2].qualname, "Thread._bootstrap_inner");
+  EXPECT_EQ(w->name, "pool-worker-1");  // named by the interpreter it started in
+}
+
+TEST_F(CPythonWalk, ThreadStatesThatDoNotPointBackAreNotTrusted) {
+  // A layout we got wrong reads garbage as thread states: they would not
+  // point back to their interpreter.
+  uint64_t code = py.code("f", py.str("/srv/app/a.py"), 1, FakePython::linetable({{2, 0}}), 2);
+  uint64_t ts = py.thread_state(0, py.frame(code, 1, 0, true), 1, 5005);
+  py.interpreter(0, ts, 0);  // ts points to this one, but the runtime lists another
+  py.runtime(py.interpreter(0, ts, 0, 0, /*link=*/false), 0);
+  PyProcessInfo p = py.read();
+  EXPECT_TRUE(p.threads.empty());
+  ASSERT_EQ(p.notes.size(), 1u);
+  EXPECT_NE(p.notes[0].find("do not point back"), std::string::npos);
 }
 
 TEST_F(CPythonWalk, NoInterpreterYetIsANoteNotAFailure) {

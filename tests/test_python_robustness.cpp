@@ -17,18 +17,23 @@ void expect_sane(const RunResult& r) {
   }
 }
 
-TEST(PythonRobustness, UnsupportedVersionFallsBackToNativeWithOneWarning) {
-  Child fake({FAKE_PYTHON_313_BIN});
+// A runtime stackaudit cannot lay out: native frames, classified as ever, and
+// one warning that says which CPython and why.
+void expect_native_fallback(const char* binary, const std::string& version,
+                            const std::string& why) {
+  SCOPED_TRACE(binary);
+  Child fake({binary});
   ASSERT_TRUE(fake.wait_for("ready", std::chrono::seconds(10)));
   RunResult r = run({kStackaudit, "dump", "--pid", std::to_string(fake.pid()), "--format", "json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto audit = nlohmann::json::parse(r.out);
   ASSERT_EQ(audit["warnings"].size(), 1u) << audit["warnings"].dump();
   std::string w = audit["warnings"][0];
-  EXPECT_NE(w.find("CPython 3.13.0"), std::string::npos) << w;
-  EXPECT_NE(w.find("not supported"), std::string::npos) << w;
+  EXPECT_NE(w.find("CPython " + version), std::string::npos) << w;
+  EXPECT_NE(w.find(why), std::string::npos) << w;
+  EXPECT_NE(w.find("showing native frames only"), std::string::npos) << w;
   EXPECT_EQ(audit["target"]["runtime"]["kind"], "cpython");
-  EXPECT_EQ(audit["target"]["runtime"]["version"], "3.13.0");
+  EXPECT_EQ(audit["target"]["runtime"]["version"], version);
   for (const auto& t : audit["threads"]) {
     EXPECT_TRUE(t["python"].is_null());
     for (const auto& f : t["frames"]) EXPECT_EQ(f["kind"], "native");
@@ -38,6 +43,19 @@ TEST(PythonRobustness, UnsupportedVersionFallsBackToNativeWithOneWarning) {
   for (const auto& t : audit["threads"])
     sleeping |= !t["blocking"].is_null() && t["blocking"]["category"] == "sleep";
   EXPECT_TRUE(sleeping);
+  EXPECT_TRUE(nothing_stopped(fake.pid()));
+}
+
+TEST(PythonRobustness, DebugOffsetsThatFailValidationFallBackToNative) {
+  expect_native_fallback(FAKE_PYTHON_313_BIN, "3.13.0", "no readable _Py_DebugOffsets");
+}
+
+TEST(PythonRobustness, FreeThreadedBuildIsSaidAndFallsBackToNative) {
+  expect_native_fallback(FAKE_PYTHON_314T_BIN, "3.14.0", "free-threaded build");
+}
+
+TEST(PythonRobustness, VersionOlderThan311FallsBackToNative) {
+  expect_native_fallback(FAKE_PYTHON_310_BIN, "3.10.12", "is not supported");
 }
 
 TEST(PythonRobustness, A311RuntimeWithNoInterpreterSaysSo) {

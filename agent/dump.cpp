@@ -16,6 +16,7 @@
 #include "agent/pipeline.h"
 #include "agent/text_report.h"
 #include "agent/tree_report.h"
+#include "collector/utf8.h"
 #include "injector/proc.h"
 #include "injector/target.h"
 #include "injector/test_hooks.h"
@@ -108,13 +109,15 @@ TreeAudit audit_tree(pid_t root, const RuleSet& rules, std::chrono::milliseconds
   auto stopper = shared_stopper(max_stop);
   for (const TreeProcess& p : tree) {
     audit.processes.push_back(audit_one(p, rules, max_stop, lines, stopper));
-    const ProcessAudit& a = audit.processes.back();
+    ProcessAudit& a = audit.processes.back();
+    // Text from the target (comm, a reason naming it) goes into JSON: valid
+    // UTF-8 (collector/utf8.h).
+    std::string who = "PID " + std::to_string(p.pid) + " (" + valid_utf8(p.comm) + ")";
+    a.gone = valid_utf8(a.gone);
     if (!a.snapshot)
-      audit.warnings.push_back("PID " + std::to_string(p.pid) + " (" + p.comm +
-                               ") is gone: " + a.gone);
+      audit.warnings.push_back(who + " is gone: " + a.gone);
     else if (a.snapshot->target.exited)
-      audit.warnings.push_back("PID " + std::to_string(p.pid) + " (" + p.comm +
-                               ") exited during its capture");
+      audit.warnings.push_back(who + " exited during its capture");
   }
   return audit;
 }

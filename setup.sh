@@ -22,6 +22,7 @@ PACKAGES=(
   elfutils gdb austin time                    # eu-stack, gdb, austin and GNU time (peak RSS), for the benchmarks
   clang libclang-rt-14-dev llvm               # libFuzzer, its runtime, llvm-symbolizer: fuzz/ smoke test
   debootstrap                                 # the Debian unstable rootfs: CPython 3.13-3.15, container tests
+  gunicorn python3-flask                      # a forked-worker service: tests/test_workers.cpp, bench
 )
 
 # Debian unstable's interpreters, in a rootfs of their own: the newer CPythons

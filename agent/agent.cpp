@@ -11,14 +11,18 @@
 #include <optional>
 
 #include <cctype>
+#include <map>
 #include <memory>
+#include <set>
 
 #include "agent/atomic_file.h"
+#include "agent/audit_json.h"
 #include "agent/dump.h"
 #include "agent/exit_codes.h"
 #include "agent/exporter.h"
 #include "agent/metrics.h"
 #include "agent/pipeline.h"
+#include "agent/tree_report.h"
 #include "agent/window.h"
 #include "injector/clock.h"
 #include "injector/proc.h"
@@ -27,14 +31,10 @@
 namespace stackaudit {
 namespace {
 
-std::string joined_cmdline(const ProcessInfo& p) {
-  std::string s;
-  for (const auto& a : p.cmdline) s += (s.empty() ? "" : " ") + a;
-  return s;
-}
-
-std::string describe(const ProcessInfo& p) {
-  return "PID " + std::to_string(p.pid) + " (" + p.comm + ") " + joined_cmdline(p);
+std::string describe(const TreeProcess& p) {
+  std::string cmdline;
+  for (const auto& a : p.cmdline) cmdline += (cmdline.empty() ? "" : " ") + a;
+  return "PID " + std::to_string(p.pid) + " (" + p.comm + ") " + cmdline;
 }
 
 // A POSIX extended regular expression (regcomp), owned.
@@ -59,26 +59,90 @@ class CmdlineRegex {
   regex_t re_;
 };
 
-// Processes whose command line matches (like process-exporter's cmdline
-// matching), other than ourselves. A match whose parent matches too is a
-// forked helper of the same program (a worker, a child it waits for), not a
-// second candidate: only the top of each matching tree counts.
-std::vector<ProcessInfo> find_matches(const CmdlineRegex& re) {
-  std::vector<ProcessInfo> all;
-  for (pid_t pid : proc::list_processes()) {
-    if (pid == ::getpid()) continue;
-    auto info = proc::read_process_info(pid);
-    if (!info || info->cmdline.empty()) continue;
-    if (re.search(joined_cmdline(*info))) all.push_back(*info);
+// What the agent audits this round: the --pid (and with --children its
+// descendants), or every --match and its descendants; stackaudit's own
+// processes never. Re-scanned every round, so that recycled workers and a
+// restarted service are followed.
+class TargetFinder {
+ public:
+  TargetFinder(const AgentOptions& o, const CmdlineRegex* match) : o_(o), match_(match) {}
+
+  // Empty: nothing to audit now (for --pid: the process is gone).
+  std::vector<TreeProcess> find() {
+    if (o_.pid > 0 && !o_.children) {  // a single --pid: no scan of every process
+      auto info = proc::read_process_info(o_.pid);
+      if (!info) return {};
+      return {{info->pid, info->ppid, 0, info->comm, info->cmdline}};
+    }
+    ProcessTable table = ProcessTable::scan();
+    std::set<pid_t> own = own_processes(table);
+    std::vector<TreeProcess> tree =
+        process_tree(table, o_.pid > 0 ? std::vector<pid_t>{o_.pid} : matches(table, own), own);
+    if (tree.size() > o_.max_processes) {
+      if (!capped_)
+        spdlog::warn(
+            "{} processes to audit (matches and their descendants); auditing the first "
+            "{} (--max-processes), {} left out",
+            tree.size(), o_.max_processes, tree.size() - o_.max_processes);
+      capped_ = true;
+      tree.resize(o_.max_processes);
+    } else {
+      capped_ = false;
+    }
+    return tree;
   }
-  std::vector<ProcessInfo> out;
-  for (const ProcessInfo& p : all) {
-    bool parent_matches =
-        std::any_of(all.begin(), all.end(), [&](const ProcessInfo& q) { return q.pid == p.ppid; });
-    if (!parent_matches) out.push_back(p);
+
+ private:
+  // The matching processes whose parent does not match (the rest are in
+  // their trees).
+  std::vector<pid_t> matches(const ProcessTable& table, const std::set<pid_t>& own) {
+    std::map<pid_t, Cached> seen;
+    std::set<pid_t> matched;
+    for (const TreeProcess& p : table.processes) {
+      // A command line is read once per process, and again after an exec
+      // (its comm changes): a round does not open every /proc/PID/cmdline.
+      auto it = cache_.find(p.pid);
+      Cached c;
+      if (it != cache_.end() && it->second.comm == p.comm) {
+        c = it->second;
+      } else {
+        c.comm = p.comm;
+        auto text = proc::read_file("/proc/" + std::to_string(p.pid) + "/cmdline");
+        auto args = text ? proc::parse_cmdline(*text) : std::vector<std::string>{};
+        std::string joined;
+        for (const auto& a : args) joined += (joined.empty() ? "" : " ") + a;
+        c.matches = !joined.empty() && match_->search(joined);
+      }
+      seen.emplace(p.pid, c);
+      if (!c.matches) continue;
+      if (own.count(p.pid)) {
+        if (!said_own_)
+          spdlog::info(
+              "--match '{}' matches stackaudit itself or its stopper (PID {}): they are "
+              "never audited",
+              o_.match, p.pid);
+        said_own_ = true;
+        continue;
+      }
+      matched.insert(p.pid);
+    }
+    cache_ = std::move(seen);
+    std::vector<pid_t> roots;
+    for (const TreeProcess& p : table.processes)
+      if (matched.count(p.pid) && !matched.count(p.ppid)) roots.push_back(p.pid);
+    return roots;
   }
-  return out;
-}
+
+  struct Cached {
+    std::string comm;
+    bool matches = false;
+  };
+  const AgentOptions& o_;
+  const CmdlineRegex* match_;
+  std::map<pid_t, Cached> cache_;
+  bool capped_ = false;
+  bool said_own_ = false;
+};
 
 double self_cpu_seconds() {
   auto info = proc::read_process_info(::getpid());
@@ -146,6 +210,9 @@ int run_agent(const AgentOptions& o) {
     throw UserError{kExitUsage, "--interval must be longer than 0 (e.g. 1s or 100ms)"};
   if ((o.pid > 0) == !o.match.empty())
     throw UserError{kExitUsage, "give exactly one of --pid PID or --match REGEX"};
+  if (o.children && o.pid <= 0)
+    throw UserError{kExitUsage, "--children goes with --pid (--match audits descendants already)"};
+  check_max_processes(o.max_processes);
   std::unique_ptr<CmdlineRegex> match;
   if (!o.match.empty()) match = std::make_unique<CmdlineRegex>(o.match);
   check_max_stop(o.max_stop);
@@ -177,31 +244,41 @@ int run_agent(const AgentOptions& o) {
   Exporter exporter(o.listen, {registry, target_figures, self_figures});
 
   if (o.pid > 0) check_auditable(o.pid);
-  if (match) {
-    auto found = find_matches(*match);
-    if (found.size() > 1) {
-      std::string list;
-      for (const auto& p : found) list += (list.empty() ? "" : "; ") + describe(p);
-      throw UserError{kExitTarget, "--match '" + o.match + "' matches " +
-                                       std::to_string(found.size()) +
-                                       " processes, make it match one: " + list};
-    }
-  }
+  // One audit over a tree (--match, --children): series per process carry a
+  // pid label, and the audit JSON has a section per process.
+  const bool tree_mode = !o.pid || o.children;
 
   spdlog::info("serving metrics on http://{}/metrics", o.listen);
 
   double interval = static_cast<double>(o.interval.count()) / 1000.0;
-  RunWindow window(interval);
+  RunWindow window(interval, o.max_processes);
   EpisodeTracker episodes;
   ThreadKeyCache keys;
-  std::optional<Snapshot> latest;
+  std::optional<std::vector<Snapshot>> latest;  // the last round
+  std::vector<TreeProcess> latest_tree;
   auto write_audit = [&] {
     if (o.audit_json.empty()) return;
-    auto audit = window.audit(latest ? &*latest : nullptr);
-    if (audit.is_null()) {
+    nlohmann::json audit = window.window_json(tree_mode);
+    if (audit.is_null() || !latest || latest->empty()) {
       spdlog::warn("no round completed yet: {} not written", o.audit_json);
       return;
     }
+    nlohmann::json window_section = std::move(audit);
+    if (tree_mode) {
+      TreeAudit tree;
+      for (const Snapshot& s : *latest) {
+        ProcessAudit p;
+        p.snapshot = s;
+        p.process.pid = s.target.pid;
+        for (const TreeProcess& t : latest_tree)
+          if (t.pid == s.target.pid) p.process = t;
+        tree.processes.push_back(std::move(p));
+      }
+      audit = tree_audit_json(tree);
+    } else {
+      audit = audit_json(latest->front());
+    }
+    audit["window"] = std::move(window_section);
     try {
       write_file_atomically(o.audit_json, audit.dump(2) + "\n");
       spdlog::info("wrote the run's audit to {}", o.audit_json);
@@ -244,75 +321,128 @@ int run_agent(const AgentOptions& o) {
     }
   };
 
+  // The processes audited, each with its own pipeline (module caches, the
+  // previous capture for reuse) and one stopper process for all of them.
+  struct Audited {
+    TreeProcess process;
+    std::unique_ptr<AuditPipeline> pipeline;
+  };
+  std::map<pid_t, Audited> audited;
+  std::set<pid_t> refused;  // not traceable: said once, not tried again while it lives
+  auto stopper = shared_stopper(o.max_stop);
+  TargetFinder finder(o, match.get());
+
+  auto describe_targets = [&](const std::vector<TreeProcess>& tree) {
+    if (!tree_mode) return describe(tree.front());
+    std::string out = std::to_string(tree.size()) + " process" + (tree.size() == 1 ? "" : "es");
+    for (const TreeProcess& p : tree)
+      out += "; " + describe(p) + (p.depth > 0 ? ", parent PID " + std::to_string(p.ppid) : "");
+    return out;
+  };
+
   int exit_code = kExitOk;
   while (!stop) {
-    // Find the target.
-    std::optional<ProcessInfo> target;
-    if (o.pid > 0) {
-      target = proc::read_process_info(o.pid);
-      if (!target) {
+    uint64_t round_start = monotonic_ns();
+    std::vector<TreeProcess> tree = finder.find();
+    if (o.pid > 0 && tree.empty()) {
+      spdlog::info("PID {} exited; stopping", o.pid);
+      break;
+    }
+    // Forget what is gone, start on what is new.
+    std::set<pid_t> wanted;
+    for (const TreeProcess& p : tree) wanted.insert(p.pid);
+    for (auto it = audited.begin(); it != audited.end();) {
+      if (wanted.count(it->first)) {
+        ++it;
+        continue;
+      }
+      spdlog::info("{} exited", describe(it->second.process));
+      it = audited.erase(it);
+    }
+    std::erase_if(refused, [&](pid_t pid) { return !wanted.count(pid); });
+    std::vector<Audited*> order;
+    for (const TreeProcess& p : tree) {
+      auto it = audited.find(p.pid);
+      if (it == audited.end()) {
+        if (refused.count(p.pid)) continue;
+        try {
+          check_target(p.pid);
+        } catch (const TargetError& e) {
+          if (o.pid == p.pid) throw UserError{kExitTarget, e.what()};
+          // A worker that just exited (or is a zombie until its master reaps
+          // it) is routine; anything else is worth a warning.
+          bool routine = e.reason() == TargetError::Reason::kNotFound ||
+                         e.reason() == TargetError::Reason::kZombie;
+          if (!routine) spdlog::warn("{}; not audited", e.what());
+          refused.insert(p.pid);
+          continue;
+        }
+        spdlog::info(
+            "auditing {}",
+            describe(p) + (p.depth > 0 ? ", parent PID " + std::to_string(p.ppid) : std::string()));
+        it = audited
+                 .emplace(p.pid, Audited{p, std::make_unique<AuditPipeline>(
+                                                p.pid, rules, o.max_stop, o.source_lines, stopper)})
+                 .first;
+      }
+      order.push_back(&it->second);
+    }
+
+    // Capture them one at a time.
+    std::vector<Snapshot> round;
+    std::vector<TreeProcess> round_tree;
+    double capture_seconds = 0;
+    for (Audited* a : order) {
+      const RawCapture& raw = a->pipeline->capture();
+      capture_seconds += static_cast<double>(raw.duration_ns) * 1e-9;
+      bool gone = raw.target_exited || !proc::process_exists(a->process.pid);
+      if (raw.threads.empty() || gone) {
+        if (!raw.threads.empty()) metrics.observe_error("target_exited");
+        spdlog::info("{} exited", describe(a->process));
+        audited.erase(a->process.pid);
+        continue;
+      }
+      round.push_back(a->pipeline->build());
+      round_tree.push_back(a->process);
+    }
+
+    std::vector<AgentMetrics::TargetProcess> targets;
+    std::vector<pid_t> pids;
+    for (const Snapshot& s : round) {
+      targets.push_back({s.target.pid, s.target.comm});
+      pids.push_back(s.target.pid);
+    }
+    metrics.targets_changed(targets);
+    target_figures->set_pids(pids, tree_mode);
+    if (round.empty()) {
+      exporter.set_latest(nullptr, o.pid > 0 ? "PID " + std::to_string(o.pid) + " (not audited)"
+                                             : "nothing matches '" + o.match + "' yet");
+      if (o.pid > 0 && !proc::process_exists(o.pid)) {
         spdlog::info("PID {} exited; stopping", o.pid);
         break;
       }
-    } else {
-      auto found = find_matches(*match);
-      if (found.size() == 1) target = found.front();
-      if (found.size() > 1)
-        spdlog::warn("--match '{}' matches {} processes; waiting for one", o.match, found.size());
-    }
-    if (!target) {
-      metrics.target_changed(std::nullopt, "");
-      target_figures->set_pid(0);
-      exporter.set_latest(nullptr, "nothing matches '" + o.match + "' yet");
-      pause(o.interval);
-      continue;
-    }
-    try {
-      check_target(target->pid);
-    } catch (const TargetError& e) {
-      if (o.pid > 0) throw UserError{kExitTarget, e.what()};
-      spdlog::warn("{}; waiting", e.what());
-      pause(o.interval);
-      continue;
-    }
-
-    // Audit it, round after round, until it exits or we stop.
-    spdlog::info("auditing {}", describe(*target));
-    metrics.target_changed(target->pid, target->comm);
-    target_figures->set_pid(target->pid);
-    episodes.clear();
-    AuditPipeline pipeline(target->pid, rules, o.max_stop, o.source_lines);
-    while (!stop) {
-      uint64_t round_start = monotonic_ns();
-      const RawCapture& raw = pipeline.capture();
-      bool gone = raw.target_exited || !proc::process_exists(target->pid);
-      if (raw.threads.empty() || gone) {
-        if (!raw.threads.empty()) metrics.observe_error("target_exited");
-        break;
-      }
-      double seconds = static_cast<double>(raw.duration_ns) * 1e-9;
-      Snapshot s = pipeline.build();
-      metrics.observe_round(s, seconds, keys);
-      auto ended = episodes.update(s, interval, keys);
-      metrics.observe_episodes(ended);
-      for (const auto& e : ended) window.add_episode(e.category, e.seconds);
-      window.add_round(s, self_cpu_seconds(), keys);
-      keys.end_round(s);
-      exporter.set_latest(&s, describe(*target));
-      if (s.capture.eintr_inflicted > 0)
-        spdlog::warn(
-            "{} thread(s) saw EINTR: they entered an interruptible wait as they were "
-            "being stopped",
-            s.capture.eintr_inflicted);
-      latest = std::move(s);
       auto spent = std::chrono::milliseconds((monotonic_ns() - round_start) / 1000000);
       pause(o.interval > spent ? o.interval - spent : std::chrono::milliseconds(0));
+      continue;
     }
-    if (stop) break;
-    spdlog::info("{} exited", describe(*target));
-    metrics.target_changed(std::nullopt, "");
-    target_figures->set_pid(0);
-    if (o.pid > 0) break;  // --match follows the next matching process
+    metrics.observe_round(round, capture_seconds, keys);
+    auto ended = episodes.update(round, interval, keys);
+    metrics.observe_episodes(ended);
+    for (const auto& e : ended) window.add_episode(e.category, e.seconds);
+    window.add_round(round, self_cpu_seconds(), keys);
+    keys.end_round(round);
+    exporter.set_latest(&round, describe_targets(round_tree));
+    size_t eintr = 0;
+    for (const Snapshot& s : round) eintr += s.capture.eintr_inflicted;
+    if (eintr > 0)
+      spdlog::warn(
+          "{} thread(s) saw EINTR: they entered an interruptible wait as they were "
+          "being stopped",
+          eintr);
+    latest = std::move(round);
+    latest_tree = std::move(round_tree);
+    auto spent = std::chrono::milliseconds((monotonic_ns() - round_start) / 1000000);
+    pause(o.interval > spent ? o.interval - spent : std::chrono::milliseconds(0));
   }
   write_audit();
   return exit_code;

@@ -12,8 +12,10 @@
 namespace stackaudit {
 
 struct AgentOptions {
-  pid_t pid = 0;      // --pid, or
-  std::string match;  // --match REGEX over the command line
+  pid_t pid = 0;          // --pid, or
+  std::string match;      // --match REGEX over the command line (and descendants)
+  bool children = false;  // --children: with --pid, its descendants too
+  size_t max_processes = 64;
   std::chrono::milliseconds interval{1000};
   std::string listen = "127.0.0.1:9464";
   std::string audit_json;                 // "" for none

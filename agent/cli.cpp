@@ -41,6 +41,10 @@ constexpr const char* kSourceLinesHelp =
     "their debug info is installed, e.g. libc6-dbg; inflating it makes a dump of a small "
     "process several times slower)";
 
+constexpr const char* kMaxProcessesHelp =
+    "With --children or --match: the most processes audited (default 64, 1 to 4096), breadth "
+    "first from the top; past it the rest are left out and the output says how many";
+
 // --source-lines, the same for dump and agent.
 void add_source_lines(CLI::App* command, SourceLines& lines) {
   command->add_option("--source-lines", lines, kSourceLinesHelp)
@@ -50,9 +54,10 @@ void add_source_lines(CLI::App* command, SourceLines& lines) {
 }
 
 constexpr const char* kFooter =
-    "Exit codes: 0 done; 1 done but some threads could not be captured; 2 usage error\n"
-    "(bad option, malformed rules file, unwritable output); 3 target not found or not\n"
-    "traceable (no such PID, permission, another tracer, kernel thread, zombie).\n"
+    "Exit codes: 0 done; 1 done but some threads could not be captured (with --children:\n"
+    "or a process was gone, or more than --max-processes); 2 usage error (bad option,\n"
+    "malformed rules file, unwritable output); 3 target not found or not traceable (no\n"
+    "such PID, permission, another tracer, kernel thread, zombie).\n"
     "Docs: README.md, docs/cli.md, docs/audit-json.md, docs/rules.md.";
 
 void setup_logging() {
@@ -81,6 +86,12 @@ int run_cli(int argc, char** argv) {
   CLI::App* dump_cmd = app.add_subcommand(
       "dump", "Audit every thread of a running process once and print the report.");
   dump_cmd->add_option("-p,--pid", dump.pid, "Process to audit")->required();
+  dump_cmd->add_flag("-c,--children", dump.children,
+                     "Audit PID and every descendant found at start (a service's master and its "
+                     "forked workers), one process at a time: a section per process, then a "
+                     "summary per process and in total. A descendant that exits meanwhile is "
+                     "reported as gone");
+  dump_cmd->add_option("--max-processes", dump.max_processes, kMaxProcessesHelp);
   dump_cmd
       ->add_option("-f,--format", dump.format,
                    "text: a report for people (default); json: the audit JSON "
@@ -114,10 +125,16 @@ int run_cli(int argc, char** argv) {
       "page (/) on --listen; write an aggregate audit on exit and on SIGUSR1. Stop with "
       "SIGINT or SIGTERM.");
   agent_cmd->add_option("-p,--pid", agent.pid, "Process to audit; the agent ends when it exits");
+  agent_cmd->add_flag("-c,--children", agent.children,
+                      "With --pid: audit its descendants too (its forked workers), found again "
+                      "every round");
   agent_cmd->add_option("--match", agent.match,
-                        "Audit the process whose command line matches this regular expression "
-                        "(POSIX extended); wait while none does, and follow the next one when "
-                        "it exits (a restarted service)");
+                        "Audit every process whose command line matches this regular expression "
+                        "(POSIX extended) and their descendants (a service's master and its "
+                        "forked workers), found again every round: recycled workers and a "
+                        "restarted service are followed; wait while none matches. stackaudit "
+                        "itself and its stopper are never audited");
+  agent_cmd->add_option("--max-processes", agent.max_processes, kMaxProcessesHelp);
   agent_cmd->add_option("--interval", interval, "Time between rounds (default 1s; 100ms, 2m, ...)");
   agent_cmd->add_option("--listen", agent.listen,
                         "ADDR:PORT to serve /metrics and / on (default 127.0.0.1:9464)");

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <string>
 
+#include "agent/pipeline.h"
 #include "collector/rules.h"
 #include "collector/snapshot.h"
 #include "collector/symbolizer.h"
@@ -23,6 +24,8 @@ void apply_stack_view(Snapshot& snapshot, StackView view);
 
 struct DumpOptions {
   pid_t pid = 0;
+  bool children = false;      // --children: the process and every descendant
+  size_t max_processes = 64;  // --max-processes: the cap with --children
   StackView stack = StackView::kAuto;
   std::string format = "text";  // text | json
   std::string output;           // "" or "-" for stdout
@@ -36,6 +39,13 @@ struct DumpOptions {
 Snapshot audit_process(pid_t pid, const RuleSet& rules,
                        std::chrono::milliseconds max_stop = std::chrono::milliseconds(50),
                        SourceLines lines = SourceLines::kProgram);
+
+// The process and its descendants, found at start (stackaudit's own
+// processes excluded), each audited in turn: at most max_processes of them,
+// breadth first. A descendant that exits or cannot be traced is reported as
+// gone; only the root failing its checks throws UserError.
+TreeAudit audit_tree(pid_t root, const RuleSet& rules, std::chrono::milliseconds max_stop,
+                     SourceLines lines, size_t max_processes);
 
 // The exit code a finished audit deserves (0, or 1 when some threads are missing).
 int audit_exit_code(const Snapshot& snapshot);

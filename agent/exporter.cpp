@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <functional>
+#include <map>
 
 #include "agent/audit_json.h"
 #include "agent/exit_codes.h"
@@ -166,29 +167,41 @@ std::string Exporter::landing_page() const {
   return page_body_;
 }
 
-void Exporter::set_latest(const Snapshot* s, const std::string& target) {
+void Exporter::set_latest(const std::vector<Snapshot>* round, const std::string& target) {
   std::string html =
       "<!doctype html><html><head><meta charset=\"utf-8\"><title>stackaudit</title></head><body>"
       "<h1>stackaudit agent</h1><p>Auditing: " +
       escape_html(target) + "</p><p><a href=\"/metrics\">/metrics</a></p>";
-  if (s) {
-    html += "<p>Latest round: " + escape_html(rfc3339_utc(s->captured_at_unix_ns)) + ", " +
-            std::to_string(s->summary.threads) + " threads, " + std::to_string(s->summary.blocked) +
-            " blocked (" + std::to_string(s->summary.idle) + " idle)";
-    if (s->summary.event_loops_blocked > 0)
-      html += ", <strong>" + std::to_string(s->summary.event_loops_blocked) +
-              " asyncio event loop(s) blocked</strong>";
+  if (round && !round->empty()) {
+    size_t threads = 0, blocked = 0, idle = 0, loops_blocked = 0;
+    std::map<std::string, size_t> by_category;
+    std::map<std::string, std::map<std::string, int>> sites;  // category -> site -> threads
+    for (const Snapshot& s : *round) {
+      threads += s.summary.threads;
+      blocked += s.summary.blocked;
+      idle += s.summary.idle;
+      loops_blocked += s.summary.event_loops_blocked;
+      for (const auto& [category, n] : s.summary.by_category) by_category[category] += n;
+      for (const Thread& t : s.threads)
+        if (t.blocking)
+          ++sites[t.blocking->category]
+                 [t.blocking->site ? site_label(*t.blocking->site) : std::string("-")];
+    }
+    html +=
+        "<p>Latest round: " + escape_html(rfc3339_utc(round->front().captured_at_unix_ns)) + ", ";
+    if (round->size() > 1) html += std::to_string(round->size()) + " processes, ";
+    html += std::to_string(threads) + " threads, " + std::to_string(blocked) + " blocked (" +
+            std::to_string(idle) + " idle)";
+    if (loops_blocked > 0)
+      html +=
+          ", <strong>" + std::to_string(loops_blocked) + " asyncio event loop(s) blocked</strong>";
     html +=
         "</p><table border=\"1\" cellpadding=\"4\"><tr><th>category</th><th>threads</th>"
         "<th>call sites</th></tr>";
-    for (const auto& [category, n] : s->summary.by_category) {
+    for (const auto& [category, n] : by_category) {
       if (n == 0) continue;
-      std::map<std::string, int> sites;
-      for (const Thread& t : s->threads)
-        if (t.blocking && t.blocking->category == category)
-          ++sites[t.blocking->site ? site_label(*t.blocking->site) : "-"];
       std::string cell;
-      for (const auto& [site, count] : sites)
+      for (const auto& [site, count] : sites[category])
         cell += escape_html(site) + (count > 1 ? " &times;" + std::to_string(count) : "") + "<br>";
       html += "<tr><td>" + category + "</td><td>" + std::to_string(n) + "</td><td>" + cell +
               "</td></tr>";

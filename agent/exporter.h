@@ -25,8 +25,9 @@ class Exporter {
   Exporter(const Exporter&) = delete;
   Exporter& operator=(const Exporter&) = delete;
 
-  // The latest round, for the landing page (a copy is rendered and kept).
-  void set_latest(const Snapshot* snapshot, const std::string& target_description);
+  // The latest round (a snapshot per audited process, or null), for the
+  // landing page (rendered and kept).
+  void set_latest(const std::vector<Snapshot>* round, const std::string& target_description);
 
   std::string metrics_text() const;
   std::string landing_page() const;

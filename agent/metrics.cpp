@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <functional>
 
 #include "agent/version.h"
@@ -68,32 +69,34 @@ const ThreadKeys& ThreadKeyCache::get(const Thread& t) {
   return keys_[t.tid] = std::move(k);
 }
 
-void ThreadKeyCache::end_round(const Snapshot& s) {
+void ThreadKeyCache::end_round(const std::vector<Snapshot>& round) {
   std::unordered_map<pid_t, ThreadKeys> kept;
-  for (const Thread& t : s.threads) {
-    auto it = keys_.find(t.tid);
-    if (it != keys_.end()) kept.emplace(t.tid, std::move(it->second));
-  }
+  for (const Snapshot& s : round)
+    for (const Thread& t : s.threads) {
+      auto it = keys_.find(t.tid);
+      if (it != keys_.end()) kept.emplace(t.tid, std::move(it->second));
+    }
   keys_ = std::move(kept);
 }
 
-std::vector<EpisodeTracker::Ended> EpisodeTracker::update(const Snapshot& s, double interval,
-                                                          ThreadKeyCache& keys) {
+std::vector<EpisodeTracker::Ended> EpisodeTracker::update(const std::vector<Snapshot>& round,
+                                                          double interval, ThreadKeyCache& keys) {
   std::vector<Ended> ended;
   std::map<pid_t, Open> next;
-  for (const Thread& t : s.threads) {
-    if (!t.blocking || t.blocking->idle) continue;  // waiting for work is no blocking episode
-    const std::string& key = keys.get(t).episode;
-    auto it = open_.find(t.tid);
-    if (it != open_.end() && it->second.key == key) {
-      Open o = std::move(it->second);
-      ++o.rounds;
-      next.emplace(t.tid, std::move(o));
-      open_.erase(it);
-    } else {
-      next.emplace(t.tid, Open{key, t.blocking->category, 1});
+  for (const Snapshot& s : round)
+    for (const Thread& t : s.threads) {
+      if (!t.blocking || t.blocking->idle) continue;  // waiting for work is no blocking episode
+      const std::string& key = keys.get(t).episode;
+      auto it = open_.find(t.tid);
+      if (it != open_.end() && it->second.key == key) {
+        Open o = std::move(it->second);
+        ++o.rounds;
+        next.emplace(t.tid, std::move(o));
+        open_.erase(it);
+      } else {
+        next.emplace(t.tid, Open{key, t.blocking->category, 1});
+      }
     }
-  }
   // Whatever did not continue has ended: the thread woke, moved on or exited.
   for (auto& [tid, o] : open_) ended.push_back({o.category, o.rounds * interval});
   open_ = std::move(next);
@@ -111,6 +114,13 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r, size_t max_sites)
                      .Help("1 when a target process is being audited, 0 when there is none")
                      .Register(r)
                      .Add({})),
+      target_processes_(BuildGauge()
+                            .Name("stackaudit_target_processes")
+                            .Help("Processes audited in the last round (a --match or --children "
+                                  "tree: the matches and their descendants, at most "
+                                  "--max-processes)")
+                            .Register(r)
+                            .Add({})),
       snapshots_(BuildCounter()
                      .Name("stackaudit_snapshots_total")
                      .Help("Sampling rounds completed")
@@ -215,15 +225,25 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r, size_t max_sites)
     captures_.Add({{"mode", mode}});
 }
 
-void AgentMetrics::target_changed(std::optional<pid_t> pid, const std::string& comm) {
-  if (target_info_series_) target_info_.Remove(target_info_series_);
-  target_info_series_ = nullptr;
-  target_up_.Set(pid ? 1 : 0);
-  if (pid) {
-    target_info_series_ =
-        &target_info_.Add({{"pid", std::to_string(*pid)}, {"comm", valid_utf8(comm)}});
-    target_info_series_->Set(1);
+void AgentMetrics::targets_changed(const std::vector<TargetProcess>& targets) {
+  std::map<std::pair<pid_t, std::string>, prometheus::Gauge*> next;
+  for (const TargetProcess& t : targets) {
+    auto key = std::make_pair(t.pid, valid_utf8(t.comm));
+    auto it = target_info_series_.find(key);
+    if (it != target_info_series_.end()) {
+      next.insert(*it);
+      target_info_series_.erase(it);
+      continue;
+    }
+    prometheus::Gauge& g =
+        target_info_.Add({{"pid", std::to_string(key.first)}, {"comm", key.second}});
+    g.Set(1);
+    next.emplace(key, &g);
   }
+  for (auto& [key, gauge] : target_info_series_) target_info_.Remove(gauge);  // gone
+  target_info_series_ = std::move(next);
+  target_up_.Set(targets.empty() ? 0 : 1);
+  target_processes_.Set(static_cast<double>(targets.size()));
 }
 
 prometheus::Counter& AgentMetrics::site_counter(prometheus::Family<prometheus::Counter>& family,
@@ -245,12 +265,50 @@ prometheus::Counter& AgentMetrics::site_counter(prometheus::Family<prometheus::C
   return *it->second;
 }
 
-void AgentMetrics::observe_round(const Snapshot& s, double duration_seconds, ThreadKeyCache& keys) {
+void AgentMetrics::observe_round(const std::vector<Snapshot>& round, double duration_seconds,
+                                 ThreadKeyCache& keys) {
   snapshots_.Increment();
   snapshot_duration_.Observe(duration_seconds);
-  thread_samples_.Increment(static_cast<double>(s.threads.size()));
   std::map<std::string, double> blocked, idle;
   for (const std::string& c : categories()) blocked[c] = idle[c] = 0;
+  size_t loop_threads = 0;
+  std::map<std::string, std::array<double, 3>> pools;  // name -> idle, blocked, running
+  for (const Snapshot& s : round) {
+    observe_process(s, keys, blocked, idle);
+    loop_threads += s.summary.event_loop_threads;
+    for (const Pool& p : s.summary.pools) {
+      auto& n = pools[p.name];
+      n[0] += static_cast<double>(p.idle);
+      n[1] += static_cast<double>(p.blocked);
+      n[2] += static_cast<double>(p.threads - p.idle - p.blocked);
+    }
+  }
+  for (const auto& [c, n] : blocked) {
+    blocked_samples_.Add({{"category", c}}).Increment(n);
+    blocked_threads_.Add({{"category", c}}).Set(n);
+  }
+  for (const auto& [c, n] : idle) {
+    idle_samples_.Add({{"category", c}}).Increment(n);
+    idle_threads_.Add({{"category", c}}).Set(n);
+  }
+  loop_threads_.Set(static_cast<double>(loop_threads));
+  for (auto& [key, gauge] : pools_) gauge->Set(0);  // pools that vanished read 0
+  for (const auto& [name, n] : pools) {
+    for (auto [state, v] :
+         {std::pair<const char*, double>{"idle", n[0]}, {"blocked", n[1]}, {"running", n[2]}}) {
+      std::string key = name + '\0' + state;
+      auto it = pools_.find(key);
+      if (it == pools_.end() && pools_.size() < 3 * max_sites_)
+        it = pools_.emplace(key, &pool_threads_.Add({{"pool", name}, {"state", state}})).first;
+      if (it != pools_.end()) it->second->Set(v);
+    }
+  }
+}
+
+void AgentMetrics::observe_process(const Snapshot& s, ThreadKeyCache& keys,
+                                   std::map<std::string, double>& blocked,
+                                   std::map<std::string, double>& idle) {
+  thread_samples_.Increment(static_cast<double>(s.threads.size()));
   for (const Thread& t : s.threads) {
     captures_.Add({{"mode", t.captured}}).Increment();
     if (t.captured == "stopped") thread_stop_.Observe(static_cast<double>(t.stop_ns) * 1e-9);
@@ -265,28 +323,6 @@ void AgentMetrics::observe_round(const Snapshot& s, double duration_seconds, Thr
     site_counter(site_samples_, sites_, b.category, site).Increment();
     if (b.blocks_event_loop)
       site_counter(loop_blocked_samples_, loop_sites_, b.category, site).Increment();
-  }
-  for (const auto& [c, n] : blocked) {
-    blocked_samples_.Add({{"category", c}}).Increment(n);
-    blocked_threads_.Add({{"category", c}}).Set(n);
-  }
-  for (const auto& [c, n] : idle) {
-    idle_samples_.Add({{"category", c}}).Increment(n);
-    idle_threads_.Add({{"category", c}}).Set(n);
-  }
-  loop_threads_.Set(static_cast<double>(s.summary.event_loop_threads));
-  for (auto& [key, gauge] : pools_) gauge->Set(0);  // pools that vanished read 0
-  for (const Pool& p : s.summary.pools) {
-    double running = static_cast<double>(p.threads - p.idle - p.blocked);
-    for (auto [state, n] : {std::pair<const char*, double>{"idle", static_cast<double>(p.idle)},
-                            {"blocked", static_cast<double>(p.blocked)},
-                            {"running", running}}) {
-      std::string key = p.name + '\0' + state;
-      auto it = pools_.find(key);
-      if (it == pools_.end() && pools_.size() < 3 * max_sites_)
-        it = pools_.emplace(key, &pool_threads_.Add({{"pool", p.name}, {"state", state}})).first;
-      if (it != pools_.end()) it->second->Set(n);
-    }
   }
   stop_watchdog_.Increment(static_cast<double>(s.capture.watchdog_ended));
   for (auto [outcome, n] :
@@ -308,34 +344,54 @@ void AgentMetrics::observe_error(const std::string& reason) {
   errors_.Add({{"reason", reason}}).Increment();
 }
 
+void TargetCollectable::set_pids(std::vector<pid_t> pids, bool labeled) {
+  std::lock_guard lock(mutex_);
+  pids_ = std::move(pids);
+  labeled_ = labeled;
+}
+
 std::vector<prometheus::MetricFamily> TargetCollectable::Collect() const {
   using prometheus::MetricType;
-  std::vector<prometheus::MetricFamily> out;
-  pid_t pid = pid_.load();
-  if (pid <= 0) return out;
-  auto info = proc::read_process_info(pid);
-  if (!info) return out;
+  std::vector<pid_t> pids;
+  bool labeled;
+  {
+    std::lock_guard lock(mutex_);
+    pids = pids_;
+    labeled = labeled_;
+  }
   double ticks = static_cast<double>(proc::clock_ticks_per_second());
   auto rss = family("stackaudit_target_resident_memory_bytes",
                     "Resident memory of the audited process (VmRSS), read at scrape time",
                     MetricType::Gauge);
-  rss.metric.push_back(value(static_cast<double>(info->rss_bytes), {}, MetricType::Gauge));
   auto threads = family("stackaudit_target_threads",
                         "Threads of the audited process, read at scrape time", MetricType::Gauge);
-  threads.metric.push_back(value(static_cast<double>(info->threads), {}, MetricType::Gauge));
   auto cpu = family("stackaudit_target_cpu_seconds_total",
                     "CPU time of the audited process by mode (user, system)", MetricType::Counter);
-  cpu.metric.push_back(value(static_cast<double>(info->utime_ticks) / ticks, {{"mode", "user"}},
-                             MetricType::Counter));
-  cpu.metric.push_back(value(static_cast<double>(info->stime_ticks) / ticks, {{"mode", "system"}},
-                             MetricType::Counter));
   auto ctx =
       family("stackaudit_target_context_switches_total",
              "Context switches of the audited process's main thread, by type", MetricType::Counter);
-  ctx.metric.push_back(value(static_cast<double>(info->voluntary_ctxt_switches),
-                             {{"ctxswitchtype", "voluntary"}}, MetricType::Counter));
-  ctx.metric.push_back(value(static_cast<double>(info->nonvoluntary_ctxt_switches),
-                             {{"ctxswitchtype", "nonvoluntary"}}, MetricType::Counter));
+  for (pid_t pid : pids) {
+    auto info = proc::read_process_info(pid);
+    if (!info) continue;
+    std::vector<prometheus::ClientMetric::Label> id;
+    if (labeled) id.push_back({"pid", std::to_string(pid)});
+    auto with = [&](const char* name, const char* v) {
+      auto labels = id;
+      labels.push_back({name, v});
+      return labels;
+    };
+    rss.metric.push_back(value(static_cast<double>(info->rss_bytes), id, MetricType::Gauge));
+    threads.metric.push_back(value(static_cast<double>(info->threads), id, MetricType::Gauge));
+    cpu.metric.push_back(value(static_cast<double>(info->utime_ticks) / ticks, with("mode", "user"),
+                               MetricType::Counter));
+    cpu.metric.push_back(value(static_cast<double>(info->stime_ticks) / ticks,
+                               with("mode", "system"), MetricType::Counter));
+    ctx.metric.push_back(value(static_cast<double>(info->voluntary_ctxt_switches),
+                               with("ctxswitchtype", "voluntary"), MetricType::Counter));
+    ctx.metric.push_back(value(static_cast<double>(info->nonvoluntary_ctxt_switches),
+                               with("ctxswitchtype", "nonvoluntary"), MetricType::Counter));
+  }
+  if (rss.metric.empty()) return {};
   return {rss, threads, cpu, ctx};
 }
 

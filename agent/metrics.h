@@ -15,10 +15,12 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "collector/snapshot.h"
 
@@ -37,8 +39,9 @@ struct ThreadKeys {
 class ThreadKeyCache {
  public:
   const ThreadKeys& get(const Thread& t);
-  // Forgets threads that are gone.
-  void end_round(const Snapshot& s);
+  // Forgets threads that are gone (tids are unique across processes: one
+  // cache serves every process of a round).
+  void end_round(const std::vector<Snapshot>& round);
 
  private:
   std::unordered_map<pid_t, ThreadKeys> keys_;
@@ -52,8 +55,10 @@ class EpisodeTracker {
     std::string category;
     double seconds;
   };
-  // Feeds one round; returns the episodes that ended with it.
-  std::vector<Ended> update(const Snapshot& s, double interval_seconds, ThreadKeyCache& keys);
+  // Feeds one round (every audited process); returns the episodes that ended
+  // with it.
+  std::vector<Ended> update(const std::vector<Snapshot>& round, double interval_seconds,
+                            ThreadKeyCache& keys);
   void clear() { open_.clear(); }
 
  private:
@@ -72,8 +77,16 @@ class AgentMetrics {
  public:
   AgentMetrics(prometheus::Registry& registry, size_t max_sites);
 
-  void target_changed(std::optional<pid_t> pid, const std::string& comm);
-  void observe_round(const Snapshot& s, double duration_seconds, ThreadKeyCache& keys);
+  // The processes audited now (none: stackaudit_target_up 0).
+  struct TargetProcess {
+    pid_t pid;
+    std::string comm;
+  };
+  void targets_changed(const std::vector<TargetProcess>& targets);
+  // One round: a snapshot per audited process. Counters add every process's
+  // threads; gauges are the sums over the processes.
+  void observe_round(const std::vector<Snapshot>& round, double duration_seconds,
+                     ThreadKeyCache& keys);
   void observe_episodes(const std::vector<EpisodeTracker::Ended>& ended);
   void observe_error(const std::string& reason);
 
@@ -81,11 +94,16 @@ class AgentMetrics {
   prometheus::Counter& site_counter(prometheus::Family<prometheus::Counter>& family,
                                     std::map<std::string, prometheus::Counter*>& known,
                                     const std::string& category, const std::string& site);
+  // One process's share of a round: its counters, and its blocked and idle
+  // threads added to the round's sums.
+  void observe_process(const Snapshot& s, ThreadKeyCache& keys,
+                       std::map<std::string, double>& blocked, std::map<std::string, double>& idle);
 
   size_t max_sites_;
   prometheus::Family<prometheus::Gauge>& target_info_;
   prometheus::Gauge& target_up_;
-  prometheus::Gauge* target_info_series_ = nullptr;
+  prometheus::Gauge& target_processes_;
+  std::map<std::pair<pid_t, std::string>, prometheus::Gauge*> target_info_series_;
   prometheus::Counter& snapshots_;
   prometheus::Family<prometheus::Counter>& errors_;
   prometheus::Histogram& snapshot_duration_;
@@ -109,14 +127,19 @@ class AgentMetrics {
   std::map<std::string, prometheus::Gauge*> pools_;
 };
 
-// stackaudit_target_* figures of the audited process, read at scrape time.
+// stackaudit_target_* figures of the audited processes, read at scrape time:
+// one series per process, with a pid label when `labeled` (an audit over a
+// tree or a --match; the list is bounded by --max-processes), without one
+// for a single --pid.
 class TargetCollectable : public prometheus::Collectable {
  public:
-  void set_pid(pid_t pid) { pid_ = pid; }
+  void set_pids(std::vector<pid_t> pids, bool labeled);
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
-  std::atomic<pid_t> pid_{0};
+  mutable std::mutex mutex_;
+  std::vector<pid_t> pids_;
+  bool labeled_ = false;
 };
 
 // The agent's own process_* figures (prometheus-cpp has no process collector).

@@ -165,3 +165,11 @@ std::string text_report(const Snapshot& s) {
 }
 
 }  // namespace stackaudit
+
+namespace stackaudit {
+
+std::string shown_text(std::string_view text) {
+  return shown(text);
+}
+
+}  // namespace stackaudit

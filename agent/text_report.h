@@ -3,11 +3,16 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "collector/snapshot.h"
 
 namespace stackaudit {
 
 std::string text_report(const Snapshot& snapshot);
+
+// Text from the target as the report shows it: valid UTF-8 already, control
+// bytes as \xNN.
+std::string shown_text(std::string_view text);
 
 }  // namespace stackaudit

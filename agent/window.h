@@ -16,15 +16,21 @@ namespace stackaudit {
 
 class RunWindow {
  public:
-  explicit RunWindow(double interval_seconds) : interval_(interval_seconds) {}
+  // max_processes: figures are kept for the processes audited now and for at
+  // most this many that are gone (recycled workers, over days).
+  explicit RunWindow(double interval_seconds, size_t max_processes = 64)
+      : interval_(interval_seconds), max_gone_(max_processes) {}
 
-  void add_round(const Snapshot& s, double agent_cpu_seconds, ThreadKeyCache& keys);
+  // One round: a snapshot per audited process.
+  void add_round(const std::vector<Snapshot>& round, double agent_cpu_seconds,
+                 ThreadKeyCache& keys);
   void add_episode(const std::string& category, double seconds);
   void round_failed() { ++rounds_failed_; }
 
-  // The last round (`latest`) as an audit, plus "window". Null json when no
+  // The "window" section: aggregates over every process, and with
+  // per_process, "processes": each one's own figures. Null json when no
   // round ran.
-  nlohmann::json audit(const Snapshot* latest) const;
+  nlohmann::json window_json(bool per_process) const;
 
  private:
   struct MinAvgMax {
@@ -51,9 +57,21 @@ class RunWindow {
   void keep_sample(std::vector<T>& samples, size_t& seen, T value);
   size_t stopped_ = 0, not_stopped_ = 0, reused_ = 0;
   size_t stop_retries_ = 0, watchdog_ended_ = 0, eintr_restarted_ = 0, eintr_inflicted_ = 0;
+  // The target's figures per round: summed over the processes audited then.
   MinAvgMax rss_, threads_, cpu_percent_;  // cpu_percent_: target CPU between rounds, % of a core
-  std::optional<std::pair<uint64_t, uint64_t>> first_cpu_, last_cpu_;  // target ticks (user, sys)
-  int64_t last_cpu_ns_ = 0;                                            // when last_cpu_ was read
+  // Each process's own figures.
+  struct ProcessFigures {
+    pid_t ppid = 0;
+    std::string comm;
+    std::vector<std::string> cmdline;
+    int64_t first_ns = 0, last_ns = 0;
+    size_t rounds = 0;
+    MinAvgMax rss, threads, cpu_percent;
+    std::optional<std::pair<uint64_t, uint64_t>> first_cpu, last_cpu;  // ticks (user, sys)
+    int64_t last_cpu_ns = 0;                                           // when last_cpu was read
+  };
+  std::map<pid_t, ProcessFigures> processes_;
+  size_t max_gone_;
   double first_agent_cpu_ = -1, last_agent_cpu_ = 0;
 };
 

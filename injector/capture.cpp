@@ -60,7 +60,9 @@ ProcessCapturer::ProcessCapturer(pid_t pid, CaptureOptions options)
     : pid_(pid),
       options_(options),
       memory_(pid),
-      stopper_(StopperOptions{options.max_stop, options.max_stack_bytes}),
+      stopper_(options.stopper ? options.stopper
+                               : std::make_shared<StopperProcess>(
+                                     StopperOptions{options.max_stop, options.max_stack_bytes})),
       scratch_(new uint8_t[options.max_stack_bytes]) {
   rlimit files;
   if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur > 512)
@@ -68,7 +70,7 @@ ProcessCapturer::ProcessCapturer(pid_t pid, CaptureOptions options)
   // The stopper starts while the caller loads modules and reads /proc; the
   // first stop waits for it only if it is not ready by then. (The capturer
   // is created by the thread that captures: dump's and agent's main thread.)
-  stopper_.launch_early();
+  stopper_->launch_early();
 }
 
 std::optional<SchedStat> ProcessCapturer::schedstat(pid_t tid) {
@@ -198,7 +200,7 @@ ProcessCapturer::Stop ProcessCapturer::capture_stopped(RawThread& t, int attempt
     request.vetted_args = t.syscall.args;
   }
   request.reach_deadline = options_.stop_deadline * (1 << attempt);
-  StopCopy copy = stopper_.stop(request);
+  StopCopy copy = stopper_->stop(request);
   const StopResult& r = copy.result;
   t.stop_attempts = attempt + 1;
   switch (r.outcome) {
@@ -358,7 +360,7 @@ RawThread ProcessCapturer::capture_thread(pid_t tid, RawThread* previous, int at
 void ProcessCapturer::read_maps() {
   maps_ = proc::read_maps(pid_);
   maps_stale_ = false;
-  stopper_.set_maps(maps_);
+  stopper_->set_maps(maps_);
 }
 
 RawCapture ProcessCapturer::capture(RawCapture* previous) {
@@ -368,10 +370,13 @@ RawCapture ProcessCapturer::capture(RawCapture* previous) {
   auto info = proc::read_process_info(pid_);
   if (info) cap.process = *info;
   process_seccomp_ = info ? info->seccomp : -1;
-  if (maps_.empty() || maps_stale_) read_maps();
-  stopper_.new_round();
+  if (maps_.empty() || maps_stale_)
+    read_maps();
+  else if (options_.stopper)
+    stopper_->set_maps(maps_);  // a shared stopper holds the last capturer's table
+  stopper_->new_round();
   slow_.clear();
-  size_t ended_before = stopper_.watchdog_ended();
+  size_t ended_before = stopper_->watchdog_ended();
 
   std::unordered_map<pid_t, RawThread*> before;
   if (previous)
@@ -418,9 +423,9 @@ RawCapture ProcessCapturer::capture(RawCapture* previous) {
 
   if (maps_stale_) read_maps();
   cap.maps = maps_;
-  cap.stopper.priority = stopper_.priority();
-  cap.stopper.max_stop_us = static_cast<uint64_t>(stopper_.max_stop().count());
-  cap.stopper.watchdog_ended = stopper_.watchdog_ended() - ended_before;
+  cap.stopper.priority = stopper_->priority();
+  cap.stopper.max_stop_us = static_cast<uint64_t>(stopper_->max_stop().count());
+  cap.stopper.watchdog_ended = stopper_->watchdog_ended() - ended_before;
   // /proc/PID/net/tcp walks the kernel's whole connection table: read it only
   // when a thread that moved waits on a socket; reused threads' sockets are
   // described by the previous table.

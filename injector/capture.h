@@ -42,6 +42,10 @@ struct CaptureOptions {
   int list_rounds = 8;       // re-list tasks until no new thread shows up
   int nonstop_attempts = 3;  // copies of a blocked thread's stack to get a stable one
   int looks = 3;             // times a thread may be looked at again after a refused stop
+  // A stopper process shared with other capturers that capture one after the
+  // other from the same thread (the processes of a tree): one stopper for all
+  // of them instead of one each. Null: the capturer starts its own.
+  std::shared_ptr<StopperProcess> stopper;
 };
 
 class ProcessCapturer {
@@ -80,7 +84,7 @@ class ProcessCapturer {
   pid_t pid_;
   CaptureOptions options_;
   RemoteMemory memory_;
-  StopperProcess stopper_;
+  std::shared_ptr<StopperProcess> stopper_;
   std::vector<Mapping> maps_;
   bool maps_stale_ = false;
   // Open /proc/PID/task/TID/schedstat files, read again with pread at offset 0

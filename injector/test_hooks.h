@@ -7,13 +7,20 @@
 //                     were stopped, starved or hung while holding a thread
 //   stop-d-state      threads in uninterruptible sleep (D) are stopped rather
 //                     than read where they are, so their stop arrives late
+//   pause-after-listing:PATH
+//                     dump --children creates PATH once it has listed the
+//                     processes, and waits (30 s at most) until PATH is
+//                     removed before capturing them: a test ends one meanwhile
 #pragma once
+
+#include <string>
 
 namespace stackaudit {
 
 struct TestHooks {
   long hang_in_stop_ms = 0;
   bool stop_d_state = false;
+  std::string pause_after_listing;
 };
 
 const TestHooks& test_hooks();

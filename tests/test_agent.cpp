@@ -331,19 +331,31 @@ TEST(AgentErrors, BadOptionsAreUsageErrors) {
   }
 }
 
-TEST(AgentErrors, SeveralMatchesAreListed) {
+TEST(Agent, SeveralMatchesAreAllAudited) {
   std::string tag = "twice-" + std::to_string(getpid());
   Child a({kParkThreads, "--tag", tag});
   Child b({kParkThreads, "--tag", tag});
   ASSERT_TRUE(a.wait_for("ready", std::chrono::seconds(10)));
   ASSERT_TRUE(b.wait_for("ready", std::chrono::seconds(10)));
-  RunResult r = run({kStackaudit, "agent", "--match", "park_threads --tag " + tag, "--listen",
-                     "127.0.0.1:" + std::to_string(free_port())});
-  EXPECT_EQ(r.exit_code, 3) << r.err;
-  EXPECT_NE(r.err.find("matches 2 processes"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("PID " + std::to_string(a.pid())), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("PID " + std::to_string(b.pid())), std::string::npos) << r.err;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  Agent agent({"--match", "park_threads --tag " + tag, "--interval", "200ms"});
+  ASSERT_TRUE(agent.serving());
+  auto info = [&](pid_t pid) {
+    return "stackaudit_target_info{comm=\"park_threads\",pid=\"" + std::to_string(pid) + "\"}";
+  };
+  std::string scrape;
+  // Each fixture and the child it forks and waits for (its descendant).
+  EXPECT_TRUE(eventually([&] {
+    scrape = agent.scrape();
+    return metric_value(scrape, "stackaudit_target_processes") == 4.0 &&
+           metric_value(scrape, info(a.pid())) == 1.0 && metric_value(scrape, info(b.pid())) == 1.0;
+  })) << scrape;
+  // The per-category gauges sum over both: each fixture parks one mutex waiter.
+  EXPECT_TRUE(eventually([&] {
+    return metric_value(agent.scrape(), "stackaudit_blocked_threads{category=\"lock\"}") == 2.0;
+  }));
+  EXPECT_EQ(agent.stop(), 0);
+  EXPECT_TRUE(nothing_stopped(a.pid()));
+  EXPECT_TRUE(nothing_stopped(b.pid()));
 }
 
 TEST(Agent, BlockedEventLoopOfAPythonServiceIsExported) {

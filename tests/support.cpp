@@ -357,6 +357,20 @@ const nlohmann::json* frame_named(const nlohmann::json& thread, const std::strin
   return nullptr;
 }
 
+std::string namespaces_unavailable() {
+  static const std::string why = [] {
+    if (::access("/usr/bin/unshare", X_OK) != 0 || ::access("/usr/sbin/chroot", X_OK) != 0)
+      return std::string("unshare or chroot (util-linux, coreutils) is not installed");
+    RunResult r = run({"/usr/bin/unshare", "--mount", "--pid", "--fork", "/bin/true"},
+                      std::chrono::seconds(20));
+    if (r.exit_code != 0)
+      return "unshare --mount --pid failed (it needs CAP_SYS_ADMIN): " +
+             r.err.substr(0, r.err.find('\n'));
+    return std::string();
+  }();
+  return why;
+}
+
 std::optional<std::string> sid_rootfs(std::string* why_missing) {
   const char* env = std::getenv("STACKAUDIT_SID_ROOTFS");
   std::string root = env && *env ? env : "/var/cache/stackaudit/sid-rootfs";
@@ -365,10 +379,8 @@ std::optional<std::string> sid_rootfs(std::string* why_missing) {
   if (::stat((root + "/usr/bin").c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     why = "no Debian unstable rootfs at " + root +
           " (./setup.sh makes it with debootstrap; STACKAUDIT_SID_ROOTFS moves it)";
-  else if (::geteuid() != 0)
-    why = "starting a command in new mount and PID namespaces needs root";
-  else if (::access("/usr/bin/unshare", X_OK) != 0 || ::access("/usr/sbin/chroot", X_OK) != 0)
-    why = "unshare or chroot (util-linux, coreutils) is not installed";
+  else
+    why = namespaces_unavailable();
   if (why.empty()) return root;
   if (why_missing) *why_missing = why;
   return std::nullopt;

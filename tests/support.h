@@ -119,11 +119,17 @@ bool function_is(const nlohmann::json& frame, const std::string& function);
 // The first frame whose function is `function` (see function_is), or nullptr.
 const nlohmann::json* frame_named(const nlohmann::json& thread, const std::string& function);
 
+// Why commands cannot be started in new mount and PID namespaces here (no
+// unshare or chroot, or no right to: it needs CAP_SYS_ADMIN), or "" when they
+// can. Tried once, with /bin/true.
+std::string namespaces_unavailable();
+
 // The Debian unstable root file system setup.sh makes (make_sid_rootfs):
 // $STACKAUDIT_SID_ROOTFS, else /var/cache/stackaudit/sid-rootfs. It has
 // python3.13, 3.14 and 3.15 and its own glibc, and doubles as a container's
-// root. nullopt when it is missing or commands cannot be started in it (not
-// root, no unshare); then *why_missing says what is missing, for GTEST_SKIP().
+// root. nullopt when it is missing or commands cannot be started in it
+// (namespaces_unavailable()); then *why_missing says what is missing, for
+// GTEST_SKIP().
 std::optional<std::string> sid_rootfs(std::string* why_missing);
 
 // A command started the way a container runtime starts one: in new mount and

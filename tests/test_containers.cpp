@@ -6,6 +6,8 @@
 // may be left stopped.
 #include <gtest/gtest.h>
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -30,6 +32,28 @@ bool warned(const nlohmann::json& audit, std::initializer_list<const char*> part
     if (all) return true;
   }
   return false;
+}
+
+// Why this process may not open /proc/PID/map_files entries (the kernel asks
+// for CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE, whoever the process is), or ""
+// when it may. A stackaudit it starts can then not either.
+std::string without_map_files() {
+  UniqueDir dir("/proc/self/map_files");
+  while (dirent* e = dir ? dir.next() : nullptr) {
+    if (e->d_name[0] == '.') continue;
+    std::string path = std::string("/proc/self/map_files/") + e->d_name;
+    if (UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC))) return "";
+    break;
+  }
+  return "this test process cannot open /proc/PID/map_files (it needs CAP_SYS_ADMIN or "
+         "CAP_CHECKPOINT_RESTORE)";
+}
+
+// Why CAP_SYS_ADMIN cannot be dropped for a run, or "".
+std::string without_setpriv() {
+  return ::access("/usr/bin/setpriv", X_OK) == 0
+             ? ""
+             : "no /usr/bin/setpriv (util-linux) to drop CAP_SYS_ADMIN with";
 }
 
 // `stackaudit dump` without CAP_SYS_ADMIN and CAP_CHECKPOINT_RESTORE, the
@@ -245,6 +269,7 @@ class ReplacedExecutable : public ::testing::Test {
 };
 
 TEST_F(ReplacedExecutable, FramesNameTheRunningBuildsFunctions) {
+  if (auto why = without_map_files(); !why.empty()) GTEST_SKIP() << why;
   RunResult r;
   auto audit = dump_json(target_->pid(), &r);
   EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -260,6 +285,7 @@ TEST_F(ReplacedExecutable, FramesNameTheRunningBuildsFunctions) {
 }
 
 TEST_F(ReplacedExecutable, WithoutMapFilesItSaysSoRatherThanUseTheNewFile) {
+  if (auto why = without_setpriv(); !why.empty()) GTEST_SKIP() << why;
   RunResult r = dump_without_map_files(target_->pid(), "json");
   // Without the program's unwind tables more threads need a stop to be
   // unwound; on a busy machine one may not reach it in time (exit code 1,
@@ -286,7 +312,7 @@ TEST_F(ReplacedExecutable, WithoutMapFilesItSaysSoRatherThanUseTheNewFile) {
 class VanishedRoot : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "starting a command in new namespaces needs root";
+    if (auto why = namespaces_unavailable(); !why.empty()) GTEST_SKIP() << why;
     // A root of one static program, removed once the program runs: its
     // /proc/PID/root and its executable are deleted folders and files.
     root_ = std::make_unique<TempDir>("stackaudit-rootfs");
@@ -301,6 +327,7 @@ class VanishedRoot : public ::testing::Test {
 };
 
 TEST_F(VanishedRoot, TheMappedFileIsStillRead) {
+  if (auto why = without_map_files(); !why.empty()) GTEST_SKIP() << why;
   RunResult r;
   auto audit = dump_json(target_->pid(), &r);
   EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -317,6 +344,7 @@ TEST_F(VanishedRoot, TheMappedFileIsStillRead) {
 }
 
 TEST_F(VanishedRoot, WithoutMapFilesAWarningAndNoThreadLeftStopped) {
+  if (auto why = without_setpriv(); !why.empty()) GTEST_SKIP() << why;
   for (const char* format : {"json", "text"}) {
     SCOPED_TRACE(format);
     RunResult r = dump_without_map_files(target_->pid(), format);

@@ -86,8 +86,7 @@ MappedFile open_mapped_file(pid_t pid, const std::string& root, const Mapping& m
     if (via == MappedFileVia::kMapFiles) map_files_errno = errno;
   }
   std::string why = f.other ? "the file at " + f.other_path +
-                                  " is not the one mapped (replaced "
-                                  "since the process started?)"
+                                  " is not the one mapped (replaced since the process started?)"
                             : "no file at " + f.target_path + " under the target's root";
   if (map_files_errno == EPERM || map_files_errno == EACCES)
     why += ", and /proc/PID/map_files, which reaches the mapped file itself, needs CAP_SYS_ADMIN";

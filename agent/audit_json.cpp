@@ -68,11 +68,17 @@ nlohmann::json thread_json(const Thread& t) {
   }
   json frames = json::array();
   for (const Frame& f : t.frames) frames.push_back(frame_json(f));
-  json thread = {{"tid", t.tid},           {"name", t.name},
-                 {"state", t.state},       {"wchan", t.wchan},
-                 {"syscall", syscall},     {"blocking", blocking},
-                 {"frames", frames},       {"truncated", t.truncated},
-                 {"captured", t.captured}, {"stop_us", (t.stop_ns + 500) / 1000}};
+  json thread = {{"tid", t.tid},
+                 {"ns_tid", t.ns_tid != 0 ? json(t.ns_tid) : json(nullptr)},
+                 {"name", t.name},
+                 {"state", t.state},
+                 {"wchan", t.wchan},
+                 {"syscall", syscall},
+                 {"blocking", blocking},
+                 {"frames", frames},
+                 {"truncated", t.truncated},
+                 {"captured", t.captured},
+                 {"stop_us", (t.stop_ns + 500) / 1000}};
   if (!t.note.empty()) thread["note"] = t.note;
   thread["python"] = nullptr;
   if (t.python)
@@ -111,6 +117,7 @@ nlohmann::json audit_json_without_threads(const Snapshot& s) {
       {"captured_at", rfc3339_utc(s.captured_at_unix_ns)},
       {"target",
        {{"pid", s.target.pid},
+        {"ns_pid", s.target.ns_pid != 0 ? json(s.target.ns_pid) : json(nullptr)},
         {"comm", s.target.comm},
         {"exe", s.target.exe},
         {"cmdline", s.target.cmdline},

@@ -58,8 +58,11 @@ std::string join(const std::vector<std::string>& v, const char* sep = " ") {
 
 std::string text_report(const Snapshot& s) {
   std::ostringstream out;
-  out << "stackaudit " << kVersion << " | PID " << s.target.pid << " (" << shown(s.target.comm)
-      << ") " << shown(join(s.target.cmdline)) << "\n";
+  out << "stackaudit " << kVersion << " | PID " << s.target.pid;
+  // A container's process: the PID its own tools (ps, logs) print, too.
+  if (s.target.ns_pid != 0 && s.target.ns_pid != s.target.pid)
+    out << " [ns PID " << s.target.ns_pid << "]";
+  out << " (" << shown(s.target.comm) << ") " << shown(join(s.target.cmdline)) << "\n";
   out << "runtime " << s.target.runtime_kind
       << (s.target.runtime_version.empty() ? "" : " " + s.target.runtime_version) << ", RSS "
       << s.target.rss_bytes / (1024 * 1024) << " MiB, " << s.threads.size() << " threads, captured "
@@ -80,8 +83,9 @@ std::string text_report(const Snapshot& s) {
 
   for (const Thread& t : s.threads) {
     bool named_by_python = t.python && !t.python->thread_name.empty();
-    out << "\nThread " << t.tid << " \"" << shown(named_by_python ? t.python->thread_name : t.name)
-        << "\"";
+    out << "\nThread " << t.tid;
+    if (t.ns_tid != 0 && t.ns_tid != t.tid) out << " [ns " << t.ns_tid << "]";
+    out << " \"" << shown(named_by_python ? t.python->thread_name : t.name) << "\"";
     if (t.python && t.python->holds_gil) out << " [holds the GIL]";
     out << " " << t.state;
     if (t.blocking) {

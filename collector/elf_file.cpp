@@ -13,7 +13,10 @@
 namespace stackaudit {
 
 std::shared_ptr<ElfFile> ElfFile::open(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  return open(UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC)), path);
+}
+
+std::shared_ptr<ElfFile> ElfFile::open(UniqueFd fd, const std::string& path) {
   if (!fd) return nullptr;
   struct stat st;
   if (::fstat(fd.get(), &st) != 0 || st.st_size < static_cast<off_t>(sizeof(Elf64_Ehdr)))
@@ -24,6 +27,7 @@ std::shared_ptr<ElfFile> ElfFile::open(const std::string& path) {
   elf->path_ = path;
   elf->data_ = static_cast<const uint8_t*>(map);
   elf->size_ = static_cast<size_t>(st.st_size);
+  elf->fd_ = std::move(fd);
   return elf->parse_headers() ? elf : nullptr;
 }
 
@@ -52,8 +56,30 @@ bool ElfFile::parse_headers() {
                            (ph.p_flags & PF_W) != 0, (ph.p_flags & PF_X) != 0});
     else if (ph.p_type == PT_GNU_EH_FRAME)
       eh_frame_hdr_vaddr_ = ph.p_vaddr;
+    else if (ph.p_type == PT_NOTE && build_id_.empty())
+      find_build_id(ph.p_offset, ph.p_filesz, ph.p_vaddr);
   }
   return true;
+}
+
+void ElfFile::find_build_id(uint64_t offset, uint64_t size, uint64_t vaddr) {
+  if (offset > size_ || size > size_ - offset) return;
+  uint64_t at = 0;
+  while (at + sizeof(Elf64_Nhdr) <= size) {
+    Elf64_Nhdr nh;
+    std::memcpy(&nh, data_ + offset + at, sizeof nh);
+    uint64_t name_at = at + sizeof nh;
+    uint64_t desc_at = name_at + ((uint64_t{nh.n_namesz} + 3) & ~uint64_t{3});
+    uint64_t next = desc_at + ((uint64_t{nh.n_descsz} + 3) & ~uint64_t{3});
+    if (desc_at + nh.n_descsz > size) return;
+    if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 &&
+        std::memcmp(data_ + offset + name_at, "GNU", 4) == 0 && nh.n_descsz > 0) {
+      build_id_.assign(reinterpret_cast<const char*>(data_ + offset + desc_at), nh.n_descsz);
+      build_id_vaddr_ = vaddr + desc_at;
+      return;
+    }
+    at = next;
+  }
 }
 
 ElfFile::~ElfFile() {

@@ -11,12 +11,16 @@
 #include <string_view>
 #include <vector>
 
+#include "injector/unique_fd.h"
+
 namespace stackaudit {
 
 class ElfFile {
  public:
   // Returns null when the file cannot be opened or is not a 64-bit ELF.
   static std::shared_ptr<ElfFile> open(const std::string& path);
+  // The same from an open file, which the ElfFile keeps (fd()); `path` names it.
+  static std::shared_ptr<ElfFile> open(UniqueFd fd, const std::string& path);
   // An ELF image copied from memory (the vDSO, which has no file).
   static std::shared_ptr<ElfFile> from_bytes(const std::string& name, std::vector<uint8_t> bytes);
   ~ElfFile();
@@ -29,7 +33,15 @@ class ElfFile {
   };
 
   const std::string& path() const { return path_; }
+  // The open file, -1 for an image from memory. Others (libdw) read the very
+  // file this one is, whatever is at its path now, through a dup of it.
+  int fd() const { return fd_.get(); }
   const std::vector<Segment>& segments() const { return segments_; }
+
+  // The GNU build-id (NT_GNU_BUILD_ID note's bytes), "" when absent, and the
+  // link-time address of those bytes: a loaded module has them in memory too.
+  const std::string& build_id() const { return build_id_; }
+  uint64_t build_id_vaddr() const { return build_id_vaddr_; }
 
   // Link-time address of .eh_frame_hdr (PT_GNU_EH_FRAME), 0 when absent.
   uint64_t eh_frame_hdr_vaddr() const { return eh_frame_hdr_vaddr_; }
@@ -62,12 +74,16 @@ class ElfFile {
   // Calls visit(sym, name) for each defined symbol until it returns true.
   template <class Visit>
   void for_each_symbol(Visit&& visit) const;
+  void find_build_id(uint64_t note_offset, uint64_t note_size, uint64_t note_vaddr);
   std::string path_;
+  UniqueFd fd_;
   std::vector<uint8_t> owned_;  // the image, when it came from memory
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   std::vector<Segment> segments_;
   uint64_t eh_frame_hdr_vaddr_ = 0;
+  std::string build_id_;
+  uint64_t build_id_vaddr_ = 0;
 };
 
 }  // namespace stackaudit

@@ -62,6 +62,7 @@ struct PythonThread {
 
 struct Thread {
   pid_t tid = 0;
+  pid_t ns_tid = 0;   // the tid in the target's own PID namespace; 0 when unknown
   std::string name;   // OS thread name (comm)
   std::string state;  // running sleeping disk_sleep stopped zombie
   std::string wchan;  // kernel wait function
@@ -110,6 +111,7 @@ struct Target {
   std::string runtime_version;
   std::string seccomp;  // the main thread's: none, strict, filter; "" unknown
   bool exited = false;  // the process ended during the capture
+  pid_t ns_pid = 0;     // the PID in its own PID namespace (a container's); 0 when unknown
 };
 
 // Threads grouped by name prefix ("legacy_bridge_3" -> "legacy_bridge",

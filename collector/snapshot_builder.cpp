@@ -164,6 +164,7 @@ Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& cap
   }
   Thread t;
   t.tid = raw.tid;
+  t.ns_tid = raw.ns_tid;
   t.name = raw.stat.comm;
   t.state = state_name(raw.stat.state);
   t.wchan = raw.wchan;
@@ -283,6 +284,7 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   const ProcessInfo& p = raw.process;
   s.target =
       Target{p.pid, p.comm, p.exe, p.cmdline, p.rss_bytes, p.threads, "native", "", "", false};
+  s.target.ns_pid = p.ns_pid;
   s.target.exited = raw.target_exited;
   for (std::string* text : {&s.target.comm, &s.target.exe}) make_valid_utf8(*text);
   for (std::string& arg : s.target.cmdline) make_valid_utf8(arg);
@@ -384,6 +386,7 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   }
   for (auto& [name, pool] : pools)
     if (pool.threads >= 2) s.summary.pools.push_back(std::move(pool));
+  s.warnings.insert(s.warnings.end(), modules_.warnings().begin(), modules_.warnings().end());
   if (raw.target_exited) s.warnings.push_back("the target exited during the capture");
   if (s.capture.threads_exited > 0)
     s.warnings.push_back(std::to_string(s.capture.threads_exited) +

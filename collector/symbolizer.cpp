@@ -5,6 +5,7 @@
 #include <elfutils/libdw.h>
 #include <elfutils/libdwfl.h>
 
+#include <fcntl.h>
 #include <gelf.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,13 +13,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+
+#include "injector/unique_fd.h"
 
 namespace stackaudit {
 namespace {
-
-// Where separate debug info is looked for; null means libdw's default
-// ":.debug:/usr/lib/debug". STACKAUDIT_DEBUGINFO_PATH overrides it.
-char* g_debuginfo_path = nullptr;
 
 // Whether the module's main file names a dwz alternate file: libdw then looks
 // that up by its own build-id, which is not the module's.
@@ -42,9 +42,9 @@ bool has_debugaltlink(Dwfl_Module* mod) {
 // the CRC or not) is not part of the folder. The link name is the
 // .gnu_debuglink, or FILE.debug without one. When unsure, yes: a wrong yes
 // costs only what libdw would have done anyway.
-bool may_have_local_debuginfo(Dwfl_Module* mod, const char* file_name, const char* debuglink) {
+bool may_have_local_debuginfo(Dwfl_Module* mod, const std::string& path, const char* file_name,
+                              const char* debuglink) {
   if (has_debugaltlink(mod)) return true;
-  std::string path = g_debuginfo_path ? g_debuginfo_path : ":.debug:/usr/lib/debug";
   const unsigned char* id = nullptr;
   GElf_Addr id_vaddr;
   int id_len = dwfl_module_build_id(mod, &id, &id_vaddr);
@@ -88,20 +88,23 @@ bool may_have_local_debuginfo(Dwfl_Module* mod, const char* file_name, const cha
 // libdw's standard search, but only where a file could be: when there is
 // none, libdw 0.188 would go on to load libdebuginfod (and with it curl and
 // gnutls, a few milliseconds and megabytes) only to find it has no server.
+// Each module's userdata is the search path of the Symbolizer that reported it.
 int find_local_debuginfo(Dwfl_Module* mod, void** userdata, const char* modname, Dwarf_Addr base,
                          const char* file_name, const char* debuglink, GElf_Word crc,
                          char** debuginfo_file_name) {
-  if (!may_have_local_debuginfo(mod, file_name, debuglink)) return -1;
+  const auto* path = static_cast<const std::string*>(*userdata);
+  if (!path || !may_have_local_debuginfo(mod, *path, file_name, debuglink)) return -1;
   return dwfl_standard_find_debuginfo(mod, userdata, modname, base, file_name, debuglink, crc,
                                       debuginfo_file_name);
 }
 
-const Dwfl_Callbacks kCallbacks = {
-    .find_elf = nullptr,  // every module is reported with its file
-    .find_debuginfo = find_local_debuginfo,
-    .section_address = nullptr,
-    .debuginfo_path = &g_debuginfo_path,
-};
+// Whether the target's root is ours (same device and inode).
+bool same_root_as_ours(pid_t pid) {
+  struct stat theirs, ours;
+  std::string root = "/proc/" + std::to_string(pid) + "/root/";
+  return ::stat(root.c_str(), &theirs) == 0 && ::stat("/", &ours) == 0 &&
+         theirs.st_dev == ours.st_dev && theirs.st_ino == ours.st_ino;
+}
 
 // A symbol as people read it: demangled, no parameters, no symbol version
 // ("pthread_cond_wait@@GLIBC_2.3.2" -> "pthread_cond_wait").
@@ -187,8 +190,23 @@ Symbolizer::Symbolizer(const ModuleMap& modules, SourceLines lines)
     : modules_(modules), lines_(lines) {
   // DEBUGINFOD_URLS is unset by the program at start (agent/cli.cpp): no
   // network lookups, and no change to the environment once threads run.
-  g_debuginfo_path = std::getenv("STACKAUDIT_DEBUGINFO_PATH");
-  dwfl_ = dwfl_begin(&kCallbacks);
+  // libdw's own default, with the target's /usr/lib/debug first when its root
+  // is not ours (a container's build-ids are its packages').
+  if (const char* env = std::getenv("STACKAUDIT_DEBUGINFO_PATH"))
+    debuginfo_path_ = env;
+  else if (same_root_as_ours(modules.pid()))
+    debuginfo_path_ = ":.debug:/usr/lib/debug";
+  else
+    debuginfo_path_ =
+        ":.debug:/proc/" + std::to_string(modules.pid()) + "/root/usr/lib/debug:/usr/lib/debug";
+  debuginfo_path_c_ = debuginfo_path_.data();
+  callbacks_ = Dwfl_Callbacks{
+      .find_elf = nullptr,  // every module is reported with its file
+      .find_debuginfo = find_local_debuginfo,
+      .section_address = nullptr,
+      .debuginfo_path = &debuginfo_path_c_,
+  };
+  dwfl_ = dwfl_begin(&callbacks_);
   reload();
 }
 
@@ -197,12 +215,38 @@ Symbolizer::~Symbolizer() {
 }
 
 void Symbolizer::reload() {
+  // A module reported again with its file would be refused by libdw as
+  // overlapping itself and dropped: one already there is kept by its name
+  // and range instead.
+  std::map<std::pair<const ElfFile*, uint64_t>, Dwfl_Module*> reported;
   dwfl_report_begin(dwfl_);
   for (const Module& m : modules_.modules()) {
-    if (!m.elf || m.open_path.empty()) continue;
-    dwfl_report_elf(dwfl_, m.name.c_str(), m.open_path.c_str(), -1, m.bias, true);
+    if (!m.elf || m.lookup_path.empty() || m.elf->fd() < 0) continue;
+    auto key = std::make_pair(m.elf.get(), m.bias);
+    Dwfl_Module* dm = nullptr;
+    if (auto before = reported_.find(key); before != reported_.end()) {
+      Dwarf_Addr low = 0, high = 0;
+      const char* name = dwfl_module_info(before->second, nullptr, &low, &high, nullptr, nullptr,
+                                          nullptr, nullptr);
+      if (name) dm = dwfl_report_module(dwfl_, name, low, high);
+    } else {
+      // libdw reads the very file we opened (not whatever is at a path now)
+      // through a descriptor of its own, which it closes with the module.
+      // Separate debug info is looked for beside the file's path under the
+      // target's root.
+      UniqueFd fd(::fcntl(m.elf->fd(), F_DUPFD_CLOEXEC, 0));
+      if (fd)
+        dm = dwfl_report_elf(dwfl_, m.name.c_str(), m.lookup_path.c_str(), fd.get(), m.bias, true);
+      if (dm) fd.release();
+    }
+    if (!dm) continue;
+    void** userdata = nullptr;
+    dwfl_module_info(dm, &userdata, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr);
+    if (userdata) *userdata = &debuginfo_path_;
+    reported.emplace(key, dm);
   }
   dwfl_report_end(dwfl_, nullptr, nullptr);
+  reported_ = std::move(reported);
   cache_.clear();
 }
 

@@ -1,18 +1,20 @@
 // Turns addresses into functions, files and lines with elfutils libdw, inlined
 // calls included. Debug info is looked up locally only: next to the file, by
-// .gnu_debuglink and by build-id under /usr/lib/debug, and the embedded
+// .gnu_debuglink and by build-id under /usr/lib/debug (the target's own first
+// when it runs under another root, a container's), and the embedded
 // .gnu_debugdata (MiniDebugInfo); never over the network (debuginfod is off).
 #pragma once
 
+#include <elfutils/libdwfl.h>
+
 #include <cstdint>
+#include <map>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "collector/module_map.h"
 #include "collector/snapshot.h"
-
-typedef struct Dwfl Dwfl;
 
 namespace stackaudit {
 
@@ -46,7 +48,14 @@ class Symbolizer {
   std::vector<Frame> lookup(uint64_t ip, uint64_t pc);
   const ModuleMap& modules_;
   SourceLines lines_;
+  // Where separate debug info is looked for (libdw's syntax); the callbacks
+  // point at it.
+  std::string debuginfo_path_;
+  char* debuginfo_path_c_ = nullptr;
+  Dwfl_Callbacks callbacks_{};
   Dwfl* dwfl_ = nullptr;
+  // The modules of the last report, by file and load bias.
+  std::map<std::pair<const ElfFile*, uint64_t>, Dwfl_Module*> reported_;
   std::unordered_map<uint64_t, std::vector<Frame>> cache_;
 };
 

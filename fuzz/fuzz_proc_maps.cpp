@@ -46,6 +46,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(got.size() == 2);
   const Mapping& m = got[1];
   FUZZ_CHECK(m.start == start && m.end == end && m.offset == offset && m.inode == inode);
+  FUZZ_CHECK(m.dev_major == unsigned(dev >> 8) && m.dev_minor == unsigned(dev & 255));
   FUZZ_CHECK(m.readable == bool(perms & 1) && m.writable == bool(perms & 2) &&
              m.executable == bool(perms & 4));
   // Trailing blanks of the line belong to the path, as the kernel wrote them.

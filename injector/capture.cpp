@@ -420,6 +420,18 @@ RawCapture ProcessCapturer::capture(RawCapture* previous) {
   }
   if (!proc::process_exists(pid_)) cap.target_exited = true;
   close_schedstat_fds(seen);  // threads that exited
+  // A target in a PID namespace of its own: each thread's id there, read
+  // after every stop (one more /proc read per thread that moved; a reused
+  // thread keeps its own). In our namespace it is the tid itself.
+  for (RawThread& t : cap.threads) {
+    if (t.vanished || t.mode == CaptureMode::kReused) continue;
+    if (!info || info->ns_pid == 0)
+      t.ns_tid = 0;
+    else if (info->ns_pid == pid_)
+      t.ns_tid = t.tid;
+    else
+      t.ns_tid = proc::read_ns_tid(pid_, t.tid);
+  }
 
   if (maps_stale_) read_maps();
   cap.maps = maps_;

@@ -20,8 +20,14 @@ struct Mapping {
   bool readable = false;
   bool writable = false;
   bool executable = false;
+  unsigned dev_major = 0;  // the device of the mapped file, as the kernel printed it
+  unsigned dev_minor = 0;
   uint64_t inode = 0;
-  std::string path;  // empty for anonymous mappings; "[stack]", "[vdso]"...
+  // Empty for anonymous mappings; "[stack]", "[vdso]"... A file's path as the
+  // kernel resolves it for the reader: a target in a container may name it
+  // from its own root or from its mount namespace's, and a file unlinked or
+  // replaced since it was mapped ends in " (deleted)".
+  std::string path;
 
   bool contains(uint64_t addr) const { return addr >= start && addr < end; }
 };
@@ -82,6 +88,7 @@ enum class CaptureMode {
 // Everything captured about one thread.
 struct RawThread {
   pid_t tid = 0;
+  pid_t ns_tid = 0;  // the tid in the target's own PID namespace; 0 when unknown
   TaskStat stat;
   SyscallState syscall;
   SchedStat schedstat;
@@ -113,6 +120,10 @@ struct RawThread {
 // Process-wide facts read around the capture.
 struct ProcessInfo {
   pid_t pid = 0;
+  // The PID in the target's own PID namespace (the last of NSpid: in its
+  // status): the PID a container's tools print. Equal to pid when it shares
+  // our namespace; 0 when the kernel does not say.
+  pid_t ns_pid = 0;
   pid_t ppid = 0;
   std::string comm;
   std::string exe;

@@ -169,6 +169,19 @@ int parse_seccomp(const std::string& status) {
   return f.empty() ? -1 : static_cast<int>(parse_u64(f[0]));
 }
 
+pid_t parse_ns_pid(const std::string& status) {
+  size_t at = status.starts_with("NSpid:") ? 0 : status.find("\nNSpid:");
+  if (at == std::string::npos) return 0;
+  at += status[at] == '\n' ? 7 : 6;
+  auto f = split_ws(std::string_view(status).substr(at, status.find('\n', at) - at));
+  return f.empty() ? 0 : static_cast<pid_t>(parse_u64(f.back()));
+}
+
+pid_t read_ns_tid(pid_t pid, pid_t tid) {
+  auto status = read_file(task_path(pid, tid, "status"));
+  return status ? parse_ns_pid(*status) : 0;
+}
+
 int read_seccomp(pid_t pid, pid_t tid) {
   auto status = read_file(task_path(pid, tid, "status"));
   if (!status) return -1;
@@ -198,6 +211,8 @@ void parse_status(const std::string& text, ProcessInfo& info) {
       info.nonvoluntary_ctxt_switches = parse_u64(f[0]);
     else if (key == "Seccomp")
       info.seccomp = static_cast<int>(parse_u64(f[0]));
+    else if (key == "NSpid")
+      info.ns_pid = static_cast<pid_t>(parse_u64(f.back()));
   }
 }
 
@@ -252,6 +267,10 @@ std::vector<Mapping> parse_maps(const std::string& text) {
     m.writable = f[1].size() > 1 && f[1][1] == 'w';
     m.executable = f[1].size() > 2 && f[1][2] == 'x';
     m.offset = parse_u64(f[2], 16);
+    if (auto colon = f[3].find(':'); colon != std::string_view::npos) {
+      m.dev_major = static_cast<unsigned>(parse_u64(f[3].substr(0, colon), 16));
+      m.dev_minor = static_cast<unsigned>(parse_u64(f[3].substr(colon + 1), 16));
+    }
     m.inode = parse_u64(f[4]);
     if (f.size() >= 6) {
       // The path is everything after the inode field (it may contain spaces).

@@ -24,6 +24,9 @@ std::optional<SyscallState> read_syscall(pid_t pid, pid_t tid);
 std::optional<SchedStat> read_schedstat(pid_t pid, pid_t tid);
 std::string read_wchan(pid_t pid, pid_t tid);
 std::optional<ProcessInfo> read_process_info(pid_t pid);
+// The thread's id in the innermost PID namespace it belongs to (the last field
+// of NSpid: in its status); 0 when unknown.
+pid_t read_ns_tid(pid_t pid, pid_t tid);
 // A thread's seccomp mode (Seccomp: in its status): 0 none, 1 strict, 2 filter; -1 unknown.
 int read_seccomp(pid_t pid, pid_t tid);
 std::vector<Mapping> read_maps(pid_t pid);
@@ -38,9 +41,11 @@ std::vector<Mapping> parse_maps(const std::string& text);
 void parse_inet_sockets(const std::string& text, const std::string& protocol,
                         std::vector<SocketEntry>& out);
 void parse_unix_sockets(const std::string& text, std::vector<SocketEntry>& out);
-// /proc/PID/status: the memory, thread, tracer, context-switch and seccomp
-// fields of `info` (the others are left as they are).
+// /proc/PID/status: the memory, thread, tracer, context-switch, seccomp and
+// namespace PID fields of `info` (the others are left as they are).
 void parse_status(const std::string& text, ProcessInfo& info);
+// The last id of the NSpid: field of a status file, as read_ns_tid returns it.
+pid_t parse_ns_pid(const std::string& status);
 // The Seccomp: field of a status file, as read_seccomp returns it.
 int parse_seccomp(const std::string& status);
 // /proc/PID/cmdline: the NUL-separated arguments.

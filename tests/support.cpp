@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -354,6 +355,93 @@ const nlohmann::json* frame_named(const nlohmann::json& thread, const std::strin
   for (const auto& f : thread["frames"])
     if (function_is(f, function)) return &f;
   return nullptr;
+}
+
+std::string namespaces_unavailable() {
+  static const std::string why = [] {
+    if (::access("/usr/bin/unshare", X_OK) != 0 || ::access("/usr/sbin/chroot", X_OK) != 0)
+      return std::string("unshare or chroot (util-linux, coreutils) is not installed");
+    RunResult r = run({"/usr/bin/unshare", "--mount", "--pid", "--fork", "/bin/true"},
+                      std::chrono::seconds(20));
+    if (r.exit_code != 0)
+      return "unshare --mount --pid failed (it needs CAP_SYS_ADMIN): " +
+             r.err.substr(0, r.err.find('\n'));
+    return std::string();
+  }();
+  return why;
+}
+
+std::optional<std::string> sid_rootfs(std::string* why_missing) {
+  const char* env = std::getenv("STACKAUDIT_SID_ROOTFS");
+  std::string root = env && *env ? env : "/var/cache/stackaudit/sid-rootfs";
+  std::string why;
+  struct stat st;
+  if (::stat((root + "/usr/bin").c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    why = "no Debian unstable rootfs at " + root +
+          " (./setup.sh makes it with debootstrap; STACKAUDIT_SID_ROOTFS moves it)";
+  else
+    why = namespaces_unavailable();
+  if (why.empty()) return root;
+  if (why_missing) *why_missing = why;
+  return std::nullopt;
+}
+
+namespace {
+
+// unshare's command line: the binds are made by a shell in the new mount
+// namespace, which then becomes chroot and the target (one PID throughout).
+std::vector<std::string> rootfs_argv(
+    const std::string& rootfs, const std::vector<std::string>& argv,
+    const std::vector<std::pair<std::string, std::string>>& binds) {
+  std::vector<std::string> out = {"/usr/bin/unshare", "--mount", "--pid", "--kill-child"};
+  if (binds.empty()) {
+    out.insert(out.end(), {"/usr/sbin/chroot", rootfs});
+  } else {
+    out.insert(out.end(),
+               {"/bin/sh", "-c",
+                "root=$1; shift; while [ \"$1\" != -- ]; do mount --bind \"$1\" \"$root$2\" "
+                "|| exit 126; shift 2; done; shift; exec /usr/sbin/chroot \"$root\" \"$@\"",
+                "sh", rootfs});
+    for (const auto& [host, inside] : binds) out.insert(out.end(), {host, inside});
+    out.push_back("--");
+  }
+  out.insert(out.end(), argv.begin(), argv.end());
+  return out;
+}
+
+}  // namespace
+
+RootfsChild::RootfsChild(const std::string& rootfs, const std::vector<std::string>& argv,
+                         const std::vector<std::pair<std::string, std::string>>& binds)
+    : launcher_(rootfs_argv(rootfs, argv, binds)) {}
+
+RootfsChild::~RootfsChild() {
+  if (pid_ > 0) ::kill(pid_, SIGKILL);
+  // ~Child then kills and reaps unshare.
+}
+
+pid_t RootfsChild::pid() {
+  if (pid_ != 0) return pid_;
+  std::vector<pid_t> kids;
+  eventually([&] { return !(kids = children_of(launcher_.pid())).empty(); },
+             std::chrono::seconds(10));
+  pid_ = kids.empty() ? -1 : kids.front();
+  return pid_;
+}
+
+TempDir::TempDir(const std::string& prefix) {
+  std::string pattern = "/tmp/" + prefix + "-XXXXXX";
+  if (!::mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp " + pattern);
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  run({"/bin/rm", "-rf", "--", path_});
+}
+
+void copy_file(const std::string& from, const std::string& to) {
+  RunResult r = run({"/bin/cp", "--", from, to});
+  if (r.exit_code != 0) throw std::runtime_error("cp " + from + " " + to + ": " + r.err);
 }
 
 }  // namespace stackaudit::test

@@ -119,6 +119,60 @@ bool function_is(const nlohmann::json& frame, const std::string& function);
 // The first frame whose function is `function` (see function_is), or nullptr.
 const nlohmann::json* frame_named(const nlohmann::json& thread, const std::string& function);
 
+// Why commands cannot be started in new mount and PID namespaces here (no
+// unshare or chroot, or no right to: it needs CAP_SYS_ADMIN), or "" when they
+// can. Tried once, with /bin/true.
+std::string namespaces_unavailable();
+
+// The Debian unstable root file system setup.sh makes (make_sid_rootfs):
+// $STACKAUDIT_SID_ROOTFS, else /var/cache/stackaudit/sid-rootfs. It has
+// python3.13, 3.14 and 3.15 and its own glibc, and doubles as a container's
+// root. nullopt when it is missing or commands cannot be started in it
+// (namespaces_unavailable()); then *why_missing says what is missing, for
+// GTEST_SKIP().
+std::optional<std::string> sid_rootfs(std::string* why_missing);
+
+// A command started the way a container runtime starts one: in new mount and
+// PID namespaces (`unshare --mount --pid --fork --kill-child`), chrooted into
+// `rootfs`; argv names files as the rootfs sees them. Each bind (a host folder,
+// then an existing folder inside the rootfs, e.g. /mnt) is bind-mounted first,
+// in the new mount namespace only: the rootfs is never written. The target's
+// stdin and stdout are io()'s pipes. Target and unshare are killed when this
+// is destroyed.
+class RootfsChild {
+ public:
+  RootfsChild(const std::string& rootfs, const std::vector<std::string>& argv,
+              const std::vector<std::pair<std::string, std::string>>& binds = {});
+  ~RootfsChild();
+  RootfsChild(const RootfsChild&) = delete;
+  RootfsChild& operator=(const RootfsChild&) = delete;
+
+  // The target's PID as we see it (the host's); -1 when it did not start
+  // within 10 s. It is PID 1 of its own namespace.
+  pid_t pid();
+  Child& io() { return launcher_; }
+
+ private:
+  Child launcher_;  // unshare, the target's parent
+  pid_t pid_ = 0;
+};
+
+// A fresh folder under /tmp, removed with what it holds when destroyed.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix);
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Copies a file (mode included); throws on failure.
+void copy_file(const std::string& from, const std::string& to);
+
 extern const char* const kStackaudit;
 extern const char* const kParkThreads;
 extern const char* const kParkThreadsSource;

@@ -62,6 +62,8 @@ TEST(ProcMaps, ParsesPermissionsOffsetsAndPathsWithSpaces) {
   EXPECT_TRUE(maps[1].executable);
   EXPECT_FALSE(maps[1].writable);
   EXPECT_EQ(maps[1].inode, 1234u);
+  EXPECT_EQ(maps[1].dev_major, 8u);
+  EXPECT_EQ(maps[1].dev_minor, 1u);
   EXPECT_EQ(maps[1].path, "/opt/my app/bin");
   EXPECT_EQ(maps[2].path, "[stack]");
   EXPECT_EQ(maps[3].path, "");
@@ -129,6 +131,15 @@ TEST(ProcStatus, FieldsSeccompAndCmdline) {
   EXPECT_EQ(info.nonvoluntary_ctxt_switches, 3u);
   EXPECT_EQ(proc::parse_seccomp(status), 2);
   EXPECT_EQ(proc::parse_seccomp("Name:\tx\n"), -1);
+  EXPECT_EQ(info.ns_pid, 0);  // no NSpid: line (a kernel before 4.1)
+
+  // A process in a PID namespace two levels down: its PID there is the last.
+  proc::parse_status("Name:\tapp\nNSpid:\t48211\t310\t1\nNStgid:\t48211\t310\t1\n", info);
+  EXPECT_EQ(info.ns_pid, 1);
+  EXPECT_EQ(proc::parse_ns_pid("NSpid:\t4242\t7\n"), 7);
+  EXPECT_EQ(proc::parse_ns_pid("Name:\tx\nNSpid:\t4242\n"), 4242);
+  EXPECT_EQ(proc::parse_ns_pid("Name:\tx\n"), 0);
+  EXPECT_EQ(proc::parse_ns_pid("Name:\tx\nNSpid:"), 0);
 
   using Args = std::vector<std::string>;
   EXPECT_EQ(proc::parse_cmdline(std::string("python3\0app.py\0", 15)), (Args{"python3", "app.py"}));

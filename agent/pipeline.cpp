@@ -63,7 +63,7 @@ ProcessTable ProcessTable::scan() {
   for (pid_t pid : proc::list_processes()) {
     auto stat = proc::read_stat(pid, pid);
     if (!stat) continue;  // exited since the listing
-    table.processes.push_back({pid, stat->ppid, 0, stat->comm});
+    table.processes.push_back({pid, stat->ppid, 0, stat->comm, {}});
   }
   std::sort(table.processes.begin(), table.processes.end(),
             [](const TreeProcess& a, const TreeProcess& b) { return a.pid < b.pid; });

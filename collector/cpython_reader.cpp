@@ -204,7 +204,12 @@ bool CPythonReader::read_frames(uint64_t frame, PyThreadInfo& t) {
     if (L_.frame.owner_shim && owner >= L_.frame.owner_shim) {
       // The entry frame a C-level eval-loop call pushes (3.12+): the Python
       // frame below it was the first of that call.
-      if (!t.frames.empty()) t.frames.back().is_entry = true;
+      // (3.15 also ends every chain with the thread state's own base frame:
+      // the first shim after a Python frame is the one on the C stack.)
+      if (!t.frames.empty() && !t.frames.back().is_entry) {
+        t.frames.back().is_entry = true;
+        t.frames.back().entry_at = frame;
+      }
       frame = field<uint64_t>(f, L_.frame.previous);
       continue;
     }

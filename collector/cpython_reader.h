@@ -24,6 +24,9 @@ struct PyFrameInfo {
   bool is_entry = false;    // the outermost frame of one C-level _PyEval_EvalFrameDefault call
   bool incomplete = false;  // pushed but not started: not shown
   int64_t interpreter = 0;  // the id of the interpreter that runs it (0: the main one)
+  // 3.12+, on an is_entry frame: where the eval-loop call's own entry frame
+  // is. It is a local of that C call, so on the native stack inside its frame.
+  uint64_t entry_at = 0;
 };
 
 // One OS thread's Python state. A thread that entered a sub-interpreter has a

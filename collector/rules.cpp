@@ -82,6 +82,8 @@ constexpr BuiltinRule kBuiltinRules[] = {
     {"lock", F, "sem_timedwait", "", "", false},
     {"lock", F, "sem_clockwait", "", "", false},
     {"lock", F, "PyThread_acquire_lock_timed", "", "", false},
+    {"lock", F, "_PySemaphore_Wait", "", "", false},  // 3.13+: PyMutex, threading.Lock
+    {"lock", F, "_PyParkingLot_Park", "", "", false},
     {"lock", F, "take_gil", "", "GIL", false},
     {"lock", S, "semop", "", "", false},
     {"lock", S, "semtimedop", "", "", false},

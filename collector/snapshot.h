@@ -25,6 +25,7 @@ struct Frame {
   uint64_t ip = 0;
   uint64_t module_offset = 0;  // ip relative to the module's load address
   int64_t interpreter = 0;     // a Python frame's interpreter id (0: the main interpreter)
+  uint64_t sp = 0;             // a native frame's stack pointer, 0 when unknown (not reported)
 };
 
 struct FdInfo {

@@ -13,6 +13,12 @@
 namespace stackaudit {
 namespace {
 
+// A thread's id as the interpreter knows it (gettid() inside the target): the
+// one of the target's own PID namespace, which is not ours in a container.
+long python_tid(const RawThread& t) {
+  return t.ns_tid > 0 ? t.ns_tid : t.tid;
+}
+
 const char* capture_mode_name(CaptureMode m) {
   switch (m) {
     case CaptureMode::kStopped:
@@ -157,7 +163,7 @@ Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& cap
       t.note.clear();
       if (t.python && python)
         for (const PyThreadInfo& p : python->threads)
-          if (p.native_tid == raw.tid)
+          if (p.native_tid == python_tid(raw))
             t.python->holds_gil = p.holds_gil && !t.python->waits_for_gil;
       return t;
     }
@@ -186,6 +192,7 @@ Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& cap
     for (size_t i = 0; i < u.ips.size(); ++i) {
       const auto& frames = symbolizer_.symbolize(u.ips[i], i > 0);
       t.frames.insert(t.frames.end(), frames.begin(), frames.end());
+      if (i < u.sps.size()) t.frames.back().sp = u.sps[i];  // the physical frame
     }
   } else {
     t.truncated = true;
@@ -193,7 +200,7 @@ Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& cap
   const PyThreadInfo* py = nullptr;
   if (python)
     for (const PyThreadInfo& p : python->threads)
-      if (p.native_tid == raw.tid) py = &p;
+      if (p.native_tid == python_tid(raw)) py = &p;
   if (py) {
     PythonThread pt;
     pt.thread_name = py->name;
@@ -230,7 +237,13 @@ void SnapshotBuilder::update_modules(const std::vector<Mapping>& maps) {
 }
 
 bool merge_python_frames(std::vector<Frame>& native, const std::vector<PyFrameInfo>& python) {
-  std::vector<std::vector<Frame>> groups(1);
+  // The Python frames of one C-level eval-loop call each, innermost first,
+  // with where that call keeps its entry frame (3.12+; 0 when not known).
+  struct Group {
+    std::vector<Frame> frames;
+    uint64_t entry_at = 0;
+  };
+  std::vector<Group> groups(1);
   for (const PyFrameInfo& p : python) {
     if (!p.incomplete) {
       Frame f;
@@ -240,22 +253,43 @@ bool merge_python_frames(std::vector<Frame>& native, const std::vector<PyFrameIn
       f.line = p.line;
       f.module = python_module_name(p.file);
       f.interpreter = p.interpreter;
-      groups.back().push_back(std::move(f));
+      groups.back().frames.push_back(std::move(f));
     }
-    if (p.is_entry) groups.emplace_back();
+    if (p.is_entry) {
+      groups.back().entry_at = p.entry_at;
+      groups.emplace_back();
+    }
   }
-  if (groups.back().empty()) groups.pop_back();
+  if (groups.back().frames.empty()) groups.pop_back();
+  // Each physical native frame's stack range, [sp, next physical frame's sp).
+  std::vector<uint64_t> ends(native.size(), UINT64_MAX);
+  uint64_t next_sp = UINT64_MAX;
+  for (size_t i = native.size(); i-- > 0;) {
+    if (native[i].inlined) continue;
+    ends[i] = next_sp;
+    if (native[i].sp) next_sp = native[i].sp;
+  }
+  // A group goes right before the eval-loop call that runs it: the native
+  // frame whose stack holds its entry frame, which needs no symbols; else
+  // (3.11, or no stack pointers) the next _PyEval_EvalFrameDefault by name.
   std::vector<Frame> merged;
   size_t g = 0;
-  for (Frame& f : native) {
-    if (!f.inlined && f.function == "_PyEval_EvalFrameDefault" && g < groups.size()) {
-      merged.insert(merged.end(), groups[g].begin(), groups[g].end());
-      ++g;
+  for (size_t i = 0; i < native.size(); ++i) {
+    Frame& f = native[i];
+    if (!f.inlined && g < groups.size()) {
+      uint64_t at = groups[g].entry_at;
+      bool runs_it =
+          at && f.sp ? f.sp <= at && at < ends[i] : f.function == "_PyEval_EvalFrameDefault";
+      if (runs_it) {
+        merged.insert(merged.end(), groups[g].frames.begin(), groups[g].frames.end());
+        ++g;
+      }
     }
     merged.push_back(std::move(f));
   }
   bool lined_up = g == groups.size();
-  for (; g < groups.size(); ++g) merged.insert(merged.end(), groups[g].begin(), groups[g].end());
+  for (; g < groups.size(); ++g)
+    merged.insert(merged.end(), groups[g].frames.begin(), groups[g].frames.end());
   native = std::move(merged);
   return lined_up;
 }
@@ -295,7 +329,7 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
     // Python frames only for threads that may have moved since the last build.
     std::set<long> moved;
     for (const RawThread& r : raw.threads)
-      if (r.mode != CaptureMode::kReused || !previous_.count(r.tid)) moved.insert(r.tid);
+      if (r.mode != CaptureMode::kReused || !previous_.count(r.tid)) moved.insert(python_tid(r));
     python = python_->read(&moved);
     s.target.runtime_kind = "cpython";
     s.target.runtime_version = cpython_version_text(python->version);

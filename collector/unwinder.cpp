@@ -19,6 +19,9 @@ struct Unwinder::Context {
   Unwinder* unwinder;
   const RawThread* thread;
   CapturedThreadMemory memory;
+  // For a thread read without a stop: the frame pointer found on its stack
+  // (0: none), where code built with frame pointers needs it.
+  uint64_t rbp_guess = 0;
 };
 
 namespace {
@@ -81,8 +84,13 @@ int access_reg(unw_addr_space_t, unw_regnum_t reg, unw_word_t* val, int write, v
   const user_regs_struct& r = t.regs;
   if (reg == UNW_X86_64_RIP) return *val = r.rip, 0;
   if (reg == UNW_X86_64_RSP) return *val = r.rsp, 0;
-  // A thread captured without a stop has only sp and pc (from /proc syscall).
-  if (!t.full_registers) return -UNW_EBADREG;
+  // A thread captured without a stop has only sp and pc (from /proc syscall),
+  // and maybe a frame pointer found on its stack.
+  if (!t.full_registers) {
+    uint64_t rbp = static_cast<Context*>(arg)->rbp_guess;
+    if (reg == UNW_X86_64_RBP && rbp) return *val = rbp, 0;
+    return -UNW_EBADREG;
+  }
   switch (reg) {
     case UNW_X86_64_RAX:
       *val = r.rax;
@@ -167,8 +175,41 @@ void Unwinder::flush() {
 }
 
 UnwindResult Unwinder::unwind(const RawThread& thread) {
-  UnwindResult out;
   Context ctx{this, &thread, CapturedThreadMemory(thread, modules_, memory_)};
+  UnwindResult out = unwind_once(ctx);
+  // Without a stop only sp and pc are known. Code built with frame pointers
+  // (CPython 3.14+, distributions that turn them on) finds its frame through
+  // rbp: when the walk stops there, look for the frame-pointer pair on the
+  // stack above the last frame reached (a saved rbp above it, then a return
+  // address into code), and walk again with it; keep what went further.
+  if (thread.full_registers || !out.truncated || out.sps.empty() ||
+      out.reason.find(unw_strerror(-UNW_EBADREG)) == std::string::npos)
+    return out;
+  ctx.rbp_guess = frame_pointer_above(ctx, out.sps.back());
+  if (!ctx.rbp_guess) return out;
+  UnwindResult again = unwind_once(ctx);
+  return again.ips.size() > out.ips.size() ? again : out;
+}
+
+uint64_t Unwinder::frame_pointer_above(Context& ctx, uint64_t sp) {
+  constexpr uint64_t kScan = 4096;  // bytes of stack looked at
+  for (uint64_t a = (sp + 7) & ~uint64_t{7}; a < sp + kScan; a += 8) {
+    uint64_t pair[2];
+    if (!ctx.memory.read_exact(a, pair, sizeof pair)) return 0;
+    bool saved_rbp = pair[0] > a + 8 && pair[0] < a + (uint64_t{1} << 24);
+    if (!saved_rbp || !modules_.is_executable(pair[1])) continue;
+    // And the caller's pair looks the same: a chain, not a stray value.
+    uint64_t caller[2];
+    if (ctx.memory.read_exact(pair[0], caller, sizeof caller) &&
+        (caller[0] == 0 || caller[0] > pair[0]) && modules_.is_executable(caller[1]))
+      return a;
+  }
+  return 0;
+}
+
+UnwindResult Unwinder::unwind_once(Context& ctx) {
+  const RawThread& thread = *ctx.thread;
+  UnwindResult out;
   unw_cursor_t cursor;
   if (thread.regs.rip == 0 || unw_init_remote(&cursor, space_, &ctx) < 0) {
     out.truncated = true;
@@ -192,6 +233,7 @@ UnwindResult Unwinder::unwind(const RawThread& thread) {
       break;
     }
     out.ips.push_back(ip);
+    out.sps.push_back(sp);
     last_sp = sp;
     if (out.ips.size() >= max_frames_) {
       out.truncated = true;

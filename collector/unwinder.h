@@ -20,6 +20,7 @@ namespace stackaudit {
 
 struct UnwindResult {
   std::vector<uint64_t> ips;  // ips[0] is the thread's pc; the rest are return addresses
+  std::vector<uint64_t> sps;  // each frame's stack pointer: its locals lie in [sps[i], sps[i + 1])
   bool truncated = false;
   std::string reason;  // why it stopped early, when truncated
 };
@@ -41,6 +42,9 @@ class Unwinder {
   const ModuleMap& modules() const { return modules_; }
 
  private:
+  UnwindResult unwind_once(Context& ctx);
+  uint64_t frame_pointer_above(Context& ctx, uint64_t sp);
+
   const ModuleMap& modules_;
   Memory& memory_;  // the live process
   size_t max_frames_;

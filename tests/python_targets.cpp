@@ -11,8 +11,6 @@ namespace stackaudit::test {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr const char* kDefaultSidRootfs = "/var/cache/stackaudit/sid-rootfs";
-
 // "3.13" for an interpreter, from itself; "" when it does not run.
 std::string version_of(const std::string& interpreter) {
   RunResult r = run({interpreter, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"},
@@ -68,17 +66,6 @@ std::vector<PythonTarget> python_targets() {
   return out;
 }
 
-std::string sid_rootfs(std::string* missing) {
-  const char* env = std::getenv("STACKAUDIT_SID_ROOTFS");
-  std::string root = env && *env ? env : kDefaultSidRootfs;
-  if (!fs::is_directory(root + "/usr/bin")) {
-    *missing =
-        "no Debian unstable rootfs at " + root + " (./setup.sh test makes it with debootstrap)";
-    return "";
-  }
-  return root;
-}
-
 std::unique_ptr<PythonProcess> PythonProcess::start(const PythonTarget& target,
                                                     const std::string& script, std::string* missing,
                                                     const std::vector<std::string>& args) {
@@ -93,52 +80,33 @@ std::unique_ptr<PythonProcess> PythonProcess::start(const PythonTarget& target,
     }
     p->script_ = script;
     argv = {p->interpreter_, script};
-  } else {
-    std::string root = sid_rootfs(missing);
-    if (root.empty()) return nullptr;
-    p->interpreter_ = "/usr/bin/python" + target.version;
-    if (access((root + p->interpreter_).c_str(), X_OK) != 0) {
-      *missing = "no " + p->interpreter_ + " in the Debian unstable rootfs at " + root;
-      return nullptr;
-    }
-    // The script goes into the container's own root, as a service's code would.
-    std::string dir = "/tmp/stackaudit-test-" + std::to_string(getpid()) + "-" +
-                      std::to_string(reinterpret_cast<uintptr_t>(p.get()));
-    fs::create_directories(root + dir);
-    p->copied_dir_ = root + dir;
-    p->script_ = dir + "/" + fs::path(script).filename().string();
-    // With the modules beside it that it may import.
-    for (const auto& e : fs::directory_iterator(fs::path(script).parent_path()))
-      if (e.path().extension() == ".py")
-        fs::copy_file(e.path(), root + dir + "/" + e.path().filename().string(),
-                      fs::copy_options::overwrite_existing);
-    argv = {"/usr/bin/unshare", "--mount",      "--pid",
-            "--fork",           "--kill-child", "--mount-proc=" + root + "/proc",
-            "chroot",           root,           p->interpreter_,
-            p->script_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    p->host_ = std::make_unique<Child>(argv);
+    p->pid_ = p->host_->pid();
+    return p;
   }
+  auto root = sid_rootfs(missing);
+  if (!root) return nullptr;
+  p->interpreter_ = "/usr/bin/python" + target.version;
+  if (access((*root + p->interpreter_).c_str(), X_OK) != 0) {
+    *missing = "no " + p->interpreter_ + " in the Debian unstable rootfs at " + *root;
+    return nullptr;
+  }
+  // The fixtures' folder at /mnt, as a service's code would be in its image.
+  p->script_ = "/mnt/" + fs::path(script).filename().string();
+  argv = {p->interpreter_, p->script_};
   argv.insert(argv.end(), args.begin(), args.end());
-  p->child_ = std::make_unique<Child>(argv);
-  p->pid_ = p->child_->pid();
-  if (target.container) {
-    // unshare forks the interpreter (the container's PID 1): find it.
-    pid_t found = -1;
-    eventually([&] {
-      auto kids = children_of(p->child_->pid());
-      if (!kids.empty()) found = kids.front();
-      return found > 0;
-    });
-    p->pid_ = found;
-  }
+  p->tmp_ = std::make_unique<TempDir>("stackaudit-container-tmp");
+  p->container_ = std::make_unique<RootfsChild>(
+      *root, argv,
+      std::vector<std::pair<std::string, std::string>>{
+          {fs::path(script).parent_path().string(), "/mnt"}, {p->tmp_->path(), "/tmp"}});
+  p->pid_ = p->container_->pid();
   return p;
 }
 
 PythonProcess::~PythonProcess() {
-  child_.reset();
-  if (!copied_dir_.empty()) {
-    std::error_code ec;
-    fs::remove_all(copied_dir_, ec);
-  }
+  container_.reset();  // before its /tmp goes
 }
 
 long PythonProcess::host_tid(long tid) const {

@@ -1,7 +1,8 @@
 // The CPython interpreters the suite audits, and a way to start a script under
 // each: Debian's python3.11, other CPythons found on the machine (pyenv, PATH,
 // STACKAUDIT_TEST_PYTHONS), and Debian unstable's 3.13-3.15 inside the rootfs
-// setup.sh makes, started in their own mount and PID namespaces (a container).
+// setup.sh makes, started in their own mount and PID namespaces (a container,
+// see RootfsChild), with tests/targets at /mnt and a /tmp of their own.
 #pragma once
 
 #include <sys/types.h>
@@ -39,7 +40,7 @@ class PythonProcess {
   ~PythonProcess();
 
   pid_t pid() const { return pid_; }  // the interpreter, as the host sees it
-  Child& io() { return *child_; }
+  Child& io() { return container_ ? container_->io() : *host_; }
   // The script's path as the interpreter sees it (inside the container's root).
   const std::string& script() const { return script_; }
   const std::string& interpreter() const { return interpreter_; }
@@ -49,15 +50,12 @@ class PythonProcess {
 
  private:
   PythonProcess() = default;
-  std::unique_ptr<Child> child_;
+  std::unique_ptr<Child> host_;
+  std::unique_ptr<TempDir> tmp_;  // the container's /tmp
+  std::unique_ptr<RootfsChild> container_;
   pid_t pid_ = -1;
   std::string script_;
   std::string interpreter_;
-  std::string copied_dir_;  // removed at the end
 };
-
-// The Debian unstable rootfs (STACKAUDIT_SID_ROOTFS, else setup.sh's default),
-// or "" with *missing saying why.
-std::string sid_rootfs(std::string* missing);
 
 }  // namespace stackaudit::test

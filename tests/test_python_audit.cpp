@@ -191,6 +191,8 @@ TEST_P(PythonService, LibraryFramesAreKeptAndNamedByModule) {
   for (const auto& f : frames)
     if (f["kind"] == "python")
       python.push_back(f["module"].get<std::string>() + "." + f["function"].get<std::string>());
+  // (3.14 runs a work item through a WorkerContext of its own.)
+  std::erase(python, "concurrent.futures.thread.WorkerContext.run");
   ASSERT_GE(python.size(), 5u);
   EXPECT_EQ(python[0], "threading.Condition.wait");
   EXPECT_EQ(python[1], "queue.Queue.get");
@@ -208,7 +210,9 @@ TEST_P(PythonService, PythonFramesAreMergedAtEachEvalLoopEntry) {
   EXPECT_EQ(frames[0]["kind"], "native");  // the libc wait
   // Every run of Python frames is followed by the C-level eval loop call that
   // ran it, and every such call ran one (how many there are depends on the
-  // version: 3.12 inlines more Python-to-Python calls than 3.11).
+  // version: 3.12 inlines more Python-to-Python calls than 3.11). Debian
+  // unstable's interpreters export no name for the part of the eval loop a
+  // call returns to: there, the frame is the interpreter's own, unnamed.
   size_t runs = 0, eval_calls = 0;
   for (size_t i = 1; i < frames.size(); ++i) {
     if (frames[i]["kind"] == "native" && frames[i]["function"] == "_PyEval_EvalFrameDefault" &&
@@ -216,11 +220,17 @@ TEST_P(PythonService, PythonFramesAreMergedAtEachEvalLoopEntry) {
       ++eval_calls;
     if (frames[i - 1]["kind"] == "python" && frames[i]["kind"] == "native") {
       ++runs;
-      EXPECT_EQ(frames[i]["function"], "_PyEval_EvalFrameDefault") << i;
+      std::string function = frames[i]["function"], module = frames[i]["module"];
+      EXPECT_TRUE(function == "_PyEval_EvalFrameDefault" ||
+                  (function.empty() && module.starts_with("python3.")))
+          << i << ": " << frames[i].dump();
     }
   }
   EXPECT_GE(runs, 1u);
-  EXPECT_EQ(runs, eval_calls);
+  if (eval_calls > 0) {
+    EXPECT_EQ(runs, eval_calls);
+  }
+  EXPECT_EQ(t->value("note", std::string()), "");  // they lined up
   // --stack native drops them, and nothing else.
   auto native = dump({"--stack", "native"});
   const auto* n = thread_with_tid(native, running("backoff").tid);
@@ -357,9 +367,11 @@ TEST_P(PythonService, TextReportShowsPythonFramesAndThreadNames) {
   RunResult r = run({kStackaudit, "dump", "--pid", std::to_string(pid())});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const Parked& p = running("backoff");
-  std::string header =
-      "Thread " + std::to_string(p.tid) + " \"" + p.name + "\" sleeping | sleep: clock_nanosleep";
-  EXPECT_NE(r.out.find(header), std::string::npos) << r.out;
+  // "Thread TID "NAME" ...", with " [ns TID]" after TID in a container.
+  auto at = r.out.find("\nThread " + std::to_string(p.tid) + " ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  std::string header = r.out.substr(at + 1, r.out.find('\n', at + 1) - at - 1);
+  EXPECT_TRUE(header.ends_with("\"" + p.name + "\" sleeping | sleep: clock_nanosleep")) << header;
   EXPECT_NE(r.out.find("site: backoff (" + service_file() + ":" +
                        std::to_string(tagged_line(kService, "sleep")) + ")"),
             std::string::npos);

@@ -55,8 +55,13 @@ TEST_P(SubInterpreters, EachInterpretersFramesSitAtTheirOwnEvalLoopEntry) {
   for (size_t i = 0; i < frames.size(); ++i) {
     if (frames[i]["kind"] != "python") continue;
     python.emplace_back(frames[i]["function"], frames[i]["interpreter"].get<int64_t>());
+    // (Debian unstable's interpreters export no name for the part of the
+    // eval loop a call returns to: there it is the interpreter's, unnamed.)
     if (i + 1 < frames.size() && frames[i + 1]["kind"] == "native") {
-      EXPECT_EQ(frames[i + 1]["function"], "_PyEval_EvalFrameDefault") << i;
+      std::string function = frames[i + 1]["function"], module = frames[i + 1]["module"];
+      EXPECT_TRUE(function == "_PyEval_EvalFrameDefault" ||
+                  (function.empty() && module.starts_with("python3.")))
+          << i << ": " << frames[i + 1].dump();
     }
   }
   ASSERT_GE(python.size(), 3u);

@@ -65,6 +65,7 @@ constexpr CPythonLayout kPython311 = {
                .values = CPythonLayout::Values::kBeforeObject,
                .managed_values = -32,
                .managed_dict = -24,
+               .inline_capacity = 0,
                .inline_valid = 0,
                .inline_array = 0},
     .integer = {.size = 16, .digits = 24, .tagged = false},
@@ -114,6 +115,7 @@ constexpr CPythonLayout kPython312 = {
                .values = CPythonLayout::Values::kTaggedPointer,
                .managed_values = 0,
                .managed_dict = -24,
+               .inline_capacity = 0,
                .inline_valid = 0,
                .inline_array = 0},
     .integer = {.size = 16, .digits = 24, .tagged = true},
@@ -388,6 +390,7 @@ std::optional<CPythonLayout> cpython_layout_from_debug_offsets(const uint8_t* ra
                  .values = CPythonLayout::Values::kInline,
                  .managed_values = 0,
                  .managed_dict = -24,
+                 .inline_capacity = 0,
                  .inline_valid = 3,
                  .inline_array = 8},
       .integer = {.size = u("long.lv_tag"), .digits = u("long.ob_digit"), .tagged = true},
@@ -397,9 +400,9 @@ std::optional<CPythonLayout> cpython_layout_from_debug_offsets(const uint8_t* ra
   l.dict.values = u("dict.ma_values");
   // The GIL's fields as offsets inside struct _gil_runtime_state; its futexes
   // only when the structure starts as we know it.
-  l.gil.holder = u("interp.gil_holder") - gil;
-  l.gil.locked = u("interp.gil_locked") - gil;
-  if (l.gil.holder != kGil.holder || l.gil.locked != kGil.locked) l.gil.cond_size = 0;
+  bool gil_known =
+      u("interp.gil_holder") == gil + kGil.holder && u("interp.gil_locked") == gil + kGil.locked;
+  if (!gil_known) l.gil.cond_size = 0;  // no holder, no waiters: not a struct we know
   return l;
 }
 

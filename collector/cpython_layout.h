@@ -27,7 +27,7 @@ struct CPythonLayout {
     uint32_t next, threads_head, modules, id;
     uint32_t gil_pointer;  // ceval.gil: the GIL this interpreter runs under (3.12+)
   } interp;
-  struct {  // struct _gil_runtime_state; cond_size 0 when its futexes are unknown
+  struct {  // struct _gil_runtime_state; cond_size 0 when it is not one we know: no GIL facts
     uint32_t holder, locked, cond, cond_size, mutex, mutex_size;
   } gil;
   struct {
@@ -65,8 +65,8 @@ struct CPythonLayout {
     uint32_t ob_type, tp_flags, tp_basicsize, ht_cached_keys, module_dict;
     uint64_t managed_dict_flag, inline_values_flag;
     Values values;
-    int32_t managed_values, managed_dict;  // offsets before the object
-    uint32_t inline_valid, inline_array;   // inside the inline PyDictValues
+    int32_t managed_values, managed_dict;                  // offsets before the object
+    uint32_t inline_capacity, inline_valid, inline_array;  // inside the inline PyDictValues
   } object;
   struct {
     uint32_t size;  // ob_size (3.11) or lv_tag (3.12+)

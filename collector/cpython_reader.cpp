@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 
 #include "collector/cpython_linetable.h"
 
@@ -195,8 +196,10 @@ bool CPythonReader::read_thread(uint64_t tstate, PyThreadInfo& t,
 bool CPythonReader::read_frames(uint64_t frame, PyThreadInfo& t) {
   uint32_t span = std::max({L_.frame.code, L_.frame.previous, L_.frame.instr}) + 8;
   std::vector<uint8_t> f(std::max({span, L_.frame.owner + 1, L_.frame.is_entry + 1}));
+  std::set<uint64_t> seen;  // a torn chain may loop
   for (int depth = 0; frame; ++depth) {
-    if (depth >= kMaxFrames || !memory_.read_exact(frame, f.data(), f.size())) {
+    if (depth >= kMaxFrames || !seen.insert(frame).second ||
+        !memory_.read_exact(frame, f.data(), f.size())) {
       t.truncated = true;
       break;
     }
@@ -247,7 +250,8 @@ std::vector<std::pair<uint64_t, uint64_t>> CPythonReader::dict_items(uint64_t di
 }
 
 std::vector<std::pair<uint64_t, uint64_t>> CPythonReader::keys_items(uint64_t keys, uint64_t values,
-                                                                     int64_t max_entries) {
+                                                                     int64_t max_entries,
+                                                                     int64_t values_capacity) {
   std::vector<std::pair<uint64_t, uint64_t>> out;
   std::vector<uint8_t> head(L_.dict.indices);
   if (!memory_.read_exact(keys, head.data(), head.size())) return out;
@@ -259,13 +263,18 @@ std::vector<std::pair<uint64_t, uint64_t>> CPythonReader::keys_items(uint64_t ke
   uint64_t entries = keys + L_.dict.indices + (uint64_t{1} << log2_index_bytes);
   std::vector<uint8_t> e(static_cast<size_t>(n) * esize);
   if (!memory_.read_exact(entries, e.data(), e.size())) return out;
-  std::vector<uint64_t> split(values ? static_cast<size_t>(n) : 0);
+  // A split table's values: as many as the keys, or as the instance has room
+  // for (3.13+ inline values are sized when the instance is made).
+  int64_t nvalues = values_capacity >= 0 ? std::min(n, values_capacity) : n;
+  std::vector<uint64_t> split(values ? static_cast<size_t>(nvalues) : 0);
   if (values && !memory_.read_exact(values, split.data(), split.size() * 8)) return out;
   uint32_t key_at = kind == 0 ? 8 : 0;  // general entries start with the hash
   for (int64_t i = 0; i < n; ++i) {
     uint32_t base = static_cast<uint32_t>(i) * esize;
     uint64_t key = field<uint64_t>(e, base + key_at);
-    uint64_t value = values ? split[static_cast<size_t>(i)] : field<uint64_t>(e, base + key_at + 8);
+    uint64_t value = !values       ? field<uint64_t>(e, base + key_at + 8)
+                     : i < nvalues ? split[static_cast<size_t>(i)]
+                                   : 0;
     if (key && value) out.emplace_back(key, value);
   }
   return out;
@@ -289,15 +298,19 @@ uint64_t CPythonReader::attribute(uint64_t obj, const std::string& name) {
   // Where the instance's attributes are: a values array that shares its keys
   // with the type (split, "managed"), or a dict of its own.
   uint64_t values = 0, dict = 0;
+  int64_t capacity = -1;  // of inline values; -1: as many as the keys
   using Values = CPythonLayout::Values;
   if (L_.object.values == Values::kInline && (flags & L_.object.inline_values_flag)) {
     uint64_t basicsize = 0;
     uint8_t valid = 0;
     if (!read_ptr(type + L_.object.tp_basicsize, &basicsize) || basicsize > (1u << 20)) return 0;
     uint64_t inline_values = obj + basicsize;
-    if (memory_.read_exact(inline_values + L_.object.inline_valid, &valid, 1) && valid)
+    uint8_t room = 0;
+    if (memory_.read_exact(inline_values + L_.object.inline_valid, &valid, 1) && valid &&
+        memory_.read_exact(inline_values + L_.object.inline_capacity, &room, 1)) {
       values = inline_values + L_.object.inline_array;
-    else
+      capacity = room;
+    } else
       before(L_.object.managed_dict, &dict);
   } else if (flags & L_.object.managed_dict_flag) {
     if (L_.object.values == Values::kBeforeObject) {
@@ -318,7 +331,7 @@ uint64_t CPythonReader::attribute(uint64_t obj, const std::string& name) {
   if (values) {
     uint64_t keys = 0;
     if (!read_ptr(type + L_.object.ht_cached_keys, &keys) || !keys) return 0;
-    items = keys_items(keys, values, kMaxAttributes);
+    items = keys_items(keys, values, kMaxAttributes, capacity);
   } else {
     items = dict_items(dict);
   }
@@ -380,9 +393,10 @@ bool CPythonReader::read_once(PyProcessInfo& out, const std::set<long>* frames_f
     return true;
   }
   bool complete = true;
-  std::vector<PyThreadInfo> states;  // every thread state of every interpreter
-  std::set<uint64_t> gils;
-  for (int i = 0; interp && i < kMaxInterpreters; ++i) {
+  std::vector<PyThreadInfo> states;      // every thread state of every interpreter
+  std::map<uint64_t, uint64_t> holders;  // GIL -> the thread state holding it
+  std::set<uint64_t> interps, tstates;   // seen: a torn list may loop
+  for (int i = 0; interp && i < kMaxInterpreters && interps.insert(interp).second; ++i) {
     ++out.interpreters;
     int64_t id = 0;
     memory_.read_exact(interp + L_.interp.id, &id, sizeof id);
@@ -392,7 +406,7 @@ bool CPythonReader::read_once(PyProcessInfo& out, const std::set<long>* frames_f
     // state points back to its interpreter.
     uint64_t owner = 0;
     if (tstate && read_ptr(tstate + L_.tstate.interp, &owner) && owner != interp) {
-      if (i == 0) {
+      if (i == 0) {  // the first one listed (the newest)
         out.notes.push_back(
             "the Python thread states do not point back to their interpreter "
             "(a layout we got wrong?): no Python frames");
@@ -402,6 +416,7 @@ bool CPythonReader::read_once(PyProcessInfo& out, const std::set<long>* frames_f
     }
     size_t first = states.size();
     for (int n = 0; tstate && n < kMaxThreads; ++n) {
+      if (!tstates.insert(tstate).second) return false;  // a loop: torn, read again
       PyThreadInfo t;
       t.interpreter = id;
       if (!read_thread(tstate, t, frames_for)) return false;
@@ -414,32 +429,42 @@ bool CPythonReader::read_once(PyProcessInfo& out, const std::set<long>* frames_f
     read_thread_names(interp, mine);
     std::move(mine.begin(), mine.end(), states.begin() + first);
     // Who holds this interpreter's GIL, and where its waiters sleep.
+    // Who holds this interpreter's GIL (several may share one), and where
+    // its waiters sleep.
     uint64_t gil = gil_of(interp);
-    uint64_t holder = 0;
-    int32_t locked = 0;
-    if (gil && gils.insert(gil).second) {
+    if (gil && L_.gil.cond_size && !holders.count(gil)) {
+      uint64_t holder = 0;
+      int32_t locked = 0;
       read_ptr(gil + L_.gil.holder, &holder);
       memory_.read_exact(gil + L_.gil.locked, &locked, sizeof locked);
-      if (L_.gil.cond_size) {
-        out.gil_waits.emplace_back(gil + L_.gil.cond, gil + L_.gil.cond + L_.gil.cond_size);
-        out.gil_waits.emplace_back(gil + L_.gil.mutex, gil + L_.gil.mutex + L_.gil.mutex_size);
-      }
-      for (PyThreadInfo& t : states)
-        if (locked && holder && t.tstate == holder) t.holds_gil = true;
+      holders[gil] = locked ? holder : 0;
+      out.gil_waits.emplace_back(gil + L_.gil.cond, gil + L_.gil.cond + L_.gil.cond_size);
+      out.gil_waits.emplace_back(gil + L_.gil.mutex, gil + L_.gil.mutex + L_.gil.mutex_size);
     }
     if (!read_ptr(interp + L_.interp.next, &interp)) break;
   }
+  for (PyThreadInfo& t : states)
+    for (const auto& [gil, holder] : holders) t.holds_gil |= holder && t.tstate == holder;
   // One entry per OS thread. A thread running a sub-interpreter was called
-  // from the interpreter it came from: the later interpreter's chain is the
-  // inner one (states of a thread come in interpreter order, main first).
-  std::stable_sort(states.begin(), states.end(), [](const PyThreadInfo& a, const PyThreadInfo& b) {
-    return a.native_tid != b.native_tid ? a.native_tid < b.native_tid
-                                        : a.interpreter > b.interpreter;
+  // from another interpreter: its chain there is the inner one. On 3.12+ each
+  // chain's outermost frame says where its eval-loop call keeps its entry
+  // frame on the native stack: the lower, the deeper (the stack grows down).
+  // Otherwise (3.11) the newer interpreter (higher id) is taken as the inner.
+  auto outermost_entry = [](const PyThreadInfo& t) {
+    return t.frames.empty() ? 0 : t.frames.back().entry_at;
+  };
+  std::stable_sort(states.begin(), states.end(), [&](const PyThreadInfo& a, const PyThreadInfo& b) {
+    if (a.native_tid != b.native_tid) return a.native_tid < b.native_tid;
+    uint64_t ea = outermost_entry(a), eb = outermost_entry(b);
+    if (ea && eb) return ea < eb;
+    return a.interpreter > b.interpreter;
   });
   for (PyThreadInfo& t : states) {
-    PyThreadInfo* same = !out.threads.empty() && out.threads.back().native_tid == t.native_tid
-                             ? &out.threads.back()
-                             : nullptr;
+    // A state bound to no OS thread yet (tid 0) is its own entry.
+    PyThreadInfo* same =
+        t.native_tid > 0 && !out.threads.empty() && out.threads.back().native_tid == t.native_tid
+            ? &out.threads.back()
+            : nullptr;
     if (!same) {
       out.threads.push_back(std::move(t));
       continue;

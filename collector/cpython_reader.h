@@ -98,7 +98,8 @@ class CPythonReader {
   // The same, from a dict-keys object and, for a split table, its values
   // array; nothing when it claims more than max_entries (a torn read).
   std::vector<std::pair<uint64_t, uint64_t>> keys_items(uint64_t keys, uint64_t values,
-                                                        int64_t max_entries);
+                                                        int64_t max_entries,
+                                                        int64_t values_capacity = -1);
   uint64_t dict_get(uint64_t dict, const std::string& key);
   uint64_t attribute(uint64_t obj, const std::string& name);  // instance __dict__ lookup
   bool read_long(uint64_t obj, uint64_t* out);

@@ -217,7 +217,7 @@ Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& cap
     // The interpreter's idea of the holder is read after the capture and may
     // be a moment late: a thread captured waiting for the GIL does not hold it.
     if (pt.waits_for_gil) pt.holds_gil = false;
-    if (!merge_python_frames(t.frames, py->frames) && t.note.empty())
+    if (!merge_python_frames(t.frames, py->frames, t.truncated) && t.note.empty())
       t.note = "Python frames did not line up with the native stack; the rest are at its end";
     t.python = std::move(pt);
   }
@@ -236,7 +236,8 @@ void SnapshotBuilder::update_modules(const std::vector<Mapping>& maps) {
   }
 }
 
-bool merge_python_frames(std::vector<Frame>& native, const std::vector<PyFrameInfo>& python) {
+bool merge_python_frames(std::vector<Frame>& native, const std::vector<PyFrameInfo>& python,
+                         bool native_truncated) {
   // The Python frames of one C-level eval-loop call each, innermost first,
   // with where that call keeps its entry frame (3.12+; 0 when not known).
   struct Group {
@@ -261,9 +262,10 @@ bool merge_python_frames(std::vector<Frame>& native, const std::vector<PyFrameIn
     }
   }
   if (groups.back().frames.empty()) groups.pop_back();
-  // Each physical native frame's stack range, [sp, next physical frame's sp).
+  // Each physical native frame's stack range, [sp, next physical frame's sp);
+  // the last one reached ends nowhere known when the unwinding stopped early.
   std::vector<uint64_t> ends(native.size(), UINT64_MAX);
-  uint64_t next_sp = UINT64_MAX;
+  uint64_t next_sp = native_truncated ? 0 : UINT64_MAX;
   for (size_t i = native.size(); i-- > 0;) {
     if (native[i].inlined) continue;
     ends[i] = next_sp;
@@ -276,14 +278,18 @@ bool merge_python_frames(std::vector<Frame>& native, const std::vector<PyFrameIn
   size_t g = 0;
   for (size_t i = 0; i < native.size(); ++i) {
     Frame& f = native[i];
-    if (!f.inlined && g < groups.size()) {
+    // By where the entry frame is, several groups may land in one frame (when
+    // the unwinder missed a frame between them); by name, one a call.
+    for (bool by_name = false; !f.inlined && g < groups.size() && !by_name; ++g) {
       uint64_t at = groups[g].entry_at;
-      bool runs_it =
-          at && f.sp ? f.sp <= at && at < ends[i] : f.function == "_PyEval_EvalFrameDefault";
-      if (runs_it) {
-        merged.insert(merged.end(), groups[g].frames.begin(), groups[g].frames.end());
-        ++g;
+      if (at && f.sp) {
+        if (at < f.sp || at >= ends[i]) break;
+      } else if (f.function == "_PyEval_EvalFrameDefault") {
+        by_name = true;
+      } else {
+        break;
       }
+      merged.insert(merged.end(), groups[g].frames.begin(), groups[g].frames.end());
     }
     merged.push_back(std::move(f));
   }

@@ -56,9 +56,12 @@ std::string state_name(char proc_state);
 FdInfo describe_fd(const FdLink& link, const std::vector<SocketEntry>& sockets);
 StopStats stop_stats(std::vector<uint64_t> stop_ns);
 // Native frames with each group of Python frames inserted before the
-// _PyEval_EvalFrameDefault call that runs it (one group per entry frame).
+// eval-loop call that runs it (one group per entry frame): the native frame
+// whose stack holds the group's entry frame (3.12+), else the next frame
+// named _PyEval_EvalFrameDefault.
 // Returns false when the two did not line up (the rest is appended).
-bool merge_python_frames(std::vector<Frame>& native, const std::vector<PyFrameInfo>& python);
+bool merge_python_frames(std::vector<Frame>& native, const std::vector<PyFrameInfo>& python,
+                         bool native_truncated = false);
 // "legacy_bridge_3" -> "legacy_bridge", "ThreadPoolExecutor-0_1" -> "ThreadPoolExecutor-0".
 std::string pool_name(const std::string& thread_name);
 

@@ -192,18 +192,31 @@ UnwindResult Unwinder::unwind(const RawThread& thread) {
 }
 
 uint64_t Unwinder::frame_pointer_above(Context& ctx, uint64_t sp) {
+  // A return address is right after a call instruction: e8 rel32, or ff /2
+  // with its ModRM, SIB and displacement (2 to 7 bytes).
+  auto after_call = [&](uint64_t ra) {
+    uint8_t b[7];
+    if (!modules_.is_executable(ra) || !ctx.memory.read_exact(ra - 7, b, sizeof b)) return false;
+    if (b[2] == 0xe8) return true;
+    for (int at : {5, 4, 3, 1, 0})  // the ff of a 2, 3, 4, 6 or 7-byte indirect call
+      if (b[at] == 0xff && (b[at + 1] & 0x38) == 0x10) return true;
+    return false;
+  };
+  // A frame-pointer pair at `a` (saved rbp, return address), and two more
+  // links above it (or the end of the chain, rbp 0): a chain, not a stray pair.
+  auto chain_at = [&](uint64_t a) {
+    for (int link = 0; link < 3; ++link) {
+      uint64_t pair[2];
+      if (!ctx.memory.read_exact(a, pair, sizeof pair) || !after_call(pair[1])) return false;
+      if (pair[0] == 0 && link > 0) return true;
+      if (pair[0] <= a + 8 || pair[0] > a + (uint64_t{1} << 24)) return false;
+      a = pair[0];
+    }
+    return true;
+  };
   constexpr uint64_t kScan = 4096;  // bytes of stack looked at
-  for (uint64_t a = (sp + 7) & ~uint64_t{7}; a < sp + kScan; a += 8) {
-    uint64_t pair[2];
-    if (!ctx.memory.read_exact(a, pair, sizeof pair)) return 0;
-    bool saved_rbp = pair[0] > a + 8 && pair[0] < a + (uint64_t{1} << 24);
-    if (!saved_rbp || !modules_.is_executable(pair[1])) continue;
-    // And the caller's pair looks the same: a chain, not a stray value.
-    uint64_t caller[2];
-    if (ctx.memory.read_exact(pair[0], caller, sizeof caller) &&
-        (caller[0] == 0 || caller[0] > pair[0]) && modules_.is_executable(caller[1]))
-      return a;
-  }
+  for (uint64_t a = (sp + 7) & ~uint64_t{7}; a < sp + kScan; a += 8)
+    if (chain_at(a)) return a;
   return 0;
 }
 

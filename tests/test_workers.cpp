@@ -325,7 +325,9 @@ TEST(Workers, AWorkerThatExitsMidCaptureIsReportedAsGone) {
       << r.out;
   EXPECT_NE(r.out.find("Total: 3 processes audited, 1 gone;"), std::string::npos) << r.out;
   for (pid_t p : children) {
-    if (p != gone) EXPECT_TRUE(nothing_stopped(p));
+    if (p != gone) {
+      EXPECT_TRUE(nothing_stopped(p));
+    }
   }
 }
 

@@ -107,10 +107,8 @@ class TargetFinder {
         c = it->second;
       } else {
         c.comm = p.comm;
-        auto text = proc::read_file("/proc/" + std::to_string(p.pid) + "/cmdline");
-        auto args = text ? proc::parse_cmdline(*text) : std::vector<std::string>{};
         std::string joined;
-        for (const auto& a : args) joined += (joined.empty() ? "" : " ") + a;
+        for (const auto& a : proc::read_cmdline(p.pid)) joined += (joined.empty() ? "" : " ") + a;
         c.matches = !joined.empty() && match_->search(joined);
       }
       seen.emplace(p.pid, c);

@@ -97,9 +97,7 @@ std::vector<TreeProcess> process_tree(const ProcessTable& table, const std::vect
       out.push_back(std::move(child));
     }
   }
-  for (TreeProcess& p : out)
-    if (auto text = proc::read_file("/proc/" + std::to_string(p.pid) + "/cmdline"))
-      p.cmdline = proc::parse_cmdline(*text);
+  for (TreeProcess& p : out) p.cmdline = proc::read_cmdline(p.pid);
   return out;
 }
 

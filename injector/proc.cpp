@@ -216,6 +216,11 @@ void parse_status(const std::string& text, ProcessInfo& info) {
   }
 }
 
+std::vector<std::string> read_cmdline(pid_t pid) {
+  auto text = read_file(pid_path(pid, "cmdline"));
+  return text ? parse_cmdline(*text) : std::vector<std::string>{};
+}
+
 std::vector<std::string> parse_cmdline(const std::string& text) {
   std::vector<std::string> args;
   size_t i = 0;
@@ -246,7 +251,7 @@ std::optional<ProcessInfo> read_process_info(pid_t pid) {
   char exe[4096];
   ssize_t n = ::readlink(pid_path(pid, "exe").c_str(), exe, sizeof exe - 1);
   if (n > 0) info.exe.assign(exe, static_cast<size_t>(n));
-  if (auto cmd = read_file(pid_path(pid, "cmdline"))) info.cmdline = parse_cmdline(*cmd);
+  info.cmdline = read_cmdline(pid);
   return info;
 }
 

@@ -50,6 +50,8 @@ pid_t parse_ns_pid(const std::string& status);
 int parse_seccomp(const std::string& status);
 // /proc/PID/cmdline: the NUL-separated arguments.
 std::vector<std::string> parse_cmdline(const std::string& text);
+// A process's arguments; empty when it is gone (or a kernel thread).
+std::vector<std::string> read_cmdline(pid_t pid);
 
 // Every process on the machine (the numeric entries of /proc).
 std::vector<pid_t> list_processes();

@@ -15,6 +15,7 @@
 
 #include "collector/cpython_layout.h"
 #include "collector/cpython_reader.h"
+#include "collector/snapshot_builder.h"
 #include "injector/memory.h"
 
 namespace stackaudit {
@@ -478,6 +479,49 @@ TEST_F(CPythonWalk, AnUnreadableRuntimeGivesNothingAndSaysSo) {
   EXPECT_TRUE(p.threads.empty());
   ASSERT_EQ(p.notes.size(), 1u);
   EXPECT_NE(p.notes[0].find("runtime could not be read"), std::string::npos) << p.notes[0];
+}
+
+// Placing Python frames in a native stack by where each eval-loop call keeps
+// its entry frame (3.12+), with no symbol to go by.
+Frame native(const std::string& function, uint64_t sp) {
+  Frame f;
+  f.function = function;
+  f.sp = sp;
+  return f;
+}
+
+PyFrameInfo python(const std::string& name, uint64_t entry_at = 0) {
+  PyFrameInfo p;
+  p.qualname = name;
+  p.is_entry = entry_at != 0;
+  p.entry_at = entry_at;
+  return p;
+}
+
+std::vector<std::string> names(const std::vector<Frame>& frames) {
+  std::vector<std::string> out;
+  for (const Frame& f : frames)
+    out.push_back((f.kind == Frame::Kind::kPython ? "py:" : "") + f.function);
+  return out;
+}
+
+TEST(MergePythonFrames, EachGroupBeforeTheNativeFrameHoldingItsEntryFrame) {
+  // Unnamed eval-loop frames at sp 0x1100 and 0x1300; entry frames inside them.
+  std::vector<Frame> stack = {native("wait", 0x1000), native("", 0x1100), native("call", 0x1200),
+                              native("", 0x1300), native("start", 0x1400)};
+  ASSERT_TRUE(merge_python_frames(
+      stack, {python("inner"), python("run", 0x1180), python("bootstrap", 0x1350)}));
+  EXPECT_EQ(names(stack), (std::vector<std::string>{"wait", "py:inner", "py:run", "", "call",
+                                                    "py:bootstrap", "", "start"}));
+}
+
+TEST(MergePythonFrames, NotInTheLastFrameOfATruncatedStack) {
+  // The stack stops at 0x1200: an entry frame above it is in a frame never
+  // reached, not in the last one reached.
+  std::vector<Frame> stack = {native("wait", 0x1000), native("", 0x1100), native("call", 0x1200)};
+  EXPECT_FALSE(merge_python_frames(stack, {python("run", 0x1180), python("bootstrap", 0x1350)},
+                                   /*native_truncated=*/true));
+  EXPECT_EQ(names(stack), (std::vector<std::string>{"wait", "py:run", "", "call", "py:bootstrap"}));
 }
 
 }  // namespace

@@ -23,6 +23,9 @@ PACKAGES=(
   clang libclang-rt-14-dev llvm               # libFuzzer, its runtime, llvm-symbolizer: fuzz/ smoke test
   debootstrap                                 # the Debian unstable rootfs: CPython 3.13-3.15, container tests
   gunicorn python3-flask                      # a forked-worker service: tests/test_workers.cpp, bench
+  libcurl4-openssl-dev openssl                # the agent's latency probe (HTTP/HTTPS); throw-away TLS certificates in tests
+  libtomlplusplus-dev                         # the gate's thresholds file (TOML)
+  python3-aiohttp                             # examples/migration: the asyncio service
 )
 
 # Debian unstable's interpreters, in a rootfs of their own: the newer CPythons

@@ -250,13 +250,16 @@ int run_agent(const AgentOptions& o) {
 
   double interval = static_cast<double>(o.interval.count()) / 1000.0;
   RunWindow window(interval, o.max_processes);
+  if (o.duration.count() > 0)
+    window.set_planned_seconds(static_cast<double>(o.duration.count()) / 1e3);
+  std::string end_reason = "running";  // why the audit is written: see RunWindow::window_json
   EpisodeTracker episodes;
   ThreadKeyCache keys;
   std::optional<std::vector<Snapshot>> latest;  // the last round
   std::vector<TreeProcess> latest_tree;
   auto write_audit = [&] {
     if (o.audit_json.empty()) return;
-    nlohmann::json audit = window.window_json(tree_mode);
+    nlohmann::json audit = window.window_json(tree_mode, end_reason);
     if (audit.is_null() || !latest || latest->empty()) {
       spdlog::warn("no round completed yet: {} not written", o.audit_json);
       return;
@@ -297,6 +300,7 @@ int run_agent(const AgentOptions& o) {
     for (;;) {
       if (auto left = time_left()) {
         if (left->count() == 0) {
+          end_reason = "duration";
           stop = true;
           return;
         }
@@ -306,6 +310,7 @@ int run_agent(const AgentOptions& o) {
       Wake w = wait_for(ms);
       if (w == Wake::kStop) {
         spdlog::info("stopping on signal");
+        end_reason = "signal";
         stop = true;
         return;
       }
@@ -344,6 +349,7 @@ int run_agent(const AgentOptions& o) {
     std::vector<TreeProcess> tree = finder.find();
     if (o.pid > 0 && tree.empty()) {
       spdlog::info("PID {} exited; stopping", o.pid);
+      end_reason = "target_exited";
       break;
     }
     // Forget what is gone, start on what is new.
@@ -413,10 +419,12 @@ int run_agent(const AgentOptions& o) {
     metrics.targets_changed(targets);
     target_figures->set_pids(pids, tree_mode);
     if (round.empty()) {
+      window.round_without_target();
       exporter.set_latest(nullptr, o.pid > 0 ? "PID " + std::to_string(o.pid) + " (not audited)"
                                              : "nothing matches '" + o.match + "' yet");
       if (o.pid > 0 && !proc::process_exists(o.pid)) {
         spdlog::info("PID {} exited; stopping", o.pid);
+        end_reason = "target_exited";
         break;
       }
       auto spent = std::chrono::milliseconds((monotonic_ns() - round_start) / 1000000);
@@ -428,6 +436,10 @@ int run_agent(const AgentOptions& o) {
     metrics.observe_episodes(ended);
     for (const auto& e : ended) window.add_episode(e.category, e.seconds);
     window.add_round(round, self_cpu_seconds(), keys);
+    std::set<pid_t> roots;
+    for (const TreeProcess& p : round_tree)
+      if (p.depth == 0) roots.insert(p.pid);
+    window.set_roots(roots);
     keys.end_round(round);
     exporter.set_latest(&round, describe_targets(round_tree));
     size_t eintr = 0;

@@ -5,11 +5,24 @@
 #include "agent/audit_json.h"
 #include "agent/metrics.h"
 #include "collector/percentile.h"
+#include "collector/rules.h"
 #include "collector/snapshot_builder.h"
 #include "collector/utf8.h"
 #include "injector/proc.h"
 
 namespace stackaudit {
+namespace {
+
+// "async_service.py:57": where a frame is, in the words a gate names it; its
+// function when it has no file.
+std::string file_and_line(const Frame& f) {
+  if (f.file.empty()) return frame_name(f);
+  std::string out = f.file.substr(f.file.rfind('/') + 1);
+  if (f.line > 0) out += ":" + std::to_string(f.line);
+  return out;
+}
+
+}  // namespace
 
 double percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
@@ -48,7 +61,17 @@ void RunWindow::add_round(const std::vector<Snapshot>& round, double agent_cpu_s
   ++rounds_;
   double rss = 0, threads = 0, cpu_percent = 0;
   bool cpu_known = false;
+  size_t loop_threads = 0;
+  std::map<std::string, Pool> pools;  // this round's, summed over processes
   for (const Snapshot& s : round) {
+    add_switches(s);
+    loop_threads += s.summary.event_loop_threads;
+    for (const Pool& p : s.summary.pools) {
+      Pool& sum = pools[p.name];
+      sum.threads += p.threads;
+      sum.idle += p.idle;
+      sum.blocked += p.blocked;
+    }
     samples_ += s.threads.size();
     watchdog_ended_ += s.capture.watchdog_ended;
     eintr_restarted_ += s.capture.eintr_restarted;
@@ -63,8 +86,11 @@ void RunWindow::add_round(const std::vector<Snapshot>& round, double agent_cpu_s
       } else if (t.captured == "nonstop") {
         ++not_stopped_;
       }
+      bool loop = s.summary.event_loop_threads > 0 && runs_event_loop(t);
+      if (loop) ++loop_samples_;
       if (!t.blocking) continue;
       const Blocking& b = *t.blocking;
+      if (loop && b.blocks_event_loop) add_loop_site(b);
       if (b.idle) {  // waiting for work: kept apart from blocking
         ++idle_by_category_[b.category];
         continue;
@@ -106,6 +132,20 @@ void RunWindow::add_round(const std::vector<Snapshot>& round, double agent_cpu_s
   rss_.add(rss);
   threads_.add(threads);
   if (cpu_known) cpu_percent_.add(cpu_percent);
+  loop_threads_.add(static_cast<double>(loop_threads));
+  for (auto& [name, p] : pools_)  // pools seen before and absent now: none of their threads left
+    if (!pools.count(name)) p.threads.add(0);
+  for (const auto& [name, now] : pools) {
+    PoolFigures& p = pools_[name];
+    p.threads.add(static_cast<double>(now.threads));
+    p.samples += now.threads;
+    p.idle += now.idle;
+    p.blocked += now.blocked;
+    p.last_threads = now.threads;
+    p.last_idle = now.idle;
+    p.last_blocked = now.blocked;
+    p.last_round = rounds_;
+  }
   // Bounded for runs of days with recycled workers: the processes gone
   // longest are forgotten first.
   std::vector<std::pair<int64_t, pid_t>> gone;
@@ -119,11 +159,53 @@ void RunWindow::add_round(const std::vector<Snapshot>& round, double agent_cpu_s
   last_agent_cpu_ = agent_cpu_seconds;
 }
 
+void RunWindow::add_switches(const Snapshot& s) {
+  // A thread seen in the last round adds what it did since; a thread born
+  // since then adds all it did, in a process already audited (it was born in
+  // the window), and nothing in a new one (its past is not this window's).
+  bool known = timeslices_.count(s.target.pid) > 0;
+  std::map<pid_t, uint64_t>& last = timeslices_[s.target.pid];
+  std::map<pid_t, uint64_t> now;
+  for (const Thread& t : s.threads) {
+    if (t.timeslices == 0) continue;  // unknown (no schedstat)
+    now[t.tid] = t.timeslices;
+    auto it = last.find(t.tid);
+    if (it != last.end())
+      switches_ += t.timeslices >= it->second ? t.timeslices - it->second : 0;
+    else if (known)
+      switches_ += t.timeslices;
+  }
+  last = std::move(now);
+}
+
+void RunWindow::add_loop_site(const Blocking& b) {
+  ++loop_blocked_;
+  Frame site = b.site ? *b.site : Frame{};
+  if (!b.site) site.function = b.primitive;
+  std::string where = file_and_line(site);
+  std::string coroutine = b.coroutine ? site_label(*b.coroutine) : "";
+  LoopSite& l = loop_sites_[{where, coroutine, b.category}];
+  if (l.samples++ == 0) {
+    l.site = site;
+    l.coroutine = b.coroutine;
+    l.category = b.category;
+    l.primitive = b.primitive;
+  }
+}
+
+void RunWindow::set_roots(const std::set<pid_t>& roots) {
+  bool lost = false, gained = false;
+  for (pid_t p : roots_) lost |= !roots.count(p);
+  for (pid_t p : roots) gained |= !roots_.count(p);
+  if (lost && gained) ++restarts_;
+  if (!roots.empty()) roots_ = roots;
+}
+
 void RunWindow::add_episode(const std::string& category, double seconds) {
   keep_sample(episodes_[category], episodes_seen_[category], seconds);
 }
 
-nlohmann::json RunWindow::window_json(bool per_process) const {
+nlohmann::json RunWindow::window_json(bool per_process, const std::string& ended) const {
   using nlohmann::json;
   if (rounds_ == 0) return nullptr;
   double total = static_cast<double>(samples_);
@@ -196,10 +278,58 @@ nlohmann::json RunWindow::window_json(bool per_process) const {
   }
   if (cpu_known) cpu = {{"user", user}, {"system", system}};
   double seconds = static_cast<double>(last_ns_ - first_ns_) * 1e-9;
+  auto per_second = [&](double value) -> json {
+    if (!(seconds > 0)) return nullptr;
+    return value / seconds;
+  };
+  std::vector<const LoopSite*> loop_sites;
+  for (const auto& [key, site] : loop_sites_) loop_sites.push_back(&site);
+  std::stable_sort(loop_sites.begin(), loop_sites.end(),
+                   [](const LoopSite* a, const LoopSite* b) { return a->samples > b->samples; });
+  json loop_site_list = json::array();
+  auto loop_share = [&](size_t n) {
+    return loop_samples_ > 0 ? static_cast<double>(n) / static_cast<double>(loop_samples_) : 0.0;
+  };
+  for (size_t i = 0; i < loop_sites.size() && i < 100; ++i) {
+    const LoopSite& l = *loop_sites[i];
+    json coroutine = nullptr;
+    if (l.coroutine)
+      coroutine = {{"function", valid_utf8(l.coroutine->function)},
+                   {"file", valid_utf8(l.coroutine->file)},
+                   {"line", l.coroutine->line}};
+    loop_site_list.push_back({{"site", valid_utf8(file_and_line(l.site))},
+                              {"function", valid_utf8(frame_name(l.site))},
+                              {"file", valid_utf8(l.site.file)},
+                              {"line", l.site.line},
+                              {"category", l.category},
+                              {"primitive", valid_utf8(l.primitive)},
+                              {"coroutine", coroutine},
+                              {"samples", l.samples},
+                              {"share", loop_share(l.samples)}});
+  }
+  json pools = json::array();
+  for (const auto& [name, p] : pools_) {
+    bool now = p.last_round == rounds_;
+    pools.push_back(
+        {{"name", valid_utf8(name)},
+         {"threads", p.threads.json()},
+         {"thread_samples", p.samples},
+         {"idle_samples", p.idle},
+         {"blocked_samples", p.blocked},
+         {"idle_share",
+          p.samples > 0 ? static_cast<double>(p.idle) / static_cast<double>(p.samples) : 0.0},
+         {"last",
+          {{"threads", now ? p.last_threads : 0},
+           {"idle", now ? p.last_idle : 0},
+           {"blocked", now ? p.last_blocked : 0}}}});
+  }
+  bool up = rounds_down_ == 0 && restarts_ == 0 && ended != "target_exited";
   json out = {
       {"started_at", rfc3339_utc(first_ns_)},
       {"last_round_at", rfc3339_utc(last_ns_)},
       {"seconds", seconds},
+      {"planned_seconds", planned_seconds_ ? json(*planned_seconds_) : json(nullptr)},
+      {"ended", ended},
       {"interval_seconds", interval_},
       {"rounds", rounds_},
       {"rounds_failed", rounds_failed_},
@@ -213,7 +343,23 @@ nlohmann::json RunWindow::window_json(bool per_process) const {
        {{"rss_bytes", rss_.json()},
         {"threads", threads_.json()},
         {"cpu_percent", cpu_percent_.json()},
-        {"cpu_seconds", cpu}}},
+        {"cpu_seconds", cpu},
+        {"rounds_up", rounds_},
+        {"rounds_down", rounds_down_},
+        {"restarts", restarts_},
+        {"up_whole_window", up}}},
+      {"throughput",
+       {{"cpu_seconds_per_second", cpu_known ? per_second(user + system) : json(nullptr)},
+        {"context_switches_per_second", per_second(static_cast<double>(switches_))},
+        {"probe_requests_per_second", nullptr},
+        {"service_requests_per_second", nullptr}}},
+      {"event_loops",
+       {{"threads", loop_threads_.json()},
+        {"thread_samples", loop_samples_},
+        {"blocked_samples", loop_blocked_},
+        {"blocked_share", loop_share(loop_blocked_)},
+        {"sites", loop_site_list}}},
+      {"pools", pools},
       {"cost",
        {{"threads_stopped", stopped_},
         {"threads_not_stopped", not_stopped_},

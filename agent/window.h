@@ -3,10 +3,14 @@
 // section of aggregates (docs/audit-json.md).
 #pragma once
 
+#include <sys/types.h>
+
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "agent/metrics.h"
@@ -26,11 +30,20 @@ class RunWindow {
                  ThreadKeyCache& keys);
   void add_episode(const std::string& category, double seconds);
   void round_failed() { ++rounds_failed_; }
+  // A round in which no target process was there to audit.
+  void round_without_target() { ++rounds_down_; }
+  // The top-level target processes of this round (a --pid, or each --match
+  // that has no matching parent): one that is gone while another has come
+  // counts as a restart.
+  void set_roots(const std::set<pid_t>& roots);
+  // How long the run was asked to last (--duration); unset: until stopped.
+  void set_planned_seconds(double seconds) { planned_seconds_ = seconds; }
 
   // The "window" section: aggregates over every process, and with
-  // per_process, "processes": each one's own figures. Null json when no
-  // round ran.
-  nlohmann::json window_json(bool per_process) const;
+  // per_process, "processes": each one's own figures. `ended` says why it is
+  // written: "duration", "signal", "target_exited", or "running" (SIGUSR1).
+  // Null json when no round ran.
+  nlohmann::json window_json(bool per_process, const std::string& ended = "running") const;
 
  private:
   struct MinAvgMax {
@@ -53,6 +66,8 @@ class RunWindow {
   size_t stops_seen_ = 0;
   std::map<std::string, size_t> episodes_seen_;
   uint64_t rng_ = 0x9e3779b97f4a7c15ull;
+  void add_switches(const Snapshot& s);
+  void add_loop_site(const Blocking& b);
   template <class T>
   void keep_sample(std::vector<T>& samples, size_t& seen, T value);
   size_t stopped_ = 0, not_stopped_ = 0, reused_ = 0;
@@ -72,6 +87,32 @@ class RunWindow {
   };
   std::map<pid_t, ProcessFigures> processes_;
   size_t max_gone_;
+  // Whether the target stayed up.
+  size_t rounds_down_ = 0, restarts_ = 0;
+  std::set<pid_t> roots_;
+  std::optional<double> planned_seconds_;
+  // Context switches: each thread's schedstat timeslices at the last round
+  // (per process), and the switches counted between rounds.
+  std::map<pid_t, std::map<pid_t, uint64_t>> timeslices_;
+  uint64_t switches_ = 0;
+  // Event-loop threads: samples, and the blocked ones by (site, coroutine).
+  struct LoopSite {
+    Frame site;
+    std::optional<Frame> coroutine;
+    std::string category, primitive;
+    size_t samples = 0;
+  };
+  MinAvgMax loop_threads_;
+  size_t loop_samples_ = 0, loop_blocked_ = 0;
+  std::map<std::tuple<std::string, std::string, std::string>, LoopSite> loop_sites_;
+  // Thread pools by name, summed over processes, from the round each was first seen.
+  struct PoolFigures {
+    MinAvgMax threads;
+    size_t samples = 0, idle = 0, blocked = 0;
+    size_t last_threads = 0, last_idle = 0, last_blocked = 0;
+    size_t last_round = 0;  // the round it was last seen in
+  };
+  std::map<std::string, PoolFigures> pools_;
   double first_agent_cpu_ = -1, last_agent_cpu_ = 0;
 };
 

@@ -359,16 +359,23 @@ std::optional<Blocking> RuleSet::classify(const Thread& t) const {
     library_end = i + 1;
   }
 
+  size_t innermost_python = t.frames.size();
+  for (size_t i = 0; i < t.frames.size() && innermost_python == t.frames.size(); ++i)
+    if (is_python(t.frames[i])) innermost_python = i;
+
   const Rule* matched = nullptr;
   size_t matched_frame = 0;
   for (bool user_tier : {true, false}) {
     // Python rules: the outermost match in the run names the call the user made
-    // (queue.Queue.get, not the Condition.wait inside it).
+    // (queue.Queue.get, not the Condition.wait inside it). A "waiting for work"
+    // rule holds only where the thread waits: its innermost Python frame (a
+    // pool worker running a task has the task's frames inside _worker).
     for (size_t i = library_end; in_run && i-- > 0 && !matched;) {
       if (!is_python(t.frames[i])) continue;
       std::string name = python_name(t.frames[i]);
       for (const Rule& r : rules_) {
         if (r.match != Rule::Match::kPython || r.is_user() != user_tier) continue;
+        if (r.idle && i != innermost_python) continue;
         if (glob(r.pattern, name)) {
           matched = &r;
           matched_frame = i;

@@ -75,6 +75,8 @@ struct Thread {
   std::string captured;  // stopped nonstop reused failed
   std::string note;      // why failed / truncated
   uint64_t stop_ns = 0;  // how long it was held stopped (0 if not stopped)
+  uint64_t timeslices =
+      0;  // times it was switched onto a CPU since it started (schedstat); 0 unknown
 };
 
 struct StopStats {
@@ -116,7 +118,8 @@ struct Target {
 };
 
 // Threads grouped by name prefix ("legacy_bridge_3" -> "legacy_bridge",
-// "ThreadPoolExecutor-0_1" -> "ThreadPoolExecutor-0"): a pool.
+// "ThreadPoolExecutor-0_1" -> "ThreadPoolExecutor-0"): a pool. One thread
+// named PREFIX_N (ThreadPoolExecutor's naming) is a pool that has grown to one.
 struct Pool {
   std::string name;
   size_t threads = 0;
@@ -130,7 +133,7 @@ struct Summary {
   size_t blocked = 0;
   size_t idle = 0;
   std::map<std::string, size_t> by_category;
-  std::vector<Pool> pools;          // groups of two threads or more
+  std::vector<Pool> pools;          // groups of two threads or more, or one PREFIX_N
   size_t event_loop_threads = 0;    // threads running an asyncio event loop
   size_t event_loops_blocked = 0;   // of those, blocked outside their selector
   std::optional<pid_t> gil_holder;  // tid of the thread holding the GIL

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <set>
 #include <string_view>
 
 #include "collector/percentile.h"
@@ -160,6 +161,7 @@ Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& cap
       previous_.erase(it);
       t.captured = "reused";
       t.stop_ns = 0;
+      t.timeslices = raw.schedstat.timeslices;
       t.note.clear();
       if (t.python && python)
         for (const PyThreadInfo& p : python->threads)
@@ -177,6 +179,7 @@ Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& cap
   t.captured = capture_mode_name(raw.mode);
   t.note = raw.failure;
   t.stop_ns = raw.stop_ns;
+  t.timeslices = raw.schedstat.timeslices;
   if (raw.syscall.kind == SyscallState::Kind::kInSyscall) {
     SyscallInfo sc;
     sc.nr = raw.syscall.nr;
@@ -397,6 +400,9 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   s.summary.threads = s.threads.size();
   for (const auto& c : categories()) s.summary.by_category[c] = 0;
   std::map<std::string, Pool> pools;
+  // Pools whose members are named PREFIX_N, as ThreadPoolExecutor names its
+  // threads: one such thread is a pool that has grown to one.
+  std::set<std::string> executors;
   for (const Thread& t : s.threads) {
     if (t.python && t.python->holds_gil) s.summary.gil_holder = t.tid;
     if (runs_event_loop(t)) {
@@ -408,7 +414,9 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
     bool python_named = t.python && !t.python->thread_name.empty();
     Pool* pool = nullptr;
     if (python_named || t.name != s.target.comm) {
-      std::string name = pool_name(python_named ? t.python->thread_name : t.name);
+      const std::string& member = python_named ? t.python->thread_name : t.name;
+      std::string name = pool_name(member);
+      if (name.size() < member.size() && member[name.size()] == '_') executors.insert(name);
       pool = &pools[name];
       pool->name = name;
       ++pool->threads;
@@ -425,7 +433,7 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
     }
   }
   for (auto& [name, pool] : pools)
-    if (pool.threads >= 2) s.summary.pools.push_back(std::move(pool));
+    if (pool.threads >= 2 || executors.count(name)) s.summary.pools.push_back(std::move(pool));
   s.warnings.insert(s.warnings.end(), modules_.warnings().begin(), modules_.warnings().end());
   if (raw.target_exited) s.warnings.push_back("the target exited during the capture");
   if (s.capture.threads_exited > 0)

@@ -169,7 +169,9 @@ TEST(Agent, FollowsARestartedServiceWithMatch) {
       "follow-" + std::to_string(getpid()) + "-" + std::to_string(std::random_device{}());
   auto first = std::make_unique<Child>(std::vector<std::string>{kParkThreads, "--tag", tag});
   ASSERT_TRUE(first->wait_for("ready", std::chrono::seconds(10)));
-  Agent agent({"--match", "park_threads --tag " + tag, "--interval", "200ms"});
+  std::string out = testing::TempDir() + "agent-follow-" + std::to_string(getpid()) + ".json";
+  fs::remove(out);
+  Agent agent({"--match", "park_threads --tag " + tag, "--interval", "200ms", "--audit-json", out});
   ASSERT_TRUE(agent.serving());
   auto info = [&](pid_t pid) {
     return "stackaudit_target_info{comm=\"park_threads\",pid=\"" + std::to_string(pid) + "\"}";
@@ -189,6 +191,13 @@ TEST(Agent, FollowsARestartedServiceWithMatch) {
   EXPECT_EQ(metric_value(agent.scrape(), "stackaudit_target_up"), 1.0);
   EXPECT_EQ(agent.stop(), 0);
   EXPECT_TRUE(nothing_stopped(second.pid()));
+  // The window counts the rounds without a target and the restart.
+  std::ifstream in(out);
+  ASSERT_TRUE(in.good());
+  const auto target = nlohmann::json::parse(in)["window"]["target"];
+  EXPECT_GT(target["rounds_down"], 0);
+  EXPECT_EQ(target["restarts"], 1);
+  EXPECT_FALSE(target["up_whole_window"]);
 }
 
 TEST(Agent, SigtermWritesTheRunsAuditAndLeavesNothingStopped) {
@@ -337,7 +346,9 @@ TEST(Agent, SeveralMatchesAreAllAudited) {
   Child b({kParkThreads, "--tag", tag});
   ASSERT_TRUE(a.wait_for("ready", std::chrono::seconds(10)));
   ASSERT_TRUE(b.wait_for("ready", std::chrono::seconds(10)));
-  Agent agent({"--match", "park_threads --tag " + tag, "--interval", "200ms"});
+  std::string out = testing::TempDir() + "agent-follow-" + std::to_string(getpid()) + ".json";
+  fs::remove(out);
+  Agent agent({"--match", "park_threads --tag " + tag, "--interval", "200ms", "--audit-json", out});
   ASSERT_TRUE(agent.serving());
   auto info = [&](pid_t pid) {
     return "stackaudit_target_info{comm=\"park_threads\",pid=\"" + std::to_string(pid) + "\"}";
@@ -361,7 +372,9 @@ TEST(Agent, SeveralMatchesAreAllAudited) {
 TEST(Agent, BlockedEventLoopOfAPythonServiceIsExported) {
   Child service({"/usr/bin/python3.11", PY_SERVICE_SCRIPT});
   ASSERT_TRUE(service.wait_for("ready", std::chrono::seconds(20)));
-  Agent agent({"--pid", std::to_string(service.pid()), "--interval", "200ms"});
+  std::string out = testing::TempDir() + "agent-loop-" + std::to_string(getpid()) + ".json";
+  fs::remove(out);
+  Agent agent({"--pid", std::to_string(service.pid()), "--interval", "200ms", "--audit-json", out});
   ASSERT_TRUE(agent.serving());
   EXPECT_TRUE(eventually(
       [&] { return metric_value(agent.scrape(), "stackaudit_event_loop_threads") == 1.0; }));
@@ -377,6 +390,37 @@ TEST(Agent, BlockedEventLoopOfAPythonServiceIsExported) {
   std::string pool = "stackaudit_pool_threads{pool=\"legacy_bridge\",state=\"blocked\"}";
   EXPECT_EQ(metric_value(agent.scrape(), pool), 6.0);
   EXPECT_EQ(agent.stop(), 0);
+
+  // The run's window: the loop's blocked samples by site and coroutine, the
+  // bridge pool, and that the target stayed up (what `stackaudit gate` reads).
+  std::ifstream in(out);
+  ASSERT_TRUE(in.good());
+  const auto w = nlohmann::json::parse(in)["window"];
+  EXPECT_EQ(w["ended"], "signal");
+  EXPECT_TRUE(w["planned_seconds"].is_null());
+  EXPECT_TRUE(w["target"]["up_whole_window"]);
+  EXPECT_EQ(w["target"]["rounds_down"], 0);
+  const auto& loops = w["event_loops"];
+  EXPECT_EQ(loops["threads"]["max"], 1.0);
+  EXPECT_GT(loops["blocked_samples"], 0);
+  EXPECT_LT(loops["blocked_samples"], loops["thread_samples"]);  // idle in its selector first
+  ASSERT_EQ(loops["sites"].size(), 1u) << loops;
+  const auto& site = loops["sites"][0];
+  EXPECT_EQ(site["site"],
+            "py_service.py:" + std::to_string(tagged_line(PY_SERVICE_SCRIPT, "loop_sleep")));
+  EXPECT_EQ(site["function"], "blocking_handler");
+  EXPECT_EQ(site["category"], "sleep");
+  EXPECT_EQ(site["coroutine"]["function"], "serve");
+  EXPECT_EQ(site["samples"], loops["blocked_samples"]);
+  const nlohmann::json* bridge = nullptr;
+  for (const auto& p : w["pools"])
+    if (p["name"] == "legacy_bridge") bridge = &p;
+  ASSERT_NE(bridge, nullptr) << w["pools"];
+  EXPECT_EQ((*bridge)["threads"]["max"], 6.0);
+  EXPECT_EQ((*bridge)["last"]["blocked"], 6);
+  EXPECT_EQ((*bridge)["idle_share"], 0.0);  // all six parked in their tasks
+  EXPECT_GT(w["throughput"]["context_switches_per_second"], 0.0);
+  EXPECT_GT(w["throughput"]["cpu_seconds_per_second"], 0.0);  // its crunching thread
 }
 
 TEST(AgentErrors, UnmatchedRegexWaitsAndServesTargetUpZero) {
@@ -390,13 +434,25 @@ TEST(AgentErrors, UnmatchedRegexWaitsAndServesTargetUpZero) {
 TEST(AgentErrors, PidModeEndsWhenTheTargetExits) {
   auto fixture = std::make_unique<Child>(std::vector<std::string>{kParkThreads});
   ASSERT_TRUE(fixture->wait_for("ready", std::chrono::seconds(10)));
-  Agent agent({"--pid", std::to_string(fixture->pid()), "--interval", "100ms"});
+  std::string out = testing::TempDir() + "agent-exit-" + std::to_string(getpid()) + ".json";
+  fs::remove(out);
+  Agent agent({"--pid", std::to_string(fixture->pid()), "--interval", "100ms", "--duration", "1h",
+               "--audit-json", out});
   ASSERT_TRUE(agent.serving());
+  ASSERT_TRUE(eventually(
+      [&] { return metric_value(agent.scrape(), "stackaudit_snapshots_total").value_or(0) >= 2; }));
   fixture.reset();
   int status = 0;
   EXPECT_TRUE(eventually([&] { return waitpid(agent.pid(), &status, WNOHANG) == agent.pid(); },
                          std::chrono::seconds(10)));
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  // The window says the target did not stay up for the run it was planned for.
+  std::ifstream in(out);
+  ASSERT_TRUE(in.good());
+  const auto w = nlohmann::json::parse(in)["window"];
+  EXPECT_EQ(w["ended"], "target_exited");
+  EXPECT_EQ(w["planned_seconds"], 3600.0);
+  EXPECT_FALSE(w["target"]["up_whole_window"]);
 }
 
 }  // namespace

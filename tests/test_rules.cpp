@@ -45,6 +45,44 @@ TEST(Rules, InnermostMatchingFrameWinsAndSiteIsUserCode) {
   EXPECT_EQ(b->rule, "builtin: lock function *pthread_mutex_lock");
 }
 
+Frame py(const std::string& function, const std::string& module, const std::string& file,
+         int line) {
+  Frame f = frame(function, module, file, line);
+  f.kind = Frame::Kind::kPython;
+  return f;
+}
+
+// A ThreadPoolExecutor worker is idle where it waits for work, and not while
+// it runs a task, even a task that is a builtin (no Python frame of its own).
+TEST(Rules, APoolWorkerIsIdleOnlyWhileItWaitsForWork) {
+  const std::string lib = "/usr/lib/python3.11/";
+  Frame worker =
+      py("_worker", "concurrent.futures.thread", lib + "concurrent/futures/thread.py", 81);
+  Frame run = py("Thread.run", "threading", lib + "threading.py", 982);
+  auto waiting =
+      RuleSet::builtin().classify(blocked_in("futex", {frame("", "libc.so.6"), worker, run}));
+  ASSERT_TRUE(waiting);
+  EXPECT_EQ(waiting->category, "queue");
+  EXPECT_TRUE(waiting->idle);
+
+  Frame task =
+      py("_WorkItem.run", "concurrent.futures.thread", lib + "concurrent/futures/thread.py", 58);
+  worker.line = 83;
+  auto busy = RuleSet::builtin().classify(
+      blocked_in("clock_nanosleep", {frame("clock_nanosleep", "libc.so.6"), task, worker, run}));
+  ASSERT_TRUE(busy);
+  EXPECT_EQ(busy->category, "sleep");  // time.sleep submitted as the task itself
+  EXPECT_FALSE(busy->idle);
+
+  // A library call submitted directly (urllib.request.urlopen) names the wait.
+  Frame urlopen = py("urlopen", "urllib.request", lib + "urllib/request.py", 216);
+  auto fetch = RuleSet::builtin().classify(
+      blocked_in("recvfrom", {frame("recv", "libc.so.6"), urlopen, task, worker, run}, "socket"));
+  ASSERT_TRUE(fetch);
+  EXPECT_EQ(fetch->category, "socket");
+  EXPECT_FALSE(fetch->idle);
+}
+
 TEST(Rules, SyscallDecidesWhenNoFrameMatches) {
   auto rules = RuleSet::builtin();
   auto sock = rules.classify(blocked_in("read", {frame("read", "libc.so.6")}, "socket"));

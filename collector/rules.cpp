@@ -161,6 +161,7 @@ constexpr BuiltinRule kBuiltinRules[] = {
     {"process", F, "waitid", "", "", false},
     {"process", S, "wait4", "", "", false},
     {"process", S, "waitid", "", "", false},
+    {"process", S, "vfork", "", "", false},  // the parent waits until its child has exec'd
     // futex
     {"futex", F, "*pthread_*join*", "", "pthread_join", false},
     {"futex", S, "futex", "", "", false},

@@ -83,6 +83,15 @@ TEST(Rules, APoolWorkerIsIdleOnlyWhileItWaitsForWork) {
   EXPECT_FALSE(fetch->idle);
 }
 
+// subprocess and asyncio.create_subprocess_exec wait in vfork until the child
+// has called exec: on an event loop's thread that blocks the loop.
+TEST(Rules, AParentWaitingInVforkWaitsForAProcess) {
+  auto b = RuleSet::builtin().classify(blocked_in("vfork", {frame("vfork", "libc.so.6")}));
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->category, "process");
+  EXPECT_EQ(b->primitive, "vfork");
+}
+
 TEST(Rules, SyscallDecidesWhenNoFrameMatches) {
   auto rules = RuleSet::builtin();
   auto sock = rules.classify(blocked_in("read", {frame("read", "libc.so.6")}, "socket"));

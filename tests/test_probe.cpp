@@ -22,15 +22,19 @@ namespace {
 
 const char* const kFixture = HTTP_FIXTURE_SCRIPT;
 
-bool have(const std::string& program) {
-  return run({"/bin/sh", "-c", "command -v " + program}).exit_code == 0;
+// The full path of a program on PATH, "" when there is none.
+std::string find_program(const std::string& program) {
+  RunResult r = run({"/bin/sh", "-c", "command -v " + program});
+  if (r.exit_code != 0) return "";
+  while (!r.out.empty() && r.out.back() == '\n') r.out.pop_back();
+  return r.out;
 }
 
 // targets/http_fixture.py with its arguments, once it listens.
 class HttpFixture {
  public:
   explicit HttpFixture(std::vector<std::string> args = {}) {
-    std::vector<std::string> argv = {"python3", kFixture};
+    std::vector<std::string> argv = {find_program("python3"), kFixture};
     argv.insert(argv.end(), args.begin(), args.end());
     child_ = std::make_unique<Child>(argv);
     auto line = child_->wait_for("port ", std::chrono::seconds(15));
@@ -51,7 +55,7 @@ class HttpFixture {
 };
 
 #define SKIP_WITHOUT_PYTHON3() \
-  if (!have("python3")) GTEST_SKIP() << "python3 is not installed"
+  if (find_program("python3").empty()) GTEST_SKIP() << "python3 is not installed"
 
 ProbeOptions options(const std::vector<std::string>& specs, const std::string& rate = "10/s",
                      std::chrono::milliseconds timeout = std::chrono::seconds(2),
@@ -223,11 +227,12 @@ TEST(Probe, TheScheduleKeepsGoingWhileTheServerStalls) {
 
 TEST(Probe, HttpsWithTheServicesCaAndWithout) {
   SKIP_WITHOUT_PYTHON3();
-  if (!have("openssl")) GTEST_SKIP() << "openssl is not installed";
+  std::string openssl = find_program("openssl");
+  if (openssl.empty()) GTEST_SKIP() << "openssl is not installed";
   TempDir dir("probe-tls");
   std::string cert = dir.path() + "/cert.pem", key = dir.path() + "/key.pem";
   RunResult made =
-      run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+      run({openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
            "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"});
   ASSERT_EQ(made.exit_code, 0) << made.err;
   HttpFixture server({"--tls", cert, key});

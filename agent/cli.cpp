@@ -163,18 +163,24 @@ int run_cli(int argc, char** argv) {
           "connection and closes it. Each request is timed from when it was due, so a slow answer "
           "never delays the schedule and a request that could not start on time counts its wait. "
           "NAME (A-Z a-z 0-9 _ . : / -, 64 at most) is the metrics' probe label; without it, "
-          "HOST:PORT/PATH. Repeat for several probes; results go to "
+          "HOST:PORT/PATH. Results: ok, http_4xx, http_5xx, timeout, connect_error (refused, "
+          "not resolved, TLS handshake or certificate failure, closed before an answer). Repeat "
+          "for several probes; figures go to "
           "stackaudit_probe_duration_seconds, stackaudit_probe_requests_total and the audit's "
           "window.probes")
       ->option_text("[NAME=]URL");
-  agent_cmd->add_option("--probe-rate", agent.probe_rate,
-                        "Requests per second per probe (default 5/s; 5/s, 20 or 0.5/s; at most "
-                        "1000/s)");
+  agent_cmd
+      ->add_option("--probe-rate", agent.probe_rate,
+                   "Requests per second per probe (default 5/s; 5/s, 20 or 0.5/s; at most "
+                   "1000/s)")
+      ->option_text("N/s");
   std::string probe_timeout = "2s";
-  agent_cmd->add_option("--probe-timeout", probe_timeout,
-                        "How long a probe request may take, from when it was due, before it "
-                        "counts as a timeout (default 2s, 10ms to 60s); also bounds each "
-                        "--service-metrics fetch");
+  agent_cmd
+      ->add_option("--probe-timeout", probe_timeout,
+                   "How long a probe request may take, from when it was due, before it "
+                   "counts as a timeout (default 2s, 10ms to 60s); also bounds each "
+                   "--service-metrics fetch")
+      ->option_text("D");
   agent_cmd
       ->add_option("--probe-cacert", agent.probe_cacert,
                    "CA certificates (PEM) that https:// probes and --service-metrics trust "

@@ -22,6 +22,8 @@
 #include "agent/exporter.h"
 #include "agent/metrics.h"
 #include "agent/pipeline.h"
+#include "agent/probe.h"
+#include "agent/service_metrics.h"
 #include "agent/tree_report.h"
 #include "agent/window.h"
 #include "injector/clock.h"
@@ -173,6 +175,26 @@ Wake wait_for(std::chrono::milliseconds ms) {
   return Wake::kTimeout;
 }
 
+// window.probes[], window.service and the two throughput figures they give
+// (docs/audit-json.md).
+void add_probe_figures(nlohmann::json& window, const Prober& prober,
+                       const ServiceScraper* service) {
+  nlohmann::json probes = nlohmann::json::array();
+  std::optional<double> probe_rate;
+  for (const ProbeStats& s : prober.results()) {
+    probes.push_back(probe_json(s));
+    probe_rate = probe_rate.value_or(0) + achieved_rate(s);
+  }
+  window["probes"] = std::move(probes);
+  window["service"] = service ? service->json() : nlohmann::json(nullptr);
+  nlohmann::json& throughput = window["throughput"];
+  if (!throughput.is_object()) throughput = nlohmann::json::object();
+  throughput["probe_requests_per_second"] =
+      probe_rate ? nlohmann::json(*probe_rate) : nlohmann::json(nullptr);
+  throughput["service_requests_per_second"] =
+      service ? window["service"]["requests_per_second"] : nlohmann::json(nullptr);
+}
+
 }  // namespace
 
 std::chrono::milliseconds parse_duration(const std::string& text, const char* option) {
@@ -214,6 +236,11 @@ int run_agent(const AgentOptions& o) {
   std::unique_ptr<CmdlineRegex> match;
   if (!o.match.empty()) match = std::make_unique<CmdlineRegex>(o.match);
   check_max_stop(o.max_stop);
+  ProbeOptions probe_options =
+      make_probe_options(o.probes, o.probe_rate, o.probe_timeout, o.probe_cacert);
+  ServiceMetricsOptions service_options{o.service_metrics, o.throughput_metric, o.interval,
+                                        o.probe_timeout, o.probe_cacert};
+  check_service_metrics(service_options);
   civetweb_listen(o.listen);  // validate before touching anything
   if (!o.audit_json.empty()) {
     try {
@@ -247,6 +274,13 @@ int run_agent(const AgentOptions& o) {
   const bool tree_mode = !o.pid || o.children;
 
   spdlog::info("serving metrics on http://{}/metrics", o.listen);
+  // The probe and the scrape of the service's counter run on threads of their
+  // own for the agent's whole life, target or not; they inherit the blocked
+  // control signals, so only this thread takes them.
+  Prober prober(probe_options, &registry_storage);
+  prober.start();
+  ServiceScraper service(service_options);
+  service.start();
 
   double interval = static_cast<double>(o.interval.count()) / 1000.0;
   RunWindow window(interval, o.max_processes);
@@ -279,6 +313,7 @@ int run_agent(const AgentOptions& o) {
     } else {
       audit = audit_json(latest->front());
     }
+    add_probe_figures(window_section, prober, o.service_metrics.empty() ? nullptr : &service);
     audit["window"] = std::move(window_section);
     try {
       write_file_atomically(o.audit_json, audit.dump(2) + "\n");
@@ -454,6 +489,8 @@ int run_agent(const AgentOptions& o) {
     auto spent = std::chrono::milliseconds((monotonic_ns() - round_start) / 1000000);
     pause(o.interval > spent ? o.interval - spent : std::chrono::milliseconds(0));
   }
+  prober.stop();
+  service.stop();
   write_audit();
   return exit_code;
 }

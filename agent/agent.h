@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include "collector/symbolizer.h"
 
@@ -24,6 +25,14 @@ struct AgentOptions {
   size_t max_sites = 50;
   std::chrono::milliseconds max_stop{50};  // --max-stop
   SourceLines source_lines = SourceLines::kProgram;
+  // The latency probe (agent/probe.h): --probe [NAME=]URL, checked at start.
+  std::vector<std::string> probes;
+  std::string probe_rate = "5/s";
+  std::chrono::milliseconds probe_timeout{2000};
+  std::string probe_cacert;
+  // The service's own request counter (agent/service_metrics.h).
+  std::string service_metrics;    // URL of its Prometheus text endpoint
+  std::string throughput_metric;  // the counter's name
 };
 
 int run_agent(const AgentOptions& options);

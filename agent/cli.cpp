@@ -153,6 +153,54 @@ int run_cli(int argc, char** argv) {
   std::string agent_max_stop = "50ms";
   agent_cmd->add_option("--max-stop", agent_max_stop, kMaxStopHelp);
   add_source_lines(agent_cmd, agent.source_lines);
+  agent_cmd
+      ->add_option(
+          "--probe", agent.probes,
+          "Measure the service's latency from outside: send requests to URL at a constant rate "
+          "(--probe-rate) from a thread of their own, for the agent's whole run, target or not. "
+          "http://HOST[:PORT]/PATH and https://... send a GET (keep-alive; a 2xx or 3xx is ok, "
+          "redirects are not followed, no proxy is used); tcp://HOST:PORT only opens a TCP "
+          "connection and closes it. Each request is timed from when it was due, so a slow answer "
+          "never delays the schedule and a request that could not start on time counts its wait. "
+          "NAME (A-Z a-z 0-9 _ . : / -, 64 at most) is the metrics' probe label; without it, "
+          "HOST:PORT/PATH. Results: ok, http_4xx, http_5xx, timeout, connect_error (refused, "
+          "not resolved, TLS handshake or certificate failure, closed before an answer). Repeat "
+          "for several probes; figures go to "
+          "stackaudit_probe_duration_seconds, stackaudit_probe_requests_total and the audit's "
+          "window.probes")
+      ->option_text("[NAME=]URL");
+  agent_cmd
+      ->add_option("--probe-rate", agent.probe_rate,
+                   "Requests per second per probe (default 5/s; 5/s, 20 or 0.5/s; at most "
+                   "1000/s)")
+      ->option_text("N/s");
+  std::string probe_timeout = "2s";
+  agent_cmd
+      ->add_option("--probe-timeout", probe_timeout,
+                   "How long a probe request may take, from when it was due, before it "
+                   "counts as a timeout (default 2s, 10ms to 60s); also bounds each "
+                   "--service-metrics fetch")
+      ->option_text("D");
+  agent_cmd
+      ->add_option("--probe-cacert", agent.probe_cacert,
+                   "CA certificates (PEM) that https:// probes and --service-metrics trust "
+                   "instead of the system's, e.g. the CA of a service's internal "
+                   "certificate. A certificate that does not verify counts as a "
+                   "connect_error")
+      ->option_text("FILE");
+  agent_cmd
+      ->add_option("--service-metrics", agent.service_metrics,
+                   "The service's own Prometheus endpoint (http:// or https://), fetched "
+                   "once per --interval from a thread of its own; with "
+                   "--throughput-metric, the audit's window.service gives the rate of that "
+                   "counter: the service's own count of requests, not a measurement")
+      ->option_text("URL");
+  agent_cmd
+      ->add_option("--throughput-metric", agent.throughput_metric,
+                   "The request counter to read at --service-metrics: every sample named "
+                   "NAME or NAME_total, summed over its label sets; resets (a restart) "
+                   "are handled")
+      ->option_text("NAME");
   agent_cmd->add_option("--log-level", log_level, "debug, info (default), warn, error")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
   agent_cmd->footer(kFooter);
@@ -190,6 +238,7 @@ int run_cli(int argc, char** argv) {
                           "--duration must be longer than 0 (leave it out to run until stopped)"};
       }
       agent.max_stop = parse_duration(agent_max_stop, "--max-stop");
+      agent.probe_timeout = parse_duration(probe_timeout, "--probe-timeout");
       return run_agent(agent);
     }
     if (*demo_cmd) return run_demo();

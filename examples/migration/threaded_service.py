@@ -60,7 +60,7 @@ def connect_db():
 
 def fetch_item(request_id, part):
     url = f"{UPSTREAM_URL}/item/{urllib.parse.quote(request_id)}/{part}"
-    with urllib.request.urlopen(url, timeout=UPSTREAM_TIMEOUT) as answer:
+    with urllib.request.urlopen(url, timeout=UPSTREAM_TIMEOUT) as answer:  # @line:fanout_urlopen
         return json.load(answer)["value"]
 
 

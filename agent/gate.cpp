@@ -11,7 +11,7 @@
 
 namespace stackaudit {
 
-using nlohmann::json;
+using ojson = nlohmann::ordered_json;
 
 namespace {
 
@@ -118,6 +118,12 @@ std::string share_text(const LoopSite& site, const EventLoopFigures& loops, Audi
            " event-loop thread" + (loops.samples == 1 ? "" : "s") + " at the capture";
   return percent(site.share) + " of its samples (" + std::to_string(site.samples) + " of " +
          std::to_string(loops.samples) + ")";
+}
+
+std::string join(const std::vector<std::string>& sentences) {
+  std::string out;
+  for (const std::string& s : sentences) out += (out.empty() ? "" : " ") + s;
+  return out;
 }
 
 constexpr const char* kMoveIt =
@@ -320,24 +326,25 @@ class Evaluator {
     if (!t_.enabled(gate) || !has_event_loops(gate, false)) return;
     const EventLoopFigures& loops = *cur_.event_loops;
     GateResult& r = add(gate, std::nullopt, GateUnit::kRatio);
-    if (base_.event_loops) r.baseline = base_.event_loops->blocked_share;
+    if (base_.event_loops && base_.event_loops->samples > 0)
+      r.baseline = base_.event_loops->blocked_share;
     r.current = loops.blocked_share;
     r.limit = t_.event_loop_blocked_max_share;
     r.sites = loops.sites;
     bool ok = loops.blocked == 0 || holds(*r.current, *r.limit, r.bound);
     r.verdict = ok ? GateVerdict::kPass : GateVerdict::kFail;
     if (ok) {
-      r.message = loops.blocked == 0 ? "no event loop was blocked outside its selector"
-                                     : "event loops blocked in " + percent(*r.current) +
-                                           " of their samples, "
-                                           "within the " +
-                                           percent(*r.limit) + " allowed";
+      r.message = loops.blocked == 0
+                      ? "no event loop was blocked outside its selector"
+                      : "event loops blocked in " + percent(*r.current) +
+                            " of their samples, within the " + percent(*r.limit) + " allowed";
       return;
     }
     for (const LoopSite& site : loops.sites)
-      r.message += std::string(r.message.empty() ? "" : " ") + site_label(site) + " " +
-                   coroutine_text(site) + " blocked the loop in " +
-                   share_text(site, loops, cur_.kind) + ": " + kMoveIt + ".";
+      r.sentences.push_back(site_label(site) + " " + coroutine_text(site) +
+                            " blocked the loop in " + share_text(site, loops, cur_.kind) + ": " +
+                            kMoveIt + ".");
+    r.message = join(r.sentences);
     if (r.message.empty())
       r.message = "the event loop was blocked outside its selector in " + percent(*r.current) +
                   " of its samples (the audit names no site)";
@@ -356,10 +363,11 @@ class Evaluator {
     r.current = static_cast<double>(fresh.size());
     r.limit = 0;
     for (const LoopSite& site : fresh)
-      r.message +=
-          std::string(r.message.empty() ? "" : " ") + site_label(site) + " " +
-          coroutine_text(site) +
-          " blocks an event loop in the current run and did not in the baseline: " + kMoveIt + ".";
+      r.sentences.push_back(site_label(site) + " " + coroutine_text(site) +
+                            " blocks an event loop in the current run and did not in the "
+                            "baseline: " +
+                            kMoveIt + ".");
+    r.message = join(r.sentences);
     r.sites = std::move(fresh);
     r.verdict = r.sites->empty() ? GateVerdict::kPass : GateVerdict::kFail;
     if (r.sites->empty())
@@ -493,14 +501,14 @@ const char* kind_source(AuditKind kind) {
   return kind == AuditKind::kWindow ? "agent --audit-json" : "dump --format json";
 }
 
-json value_json(const std::optional<double>& v, GateUnit unit) {
+ojson value_json(const std::optional<double>& v, GateUnit unit) {
   if (!v) return nullptr;
   if (unit == GateUnit::kUp) return *v >= 0.5;
   return *v;
 }
 
-json site_json(const LoopSite& s) {
-  json coroutine = nullptr;
+ojson site_json(const LoopSite& s) {
+  ojson coroutine = nullptr;
   if (s.coroutine)
     coroutine = {{"function", s.coroutine->function},
                  {"file", s.coroutine->file},
@@ -585,17 +593,9 @@ std::string render_gate_text(const GateReport& report) {
     out += "\nWhat to look at:\n";
     for (const GateResult* r : rows) {
       if (r->verdict != GateVerdict::kFail) continue;
-      if (r->sites && !r->sites->empty()) {
-        // One sentence per site, each on its own line.
+      if (!r->sentences.empty()) {
         out += "  " + gate_name(*r) + ":\n";
-        size_t start = 0;
-        const std::string& m = r->message;
-        while (start < m.size()) {
-          size_t end = m.find(". ", start);
-          end = end == std::string::npos ? m.size() : end + 1;
-          out += "    " + m.substr(start, end - start) + "\n";
-          start = end + (end < m.size() ? 1 : 0);
-        }
+        for (const std::string& sentence : r->sentences) out += "    " + sentence + "\n";
       } else {
         out += "  " + gate_name(*r) + ": " + r->message + "\n";
       }
@@ -624,25 +624,25 @@ std::string render_gate_text(const GateReport& report) {
   return out;
 }
 
-json render_gate_json(const GateReport& report) {
+nlohmann::ordered_json render_gate_json(const GateReport& report) {
   auto side = [](const GateSide& s) {
-    return json{{"file", s.file},
-                {"kind", audit_kind_name(s.kind)},
-                {"captured_at", s.captured_at ? json(*s.captured_at) : json(nullptr)}};
+    return ojson{{"file", s.file},
+                 {"kind", audit_kind_name(s.kind)},
+                 {"captured_at", s.captured_at ? ojson(*s.captured_at) : ojson(nullptr)}};
   };
-  json gates = json::array();
+  ojson gates = ojson::array();
   for (const GateResult& r : report.gates) {
-    json g = {{"gate", r.gate},
-              {"subject", r.subject ? json(*r.subject) : json(nullptr)},
-              {"verdict", verdict_name(r.verdict)},
-              {"baseline", value_json(r.baseline, r.unit)},
-              {"current", value_json(r.current, r.unit)},
-              {"limit", value_json(r.limit, r.unit)},
-              {"bound", r.bound == GateBound::kAtMost ? "at_most" : "at_least"},
-              {"unit", unit_name(r.unit)},
-              {"message", r.message}};
+    ojson g = {{"gate", r.gate},
+               {"subject", r.subject ? ojson(*r.subject) : ojson(nullptr)},
+               {"verdict", verdict_name(r.verdict)},
+               {"baseline", value_json(r.baseline, r.unit)},
+               {"current", value_json(r.current, r.unit)},
+               {"limit", value_json(r.limit, r.unit)},
+               {"bound", r.bound == GateBound::kAtMost ? "at_most" : "at_least"},
+               {"unit", unit_name(r.unit)},
+               {"message", r.message}};
     if (r.gate == "event_loop_blocked" || r.gate == "event_loop_new_sites") {
-      json sites = json::array();
+      ojson sites = ojson::array();
       if (r.sites)
         for (const LoopSite& s : *r.sites) sites.push_back(site_json(s));
       g["sites"] = sites;

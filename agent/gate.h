@@ -30,6 +30,8 @@ struct GateResult {
   GateBound bound = GateBound::kAtMost;
   // pass: what held; fail: what to look at; skipped: why it could not be evaluated.
   std::string message;
+  // The event-loop gates' failures: one sentence per site (message joins them).
+  std::vector<std::string> sentences;
   // The event-loop gates: the sites blocking a loop (event_loop_blocked) or
   // new since the baseline (event_loop_new_sites).
   std::optional<std::vector<LoopSite>> sites;
@@ -58,7 +60,7 @@ GateReport evaluate_gates(const AuditFigures& baseline, const AuditFigures& curr
 std::string render_gate_text(const GateReport& report);
 
 // The report for CI (schema stackaudit.gate/v1, docs/gate.md).
-nlohmann::json render_gate_json(const GateReport& report);
+nlohmann::ordered_json render_gate_json(const GateReport& report);
 
 struct GateOptions {
   std::string baseline, current;

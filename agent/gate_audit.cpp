@@ -34,7 +34,11 @@ std::optional<double> number(const json* j) {
 
 std::optional<long> integer(const json* j) {
   if (!j || !j->is_number()) return std::nullopt;
-  if (j->is_number_float()) return static_cast<long>(j->get<double>());
+  if (j->is_number_float()) {
+    double v = j->get<double>();
+    if (!(v >= -9e18 && v <= 9e18)) return std::nullopt;  // no long holds it
+    return static_cast<long>(v);
+  }
   return j->get<long>();
 }
 

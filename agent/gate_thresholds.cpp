@@ -153,6 +153,9 @@ class Reader {
         break;
       }
       case KeyKind::kCount: {
+        if (node.is_floating_point())
+          fail(node, where + " must be " + std::string(spec.allowed) + ", not " +
+                         format_number(node.as_floating_point()->get()));
         if (!node.is_integer())
           fail(node, where + " must be " + std::string(spec.allowed) + ", not " + type_name(node));
         auto v = node.as_integer()->get();

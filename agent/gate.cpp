@@ -1,10 +1,12 @@
 #include "agent/gate.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <set>
+#include <stdexcept>
 
 #include "agent/atomic_file.h"
 #include "agent/exit_codes.h"
@@ -126,6 +128,33 @@ std::string join(const std::vector<std::string>& sentences) {
   return out;
 }
 
+// Each gate's unit and which side of its limit holds.
+struct GateShape {
+  std::string_view gate;
+  GateUnit unit;
+  GateBound bound;
+};
+
+constexpr std::array<GateShape, kGateIds.size()> kShapes = {{
+    {"probe_p95", GateUnit::kSeconds, GateBound::kAtMost},
+    {"probe_p99", GateUnit::kSeconds, GateBound::kAtMost},
+    {"probe_error_rate", GateUnit::kRatio, GateBound::kAtMost},
+    {"rss", GateUnit::kBytes, GateBound::kAtMost},
+    {"threads", GateUnit::kThreads, GateBound::kAtMost},
+    {"event_loop_blocked", GateUnit::kRatio, GateBound::kAtMost},
+    {"event_loop_new_sites", GateUnit::kSites, GateBound::kAtMost},
+    {"pool_threads", GateUnit::kThreads, GateBound::kAtMost},
+    {"pool_idle", GateUnit::kRatio, GateBound::kAtLeast},
+    {"target_up", GateUnit::kUp, GateBound::kAtLeast},
+    {"throughput", GateUnit::kRequestsPerSecond, GateBound::kAtLeast},
+}};
+
+const GateShape& shape_of(std::string_view gate) {
+  for (const GateShape& s : kShapes)
+    if (s.gate == gate) return s;
+  throw std::logic_error("no such gate: " + std::string(gate));
+}
+
 constexpr const char* kMoveIt =
     "move the call to the bridge pool (run_in_executor) or an async client";
 
@@ -149,19 +178,19 @@ class Evaluator {
   }
 
  private:
-  GateResult& add(std::string gate, std::optional<std::string> subject, GateUnit unit,
-                  GateBound bound = GateBound::kAtMost) {
+  GateResult& add(const std::string& gate, std::optional<std::string> subject) {
     GateResult r;
-    r.gate = std::move(gate);
+    r.gate = gate;
     r.subject = std::move(subject);
-    r.unit = unit;
-    r.bound = bound;
+    const GateShape& shape = shape_of(gate);
+    r.unit = shape.unit;
+    r.bound = shape.bound;
     out_.push_back(std::move(r));
     return out_.back();
   }
 
-  void skip(std::string gate, std::optional<std::string> subject, GateUnit unit, std::string why) {
-    GateResult& r = add(std::move(gate), std::move(subject), unit);
+  void skip(const std::string& gate, std::optional<std::string> subject, std::string why) {
+    GateResult& r = add(gate, std::move(subject));
     r.verdict = GateVerdict::kSkipped;
     r.message = std::move(why);
   }
@@ -187,15 +216,15 @@ class Evaluator {
       if (!t_.enabled(gate)) continue;
       GateUnit unit = gate == "probe_error_rate" ? GateUnit::kRatio : GateUnit::kSeconds;
       if (!base_.probes || !cur_.probes) {
-        skip(gate, std::nullopt, unit, missing(base_.probes, cur_.probes));
+        skip(gate, std::nullopt, missing(base_.probes, cur_.probes));
         continue;
       }
       if (base_.probes->empty()) {
-        skip(gate, std::nullopt, unit, "no probe in the baseline (run its agent with --probe)");
+        skip(gate, std::nullopt, "no probe in the baseline (run its agent with --probe)");
         continue;
       }
       if (cur_.probes->empty()) {
-        skip(gate, std::nullopt, unit,
+        skip(gate, std::nullopt,
              "no probe in the current run (run its agent with the baseline's --probe)");
         continue;
       }
@@ -218,26 +247,26 @@ class Evaluator {
     const ProbeFigures* b = find_probe(*base_.probes, name);
     const ProbeFigures* c = find_probe(*cur_.probes, name);
     if (!b || !c) {
-      skip(gate, name, unit,
+      skip(gate, name,
            "probe " + name + " is only in the " + (b ? "baseline" : "current run") +
                ": compare runs whose agents had the same --probe NAME=URL");
       return;
     }
     auto no_requests = [&](const ProbeFigures& p, const char* side) {
       if (p.requests > 0) return false;
-      skip(gate, name, unit, "probe " + name + " completed no request in the " + side);
+      skip(gate, name, "probe " + name + " completed no request in the " + side);
       return true;
     };
     if (no_requests(*b, "baseline") || no_requests(*c, "current run")) return;
 
     if (gate == "probe_error_rate") {
       if (!b->error_rate || !c->error_rate) {
-        skip(gate, name, unit,
+        skip(gate, name,
              "probe " + name + " has no error_rate in the " +
                  (b->error_rate ? "current run" : "baseline"));
         return;
       }
-      GateResult& r = add(gate, name, unit);
+      GateResult& r = add(gate, name);
       r.baseline = *b->error_rate;
       r.current = *c->error_rate;
       r.limit = *r.baseline + t_.probe_error_rate_max_increase;
@@ -259,12 +288,12 @@ class Evaluator {
     const char* which = p95 ? "p95" : "p99";
     std::optional<double> bv = p95 ? b->p95 : b->p99, cv = p95 ? c->p95 : c->p99;
     if (!bv || !cv) {
-      skip(gate, name, unit,
+      skip(gate, name,
            "probe " + name + " has no " + which + " in the " + (bv ? "current run" : "baseline"));
       return;
     }
     double ratio = p95 ? t_.probe_p95_max_ratio : t_.probe_p99_max_ratio;
-    GateResult& r = add(gate, name, unit);
+    GateResult& r = add(gate, name);
     r.baseline = *bv;
     r.current = *cv;
     r.limit = *bv * ratio;
@@ -283,10 +312,10 @@ class Evaluator {
                   double ratio, GateUnit unit, const std::string& what) {
     if (!t_.enabled(gate)) return;
     if (!base || !cur) {
-      skip(gate, std::nullopt, unit, missing(base, cur));
+      skip(gate, std::nullopt, missing(base, cur));
       return;
     }
-    GateResult& r = add(gate, std::nullopt, unit);
+    GateResult& r = add(gate, std::nullopt);
     r.baseline = *base;
     r.current = *cur;
     r.limit = *base * ratio;
@@ -308,11 +337,11 @@ class Evaluator {
   // Whether the current run has event loops to gate; skips gate otherwise.
   bool has_event_loops(const std::string& gate, bool needs_baseline) {
     if (!cur_.event_loops || (needs_baseline && !base_.event_loops)) {
-      skip(gate, std::nullopt, GateUnit::kRatio, missing(base_.event_loops, cur_.event_loops));
+      skip(gate, std::nullopt, missing(base_.event_loops, cur_.event_loops));
       return false;
     }
     if (cur_.event_loops->samples == 0) {
-      skip(gate, std::nullopt, GateUnit::kRatio,
+      skip(gate, std::nullopt,
            cur_.kind == AuditKind::kWindow
                ? "no thread ran an asyncio event loop in the current window"
                : "no thread runs an asyncio event loop in the current audit");
@@ -325,7 +354,7 @@ class Evaluator {
     const std::string gate = "event_loop_blocked";
     if (!t_.enabled(gate) || !has_event_loops(gate, false)) return;
     const EventLoopFigures& loops = *cur_.event_loops;
-    GateResult& r = add(gate, std::nullopt, GateUnit::kRatio);
+    GateResult& r = add(gate, std::nullopt);
     if (base_.event_loops && base_.event_loops->samples > 0)
       r.baseline = base_.event_loops->blocked_share;
     r.current = loops.blocked_share;
@@ -358,7 +387,7 @@ class Evaluator {
     std::vector<LoopSite> fresh;
     for (const LoopSite& s : cur_.event_loops->sites)
       if (!before.contains(s.site)) fresh.push_back(s);
-    GateResult& r = add(gate, std::nullopt, GateUnit::kSites);
+    GateResult& r = add(gate, std::nullopt);
     r.baseline = static_cast<double>(before.size());
     r.current = static_cast<double>(fresh.size());
     r.limit = 0;
@@ -389,22 +418,22 @@ class Evaluator {
     if (!threads_on && !idle_on) return;
     if (t_.pools.empty()) {
       const char* why = "no pool named (--pool NAME, or names in the thresholds file's [pool])";
-      if (threads_on) skip("pool_threads", std::nullopt, GateUnit::kThreads, why);
-      if (idle_on) skip("pool_idle", std::nullopt, GateUnit::kRatio, why);
+      if (threads_on) skip("pool_threads", std::nullopt, why);
+      if (idle_on) skip("pool_idle", std::nullopt, why);
       return;
     }
     for (const std::string& name : t_.pools) {
       if (!cur_.pools) {
         std::string why = "current: " + cur_.pools.missing;
-        if (threads_on) skip("pool_threads", name, GateUnit::kThreads, why);
-        if (idle_on) skip("pool_idle", name, GateUnit::kRatio, why);
+        if (threads_on) skip("pool_threads", name, why);
+        if (idle_on) skip("pool_idle", name, why);
         continue;
       }
       const PoolFigures* b = find_pool(base_.pools, name);
       const PoolFigures* c = find_pool(cur_.pools, name);
       const char* over = cur_.kind == AuditKind::kWindow ? "at most" : "at the capture";
       if (threads_on) {
-        GateResult& r = add("pool_threads", name, GateUnit::kThreads);
+        GateResult& r = add("pool_threads", name);
         if (b) r.baseline = b->max_threads;
         r.current = c ? c->max_threads : 0;
         r.limit = static_cast<double>(t_.pool_max_threads);
@@ -419,16 +448,15 @@ class Evaluator {
       }
       if (!idle_on) continue;
       if (!c) {
-        skip("pool_idle", name, GateUnit::kRatio,
+        skip("pool_idle", name,
              "pool " + name + " was not seen in the current run (0 threads): nothing to be idle");
         continue;
       }
       if (!c->idle_share) {
-        skip("pool_idle", name, GateUnit::kRatio,
-             "pool " + name + " has no thread sample in the current run");
+        skip("pool_idle", name, "pool " + name + " has no thread sample in the current run");
         continue;
       }
-      GateResult& r = add("pool_idle", name, GateUnit::kRatio, GateBound::kAtLeast);
+      GateResult& r = add("pool_idle", name);
       if (b && b->idle_share) r.baseline = *b->idle_share;
       r.current = *c->idle_share;
       r.limit = t_.pool_min_idle_share;
@@ -446,12 +474,12 @@ class Evaluator {
     const std::string gate = "target_up";
     if (!t_.enabled(gate)) return;
     if (!cur_.target_up) {
-      skip(gate, std::nullopt, GateUnit::kUp,
+      skip(gate, std::nullopt,
            cur_.kind == AuditKind::kDump ? cur_.target_up.missing
                                          : "current: " + cur_.target_up.missing);
       return;
     }
-    GateResult& r = add(gate, std::nullopt, GateUnit::kUp, GateBound::kAtLeast);
+    GateResult& r = add(gate, std::nullopt);
     if (base_.target_up) r.baseline = base_.target_up->up ? 1 : 0;
     const TargetUpFigures& up = *cur_.target_up;
     r.current = up.up ? 1 : 0;
@@ -470,10 +498,10 @@ class Evaluator {
     const auto& b = base_.service_requests_per_second;
     const auto& c = cur_.service_requests_per_second;
     if (!b || !c) {
-      skip(gate, std::nullopt, GateUnit::kRequestsPerSecond, missing(b, c));
+      skip(gate, std::nullopt, missing(b, c));
       return;
     }
-    GateResult& r = add(gate, std::nullopt, GateUnit::kRequestsPerSecond, GateBound::kAtLeast);
+    GateResult& r = add(gate, std::nullopt);
     r.baseline = *b;
     r.current = *c;
     r.limit = *b * t_.throughput_min_ratio;

@@ -412,6 +412,8 @@ TEST(Gate, NoProbeInTheBaselineIsSkippedNotPassed) {
   EXPECT_EQ((*gate_entry(report, "probe_p95"))["message"],
             "no probe in the baseline (run its agent with --probe)");
   EXPECT_EQ(report["counts"]["skipped"], 5);
+  EXPECT_EQ((*gate_entry(report, "probe_p95"))["unit"], "seconds");  // skipped keeps its unit
+  EXPECT_EQ((*gate_entry(report, "pool_idle"))["bound"], "at_least");
 }
 
 TEST(Gate, ProbeOnlyInTheCurrentRunIsSkipped) {
@@ -466,6 +468,8 @@ TEST(Gate, JsonForCi) {
   EXPECT_EQ((*blocked)["sites"][0]["site"], "async_service.py:57");
   EXPECT_EQ((*blocked)["sites"][0]["coroutine"]["function"], "handle");
   EXPECT_EQ((*blocked)["sites"][0]["line"], 57);
+  EXPECT_EQ((*gate_entry(report, "throughput"))["bound"], "at_least");
+  EXPECT_EQ((*gate_entry(report, "throughput"))["unit"], "requests_per_second");
   const json* up = gate_entry(report, "target_up");
   EXPECT_EQ((*up)["current"], true);
   EXPECT_EQ((*up)["unit"], "up");

@@ -10,6 +10,7 @@
 
 #include "agent/exit_codes.h"
 #include "agent/gate.h"
+#include "tests/python_targets.h"
 #include "tests/support.h"
 
 namespace stackaudit::test {
@@ -563,6 +564,44 @@ TEST(Gate, DumpOfATreeSumsItsProcesses) {
   const json* idle = gate_entry(report, "pool_idle", "legacy_bridge");
   EXPECT_NEAR((*idle)["current"].get<double>(), 4.0 / 11.0, 1e-12);
   EXPECT_EQ((*idle)["verdict"], "fail");
+}
+
+TEST(Gate, RealServiceDumpsBeforeAndAfterItsLoopBlocks) {
+  // tests/targets/py_service.py: an asyncio loop and a busy legacy_bridge pool;
+  // "block" makes a coroutine call time.sleep() on the loop.
+  std::string missing;
+  auto service = PythonProcess::start(PythonTarget{"3.11", false}, PY_SERVICE_SCRIPT, &missing);
+  if (!service) GTEST_SKIP() << missing;
+  ASSERT_TRUE(service->io().wait_for("ready", std::chrono::seconds(30)));
+  GateFiles files;
+  RunResult r;
+  json before = dump_json(service->pid(), &r);
+  ASSERT_EQ(before["summary"]["event_loop_threads"], 1) << r.err;
+  std::string baseline = files.write_json("before.json", before);
+  service->io().write_line("block");
+  ASSERT_TRUE(service->io().wait_for("blocking", std::chrono::seconds(10)));
+  json after;
+  ASSERT_TRUE(eventually(
+      [&] {
+        after = dump_json(service->pid());
+        return after["summary"]["event_loops_blocked"] == 1;
+      },
+      std::chrono::seconds(10)));
+  std::string current = files.write_json("after.json", after);
+
+  r = gate(baseline, current, {"--pool", "legacy_bridge"});
+  EXPECT_EQ(r.exit_code, kExitGateFailed) << r.out << r.err;
+  std::vector<std::string> rows = failing_rows(r.out);
+  ASSERT_EQ(rows.size(), 3u) << r.out;
+  EXPECT_TRUE(rows[0].starts_with("event_loop_blocked ")) << r.out;
+  EXPECT_TRUE(rows[1].starts_with("event_loop_new_sites ")) << r.out;
+  EXPECT_TRUE(rows[2].starts_with("pool_idle ")) << r.out;  // the bridge is busy: not drained
+  std::string site =
+      "py_service.py:" + std::to_string(tagged_line(PY_SERVICE_SCRIPT, "loop_sleep"));
+  EXPECT_TRUE(contains(r.out, "    " + site + " (blocking_handler, sleep) in coroutine serve ("))
+      << r.out;
+  EXPECT_TRUE(contains(r.out, "blocked the loop in 1 of its 1 event-loop thread at the capture"))
+      << r.out;
 }
 
 // ------------------------------------------------------------- thresholds

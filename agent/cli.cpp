@@ -12,6 +12,7 @@
 #include "agent/demo.h"
 #include "agent/dump.h"
 #include "agent/exit_codes.h"
+#include "agent/gate.h"
 #include "agent/version.h"
 #include "injector/ptrace_stopper.h"
 #include "injector/stopper_process.h"
@@ -60,6 +61,34 @@ constexpr const char* kFooter =
     "such PID, permission, another tracer, kernel thread, zombie).\n"
     "Docs: README.md, docs/cli.md, docs/audit-json.md, docs/rules.md.";
 
+constexpr const char* kGateDescription =
+    "Compare the current run's audit with a baseline's and hold it to regression gates: the\n"
+    "probe's latency and errors, RSS, threads, event loops, bridge pools, uptime, throughput.\n"
+    "Both audits are agent --audit-json windows, or both dump --format json audits (then\n"
+    "only rss, threads, the event-loop and pool gates apply).";
+
+constexpr const char* kGateFooter =
+    "Gates (id: default; change them in --thresholds FILE, see docs/gate.md):\n"
+    "  probe_p95, probe_p99   per probe in both runs: current <= baseline x1.10 (max_ratio)\n"
+    "  probe_error_rate       current <= baseline + 0.001, i.e. 0.1 point (max_increase)\n"
+    "  rss                    average RSS <= baseline x1.05 (max_ratio)\n"
+    "  threads                average thread count <= baseline x1.00 (max_ratio)\n"
+    "  event_loop_blocked     no event loop blocked outside its selector (max_share 0):\n"
+    "                         names each site file:line and its coroutine\n"
+    "  event_loop_new_sites   no site blocking an event loop that the baseline did not have\n"
+    "  pool_threads           each --pool at most 10 threads (max_threads); absent = 0\n"
+    "  pool_idle              each --pool idle in >= 50 % of its samples (min_idle_share)\n"
+    "  target_up              the target was up for the whole current window\n"
+    "  throughput             service req/s >= baseline x0.90 (min_ratio; --service-metrics)\n"
+    "They prove the current run did no worse than the baseline on these figures, under the\n"
+    "load each run had; not that the load was the same, nor anything the run did not\n"
+    "exercise. A gate that cannot be evaluated (no probe in the baseline, a figure a dump\n"
+    "does not have) is skipped with why: never passed, and it does not fail the run.\n"
+    "Exit codes: 0 every evaluated gate holds; 1 a gate fails; 2 usage error (a missing or\n"
+    "unreadable file, not JSON, not a stackaudit.audit/v1 audit, audits of different kinds,\n"
+    "an unknown gate or key, a wrong type or a TOML error in the thresholds file: FILE:LINE).\n"
+    "Docs: docs/gate.md.";
+
 void setup_logging() {
   auto logger = spdlog::stderr_color_mt("stackaudit");
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e stackaudit %l: %v");
@@ -78,7 +107,9 @@ int run_cli(int argc, char** argv) {
   block_sigchld();  // before any thread: stop notifications must reach the capture thread
   setup_logging();
   CLI::App app(kDescription, "stackaudit");
-  app.footer(kFooter);
+  app.footer(std::string(kFooter) +
+             "\ngate: 0 every evaluated gate holds, 1 a gate fails, 2 usage error (see 'stackaudit "
+             "gate --help', docs/gate.md).");
   app.set_version_flag("--version", std::string("stackaudit ") + kVersion);
   app.require_subcommand(1);
 
@@ -210,6 +241,35 @@ int run_cli(int argc, char** argv) {
       "Start the bundled demo service, audit it, print the report, write audit.json in the "
       "current directory, and stop the demo service.");
 
+  GateOptions gate;
+  CLI::App* gate_cmd = app.add_subcommand("gate", kGateDescription);
+  gate_cmd->add_option("--baseline", gate.baseline, "The audit before the change (JSON)")
+      ->required()
+      ->option_text("FILE REQUIRED");
+  gate_cmd->add_option("--current", gate.current, "The audit of the run to judge (JSON)")
+      ->required()
+      ->option_text("FILE REQUIRED");
+  gate_cmd
+      ->add_option("--thresholds", gate.thresholds,
+                   "A TOML file that changes the defaults: one table per gate id with its "
+                   "keys and enabled = true|false; [pool] names = [...] (docs/gate.md)")
+      ->option_text("FILE");
+  gate_cmd
+      ->add_option("-f,--format", gate.format,
+                   "text: a table for people (default); json: for CI (schema stackaudit.gate/v1)")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->option_text("text|json");
+  gate_cmd
+      ->add_option("--pool", gate.pools,
+                   "A thread pool to gate (threads named NAME_N), e.g. legacy_bridge; "
+                   "repeatable, added to the thresholds file's [pool] names")
+      ->option_text("NAME ...");
+  gate_cmd
+      ->add_option("-o,--output", gate.output,
+                   "Write the report to FILE (atomically) instead of stdout")
+      ->option_text("FILE");
+  gate_cmd->footer(kGateFooter);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -242,6 +302,7 @@ int run_cli(int argc, char** argv) {
       return run_agent(agent);
     }
     if (*demo_cmd) return run_demo();
+    if (*gate_cmd) return run_gate(gate);
   } catch (const UserError& e) {
     std::fprintf(stderr, "stackaudit: %s\n", e.message.c_str());
     return e.code;

@@ -13,6 +13,11 @@ enum ExitCode : int {
   kExitTarget = 3,   // target not found or not traceable (permission, tracer, kernel thread...)
 };
 
+// `stackaudit gate` (docs/gate.md): 0 every evaluated gate holds, 1 a gate
+// fails, 2 usage error (as above: a missing or malformed audit or thresholds
+// file, audits of different kinds).
+constexpr int kExitGateFailed = 1;
+
 // A user error: one sentence, and the exit code it ends with.
 struct UserError : std::runtime_error {
   UserError(int exit_code, const std::string& sentence)

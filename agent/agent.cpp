@@ -8,7 +8,9 @@
 #include <prometheus/registry.h>
 #include <regex.h>
 #include <algorithm>
+#include <cmath>
 #include <optional>
+#include <random>
 
 #include <cctype>
 #include <map>
@@ -378,9 +380,17 @@ int run_agent(const AgentOptions& o) {
     return out;
   };
 
+  // Rounds start --interval apart on average, each from 0.8 to 1.2 of it at
+  // random: a fixed period would alias with whatever the target does
+  // periodically (a timer, a router that picks a path by the time of day's
+  // fraction of a second) and see it always or never.
+  std::mt19937_64 jitter(std::random_device{}());
+  std::uniform_real_distribution<double> spread(0.8, 1.2);
   int exit_code = kExitOk;
   while (!stop) {
     uint64_t round_start = monotonic_ns();
+    auto next_round = std::chrono::milliseconds(std::max<long long>(
+        1, std::llround(static_cast<double>(o.interval.count()) * spread(jitter))));
     std::vector<TreeProcess> tree = finder.find();
     if (o.pid > 0 && tree.empty()) {
       spdlog::info("PID {} exited; stopping", o.pid);
@@ -463,7 +473,7 @@ int run_agent(const AgentOptions& o) {
         break;
       }
       auto spent = std::chrono::milliseconds((monotonic_ns() - round_start) / 1000000);
-      pause(o.interval > spent ? o.interval - spent : std::chrono::milliseconds(0));
+      pause(next_round > spent ? next_round - spent : std::chrono::milliseconds(0));
       continue;
     }
     metrics.observe_round(round, capture_seconds, keys);
@@ -487,7 +497,7 @@ int run_agent(const AgentOptions& o) {
     latest = std::move(round);
     latest_tree = std::move(round_tree);
     auto spent = std::chrono::milliseconds((monotonic_ns() - round_start) / 1000000);
-    pause(o.interval > spent ? o.interval - spent : std::chrono::milliseconds(0));
+    pause(next_round > spent ? next_round - spent : std::chrono::milliseconds(0));
   }
   prober.stop();
   service.stop();

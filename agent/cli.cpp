@@ -166,7 +166,10 @@ int run_cli(int argc, char** argv) {
                         "restarted service are followed; wait while none matches. stackaudit "
                         "itself and its stopper are never audited");
   agent_cmd->add_option("--max-processes", agent.max_processes, kMaxProcessesHelp);
-  agent_cmd->add_option("--interval", interval, "Time between rounds (default 1s; 100ms, 2m, ...)");
+  agent_cmd->add_option("--interval", interval,
+                        "Time between rounds on average (default 1s; 100ms, 2m, ...); each is "
+                        "0.8 to 1.2 of it at random, so that rounds do not alias with what the "
+                        "target does periodically");
   agent_cmd->add_option("--listen", agent.listen,
                         "ADDR:PORT to serve /metrics and / on (default 127.0.0.1:9464)");
   agent_cmd->add_option("--audit-json", agent.audit_json,

@@ -264,7 +264,7 @@ int run_cli(int argc, char** argv) {
       ->option_text("text|json");
   gate_cmd
       ->add_option("--pool", gate.pools,
-                   "A thread pool to gate (threads named NAME_N), e.g. legacy_bridge; "
+                   "A thread pool to gate (threads named NAME_N or NAME-N), e.g. legacy_bridge; "
                    "repeatable, added to the thresholds file's [pool] names")
       ->option_text("NAME ...");
   gate_cmd
@@ -282,7 +282,11 @@ int run_cli(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "stackaudit: %s (see 'stackaudit --help')\n", e.what());
+    // Point at the help of the command that was being parsed.
+    std::string help = "stackaudit --help";
+    for (const CLI::App* sub : {dump_cmd, agent_cmd, gate_cmd})
+      if (sub->parsed()) help = "stackaudit " + sub->get_name() + " --help";
+    std::fprintf(stderr, "stackaudit: %s (see '%s')\n", e.what(), help.c_str());
     return kExitUsage;
   }
 

@@ -431,6 +431,20 @@ class Evaluator {
       }
       const PoolFigures* b = find_pool(base_.pools, name);
       const PoolFigures* c = find_pool(cur_.pools, name);
+      if (!b && !c) {  // in neither run: more likely a typo than a pool that never existed
+        std::set<std::string> names;
+        for (const auto* figures : {&base_.pools, &cur_.pools})
+          if (*figures)
+            for (const PoolFigures& p : **figures) names.insert(p.name);
+        std::string seen;
+        for (const std::string& n : names) seen += (seen.empty() ? "" : ", ") + n;
+        std::string why = "pool " + name +
+                          " is in neither audit (pools seen: " + (seen.empty() ? "none" : seen) +
+                          ")";
+        if (threads_on) skip("pool_threads", name, why);
+        if (idle_on) skip("pool_idle", name, why);
+        continue;
+      }
       const char* over = cur_.kind == AuditKind::kWindow ? "at most" : "at the capture";
       if (threads_on) {
         GateResult& r = add("pool_threads", name);

@@ -321,6 +321,17 @@ AuditFigures read_audit_figures(const json& doc, const std::string& file) {
     out.kind = AuditKind::kWindow;
     read_window(*window, out);
   } else {
+    // What dump --format json writes: a target and its threads, or (with
+    // --children) its processes. Anything less is not an audit to judge.
+    const json* target = at(&doc, {"target"});
+    const json* threads = at(&doc, {"threads"});
+    const json* processes = at(&doc, {"processes"});
+    bool single = target && target->is_object() && threads && threads->is_array();
+    if (!single && !(processes && processes->is_array()))
+      throw UserError{kExitUsage, file +
+                                      " is not a complete audit: it has neither a \"window\" "
+                                      "(agent --audit-json) nor a \"target\" with \"threads\" "
+                                      "or \"processes\" (dump --format json)"};
     out.kind = AuditKind::kDump;
     read_dump(doc, out);
   }

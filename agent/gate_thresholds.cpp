@@ -206,6 +206,7 @@ class Reader {
 }  // namespace
 
 void GateThresholds::add_pool(const std::string& name) {
+  if (name.empty()) throw UserError{kExitUsage, "--pool needs a pool name, not an empty string"};
   if (std::find(pools.begin(), pools.end(), name) == pools.end()) pools.push_back(name);
 }
 

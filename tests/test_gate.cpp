@@ -439,7 +439,12 @@ TEST(Gate, JsonForCi) {
   GateFiles files;
   json current = window_audit();
   block_loop(current);
-  RunResult r = gate_pair(files, window_audit(), current,
+  // A pool the baseline had and the current run has not (a retired fan-out pool).
+  json baseline = window_audit();
+  json retired = baseline["window"]["pools"][0];
+  retired["name"] = "absent";
+  baseline["window"]["pools"].push_back(retired);
+  RunResult r = gate_pair(files, baseline, current,
                           {"--format", "json", "--pool", "legacy_bridge", "--pool", "absent"});
   EXPECT_EQ(r.exit_code, kExitGateFailed) << r.out << r.err;
   json report = json::parse(r.out);
@@ -720,6 +725,24 @@ TEST(Gate, MalformedInputsAreUsageErrors) {
   EXPECT_TRUE(contains(r.err, "--current")) << r.err;
   r = run({kStackaudit, "gate", "--baseline", good, "--current", good, "--format", "xml"});
   EXPECT_EQ(r.exit_code, kExitUsage);
+  EXPECT_TRUE(contains(r.err, "see 'stackaudit gate --help'")) << r.err;
+  // A schema line alone is not an audit: it would pass with every gate skipped.
+  std::string bare = files.write_json("bare.json", json{{"schema", "stackaudit.audit/v1"}});
+  expect_usage_error(gate(bare, bare), "the baseline audit " + bare + " is not a complete audit");
+  r = run({kStackaudit, "gate", "--baseline", good, "--current", good, "--pool", ""});
+  EXPECT_EQ(r.exit_code, kExitUsage);
+  EXPECT_TRUE(contains(r.err, "--pool needs a pool name")) << r.err;
+}
+
+// A misspelt --pool would hold pool_threads with "0 threads" at the cutover:
+// a pool in neither audit is skipped, naming the pools there are.
+TEST(Gate, APoolInNeitherAuditIsSkippedNamingThePoolsThereAre) {
+  GateFiles files;
+  RunResult r = gate_pair(files, window_audit(), window_audit(), {"--pool", "legacy_brigde"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "pool legacy_brigde is in neither audit (pools seen: legacy_bridge"))
+      << r.out;
+  EXPECT_FALSE(contains(r.out, "legacy_brigde  -")) << r.out;  // no row judged it
 }
 
 TEST(Gate, HelpSaysWhatEachGateProves) {

@@ -8,8 +8,10 @@
 #include <prometheus/registry.h>
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <mutex>
@@ -159,7 +161,8 @@ ProbeOptions make_probe_options(const std::vector<std::string>& specs, const std
   ProbeOptions o;
   o.rate_per_second = parse_probe_rate(rate);
   if (timeout < kMinTimeout || timeout > kMaxTimeout)
-    throw usage("--probe-timeout must be from 10ms to 60s");
+    throw usage("--probe-timeout must be from 10ms to 60s, not " + std::to_string(timeout.count()) +
+                "ms");
   o.timeout = timeout;
   std::set<std::string> names;
   for (const std::string& spec : specs) {
@@ -170,9 +173,10 @@ ProbeOptions make_probe_options(const std::vector<std::string>& specs, const std
     o.targets.push_back(std::move(t));
   }
   if (!cacert.empty()) {
+    if (access(cacert.c_str(), R_OK) != 0)
+      throw usage("cannot read the --probe-cacert file '" + cacert + "': " + std::strerror(errno));
     std::ifstream in(cacert);
-    if (!in.good() || access(cacert.c_str(), R_OK) != 0)
-      throw usage("cannot read the --probe-cacert file '" + cacert + "'");
+    if (!in.good()) throw usage("cannot read the --probe-cacert file '" + cacert + "'");
     char c;
     if (!in.get(c)) throw usage("the --probe-cacert file '" + cacert + "' is empty or a folder");
   }

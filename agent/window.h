@@ -13,6 +13,7 @@
 #include <tuple>
 #include <vector>
 
+#include "agent/flame.h"
 #include "agent/metrics.h"
 #include "collector/snapshot.h"
 
@@ -44,6 +45,10 @@ class RunWindow {
   // written: "duration", "signal", "target_exited", or "running" (SIGUSR1).
   // Null json when no round ran.
   nlohmann::json window_json(bool per_process, const std::string& ended = "running") const;
+
+  // Every thread of every round, root first under its category: for
+  // --folded, --speedscope, /folded and the page's flame graph.
+  const FlameStacks& flame() const { return flame_; }
 
  private:
   struct MinAvgMax {
@@ -114,6 +119,7 @@ class RunWindow {
   };
   std::map<std::string, PoolFigures> pools_;
   double first_agent_cpu_ = -1, last_agent_cpu_ = 0;
+  FlameStacks flame_;
 };
 
 // Percentile by nearest rank (p in [0, 1]); 0 for an empty set.

@@ -18,7 +18,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev                   # tests
   python3.11 util-linux                       # Python fixture; setpriv for permission tests
   libc6-dbg binutils xz-utils                 # debug-info tests: libc by build-id, stripped fixtures
-  prometheus                                  # promtool and the server, for metrics tests
+  prometheus python3-yaml                      # promtool and the server; YAML for the dashboards tests
   elfutils gdb austin time                    # eu-stack, gdb, austin and GNU time (peak RSS), for the benchmarks
   clang libclang-rt-14-dev llvm               # libFuzzer, its runtime, llvm-symbolizer: fuzz/ smoke test
   debootstrap                                 # the Debian unstable rootfs: CPython 3.13-3.15, container tests

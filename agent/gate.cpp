@@ -384,9 +384,11 @@ class Evaluator {
     if (!t_.enabled(gate) || !has_event_loops(gate, true)) return;
     std::set<std::string, std::less<>> before;
     for (const LoopSite& s : base_.event_loops->sites) before.insert(s.site);
-    std::vector<LoopSite> fresh;
+    // New sites over the allowed share fail; those within it are named.
+    double allowed = t_.event_loop_new_sites_max_share;
+    std::vector<LoopSite> fresh, tolerated;
     for (const LoopSite& s : cur_.event_loops->sites)
-      if (!before.contains(s.site)) fresh.push_back(s);
+      if (!before.contains(s.site)) (s.share > allowed ? fresh : tolerated).push_back(s);
     GateResult& r = add(gate, std::nullopt);
     r.baseline = static_cast<double>(before.size());
     r.current = static_cast<double>(fresh.size());
@@ -394,15 +396,25 @@ class Evaluator {
     for (const LoopSite& site : fresh)
       r.sentences.push_back(site_label(site) + " " + coroutine_text(site) +
                             " blocks an event loop in the current run and did not in the "
-                            "baseline: " +
-                            kMoveIt + ".");
+                            "baseline" +
+                            (allowed > 0 ? " (" + share_text(site, *cur_.event_loops, cur_.kind) +
+                                               ", over the " + percent(allowed) + " allowed)"
+                                         : "") +
+                            ": " + kMoveIt + ".");
     r.message = join(r.sentences);
     r.sites = std::move(fresh);
     r.verdict = r.sites->empty() ? GateVerdict::kPass : GateVerdict::kFail;
-    if (r.sites->empty())
+    if (!r.sites->empty()) return;
+    if (!tolerated.empty()) {
+      std::string names;
+      for (const LoopSite& site : tolerated)
+        names += (names.empty() ? "" : ", ") + site.site + " (" + percent(site.share) + ")";
+      r.message = "new sites within the " + percent(allowed) + " allowed: " + names;
+    } else {
       r.message = cur_.event_loops->sites.empty()
                       ? "no site blocked an event loop in the current run"
                       : "every site blocking an event loop was already in the baseline";
+    }
   }
 
   static const PoolFigures* find_pool(const Known<std::vector<PoolFigures>>& pools,

@@ -29,7 +29,7 @@ struct KeySpec {
 
 constexpr double kNoMax = 1e9;
 
-const std::array<KeySpec, 10> kKeys = {{
+const std::array<KeySpec, 11> kKeys = {{
     {"probe_p95", "max_ratio", KeyKind::kNumber, 0, kNoMax, true, "a number greater than 0",
      &GateThresholds::probe_p95_max_ratio},
     {"probe_p99", "max_ratio", KeyKind::kNumber, 0, kNoMax, true, "a number greater than 0",
@@ -43,6 +43,8 @@ const std::array<KeySpec, 10> kKeys = {{
      &GateThresholds::threads_max_ratio},
     {"event_loop_blocked", "max_share", KeyKind::kNumber, 0, 1, false, "a fraction from 0 to 1",
      &GateThresholds::event_loop_blocked_max_share},
+    {"event_loop_new_sites", "max_share", KeyKind::kNumber, 0, 1, false, "a fraction from 0 to 1",
+     &GateThresholds::event_loop_new_sites_max_share},
     {"pool_threads", "max_threads", KeyKind::kCount, 0, 1e6, false,
      "a whole number from 0 to 1000000", nullptr, &GateThresholds::pool_max_threads},
     {"pool_idle", "min_idle_share", KeyKind::kNumber, 0, 1, false, "a fraction from 0 to 1",

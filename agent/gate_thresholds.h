@@ -31,6 +31,7 @@ struct GateThresholds {
   double rss_max_ratio = 1.05;                   // current average RSS <= baseline x this
   double threads_max_ratio = 1.00;               // current average threads <= baseline x this
   double event_loop_blocked_max_share = 0.0;     // blocked share of event-loop samples
+  double event_loop_new_sites_max_share = 0.0;   // a new site's share of event-loop samples
   long pool_max_threads = 10;                    // a named pool's most threads in the window
   double pool_min_idle_share = 0.5;              // a named pool's idle share of its samples
   double throughput_min_ratio = 0.90;            // current service req/s >= baseline x this

@@ -9,7 +9,9 @@ namespace {
 
 // Shared by every version: struct _gil_runtime_state starts with interval,
 // last_holder, locked, switch_number, then the condition variable and mutex a
-// waiting thread sleeps on (pthread_cond_t, pthread_mutex_t on x86-64 glibc).
+// waiting thread sleeps on (pthread_cond_t, pthread_mutex_t on x86-64 glibc),
+// then the same pair again (switch_cond, switch_mutex) on which a thread that
+// dropped the GIL on request waits until another thread has taken it.
 constexpr decltype(CPythonLayout::gil) kGil = {
     .holder = 8, .locked = 16, .cond = 32, .cond_size = 48, .mutex = 80, .mutex_size = 40};
 

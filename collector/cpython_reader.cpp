@@ -428,7 +428,6 @@ bool CPythonReader::read_once(PyProcessInfo& out, const std::set<long>* frames_f
                                    std::make_move_iterator(states.end()));
     read_thread_names(interp, mine);
     std::move(mine.begin(), mine.end(), states.begin() + first);
-    // Who holds this interpreter's GIL, and where its waiters sleep.
     // Who holds this interpreter's GIL (several may share one), and where
     // its waiters sleep.
     uint64_t gil = gil_of(interp);
@@ -438,8 +437,11 @@ bool CPythonReader::read_once(PyProcessInfo& out, const std::set<long>* frames_f
       read_ptr(gil + L_.gil.holder, &holder);
       memory_.read_exact(gil + L_.gil.locked, &locked, sizeof locked);
       holders[gil] = locked ? holder : 0;
-      out.gil_waits.emplace_back(gil + L_.gil.cond, gil + L_.gil.cond + L_.gil.cond_size);
-      out.gil_waits.emplace_back(gil + L_.gil.mutex, gil + L_.gil.mutex + L_.gil.mutex_size);
+      // A thread waits for the GIL on its condition variable and mutex, and
+      // one that was asked to drop it waits on the switch pair that follows
+      // them (FORCE_SWITCHING, on every build) until another thread took it.
+      out.gil_waits.emplace_back(gil + L_.gil.cond,
+                                 gil + L_.gil.mutex + 2 * L_.gil.mutex_size + L_.gil.cond_size);
     }
     if (!read_ptr(interp + L_.interp.next, &interp)) break;
   }

@@ -351,6 +351,40 @@ TEST(Gate, EventLoopNewSiteFailsAloneUnderAWiderShare) {
       << r.out;
 }
 
+TEST(Gate, NewSiteWithinItsAllowedShareHoldsAndIsNamed) {
+  // The site blocks the loop in 15 % of its samples (3 of 20).
+  GateFiles files;
+  json current = window_audit();
+  block_loop(current);
+  std::string wide = files.write("wide.toml",
+                                 "[event_loop_blocked]\nmax_share = 0.2\n"
+                                 "[event_loop_new_sites]\nmax_share = 0.2\n");
+  RunResult r =
+      gate_pair(files, window_audit(), current, {"--thresholds", wide, "--format", "json"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  json report = json::parse(r.out);
+  const json* fresh = gate_entry(report, "event_loop_new_sites");
+  ASSERT_TRUE(fresh) << r.out;
+  EXPECT_EQ((*fresh)["verdict"], "pass");
+  EXPECT_EQ((*fresh)["message"],
+            "new sites within the 20.0 % allowed: async_service.py:57 (15.0 %)");
+
+  std::string narrow = files.write("narrow.toml",
+                                   "[event_loop_blocked]\nmax_share = 0.2\n"
+                                   "[event_loop_new_sites]\nmax_share = 0.1\n");
+  r = gate_pair(files, window_audit(), current, {"--thresholds", narrow});
+  EXPECT_EQ(r.exit_code, kExitGateFailed) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out,
+                       "did not in the baseline (15.0 % of its samples (3 of 20), over the "
+                       "10.0 % allowed)"))
+      << r.out;
+
+  std::string bad = files.write("bad.toml", "[event_loop_new_sites]\nmax_share = 2\n");
+  r = gate_pair(files, window_audit(), current, {"--thresholds", bad});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "a fraction from 0 to 1")) << r.err;
+}
+
 TEST(Gate, EventLoopFailureNamesEverySite) {
   GateFiles files;
   json current = window_audit();

@@ -69,9 +69,24 @@ std::vector<nlohmann::json> gates_named(const nlohmann::json& report, const std:
   return out;
 }
 
+// On a failed test, keeps a copy of the walkthrough's audits and gate reports
+// (the temporary folder goes) and says where, for a look at the stacks.
+struct KeepOnFailure {
+  const TempDir& dir;
+  ~KeepOnFailure() {
+    if (!::testing::Test::HasFailure()) return;
+    std::string kept = dir.path() + "-kept";
+    RunResult r = run({"/bin/cp", "-r", "--", dir.path(), kept});
+    std::cerr << (r.exit_code == 0 ? "the walkthrough's files are kept in " + kept
+                                   : "could not keep the walkthrough's files: " + r.err)
+              << "\n";
+  }
+};
+
 TEST(Migration, WalkthroughPassesEveryGateFromThreadsToAsyncio) {
   if (std::string why = missing_tools(); !why.empty()) GTEST_SKIP() << "needs " << why;
   TempDir out("migration-good");
+  KeepOnFailure keep{out};
   RunResult r = walkthrough(out.path(), false);
   std::string all = r.out + r.err;
   ASSERT_EQ(r.exit_code, 0) << all;

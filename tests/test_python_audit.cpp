@@ -279,9 +279,11 @@ TEST_P(PythonService, IdleWaitsAreKeptApartInTheMetrics) {
 
 TEST_P(PythonService, OneGilHolderAndTheOtherCruncherWaitsForIt) {
   // Two threads crunch in pure Python: at most one holds the GIL; the other
-  // sleeps on the GIL (unless the dump caught a hand-over): retry a few times.
+  // sleeps on the GIL (unless the dump caught a hand-over). Whenever a cruncher
+  // sleeps in a syscall, it waits for the GIL: in take_gil, or in drop_gil
+  // until the other took it (that one was once reported as a condition wait).
   bool seen_waiter = false;
-  for (int attempt = 0; attempt < 10 && !seen_waiter; ++attempt) {
+  for (int attempt = 0; attempt < 10; ++attempt) {
     auto audit = dump();
     int holders = 0;
     for (const auto& t : audit["threads"]) {
@@ -290,6 +292,10 @@ TEST_P(PythonService, OneGilHolderAndTheOtherCruncherWaitsForIt) {
         ++holders;
         EXPECT_TRUE(std::string(t["python"]["thread_name"]).starts_with("cruncher_"));
         EXPECT_EQ(audit["summary"]["gil_holder"], t["tid"]);
+      }
+      if (std::string(t["python"]["thread_name"]).starts_with("cruncher_") &&
+          t["state"] == "sleeping" && !t["syscall"].is_null()) {
+        EXPECT_TRUE(t["python"]["waits_for_gil"]) << t.dump();
       }
       if (t["python"]["waits_for_gil"] && t["state"] == "sleeping") {
         EXPECT_TRUE(std::string(t["python"]["thread_name"]).starts_with("cruncher_"));
@@ -383,6 +389,42 @@ TEST_P(PythonService, TextReportShowsPythonFramesAndThreadNames) {
 
 INSTANTIATE_TEST_SUITE_P(Versions, PythonService, ::testing::ValuesIn(python_targets()),
                          [](const auto& info) { return info.param.name(); });
+
+TEST(Python311Gil, ThreadsHandingTheGilOverWaitForTheGil) {
+  // Four threads crunch with a 0.5 ms switch interval on two CPUs: the GIL
+  // changes hands thousands of times a second. A thread asked to drop it
+  // waits in drop_gil (switch_cond, switch_mutex) until another took it; the
+  // others wait in take_gil. Every cruncher asleep in a syscall is a GIL
+  // waiter; none is a condition or mutex wait of its own.
+  if (access("/usr/bin/python3.11", X_OK) != 0) GTEST_SKIP() << "needs /usr/bin/python3.11";
+  Child py({"/usr/bin/python3.11", "-c",
+            "import os, sys, threading\n"
+            "sys.setswitchinterval(0.0005)\n"
+            "def crunch():\n"
+            "    x = 0\n"
+            "    while True:\n"
+            "        x = (x * 31 + 7) % 1000003\n"
+            "for i in range(4):\n"
+            "    threading.Thread(target=crunch, name=f'cruncher_{i}', daemon=True).start()\n"
+            "print('ready', flush=True)\n"
+            "threading.Event().wait()\n"});
+  ASSERT_TRUE(py.wait_for("ready", std::chrono::seconds(10)));
+  int waiters = 0;
+  for (int attempt = 0; attempt < 12; ++attempt) {
+    nlohmann::json audit = dump_json(py.pid());
+    for (const auto& t : audit["threads"]) {
+      if (t["python"].is_null() ||
+          !std::string(t["python"]["thread_name"]).starts_with("cruncher_") ||
+          t["syscall"].is_null() || t["blocking"].is_null())
+        continue;
+      ++waiters;
+      EXPECT_EQ(t["blocking"]["category"], "lock") << t.dump();
+      EXPECT_EQ(t["blocking"]["primitive"], "GIL") << t.dump();
+      EXPECT_TRUE(t["python"]["waits_for_gil"]) << t.dump();
+    }
+  }
+  EXPECT_GT(waiters, 0);
+}
 
 }  // namespace
 }  // namespace stackaudit::test

@@ -9,6 +9,7 @@
 #include <regex.h>
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 #include <optional>
 #include <random>
 
@@ -26,6 +27,7 @@
 #include "agent/pipeline.h"
 #include "agent/probe.h"
 #include "agent/service_metrics.h"
+#include "agent/speedscope.h"
 #include "agent/tree_report.h"
 #include "agent/window.h"
 #include "injector/clock.h"
@@ -244,11 +246,14 @@ int run_agent(const AgentOptions& o) {
                                         o.probe_timeout, o.probe_cacert};
   check_service_metrics(service_options);
   civetweb_listen(o.listen);  // validate before touching anything
-  if (!o.audit_json.empty()) {
+  for (const auto& [file, option] : {std::pair{&o.audit_json, "--audit-json"},
+                                     {&o.folded, "--folded"},
+                                     {&o.speedscope, "--speedscope"}}) {
+    if (file->empty()) continue;
     try {
-      check_writable(o.audit_json);  // not only at exit, hours from now
+      check_writable(*file);  // not only at exit, hours from now
     } catch (const std::exception& e) {
-      throw UserError{kExitUsage, std::string(e.what()) + " (--audit-json)"};
+      throw UserError{kExitUsage, std::string(e.what()) + " (" + option + ")"};
     }
   }
   RuleSet rules = load_rules(o.rules_file);
@@ -286,6 +291,19 @@ int run_agent(const AgentOptions& o) {
 
   double interval = static_cast<double>(o.interval.count()) / 1000.0;
   RunWindow window(interval, o.max_processes);
+  window.set_flame_by_process(tree_mode);
+  // /folded reads the window's stacks on civetweb's thread, built on request:
+  // this thread holds window_mutex while a round changes them. The source is
+  // cleared (waiting for a request in progress) before the window goes.
+  std::mutex window_mutex;
+  exporter.set_folded_source([&] {
+    std::lock_guard lock(window_mutex);
+    return window.flame().folded();
+  });
+  struct ClearFoldedSource {
+    Exporter& exporter;
+    ~ClearFoldedSource() { exporter.set_folded_source(nullptr); }
+  } clear_folded_source{exporter};
   if (o.duration.count() > 0)
     window.set_planned_seconds(static_cast<double>(o.duration.count()) / 1e3);
   std::string end_reason = "running";  // why the audit is written: see RunWindow::window_json
@@ -293,7 +311,35 @@ int run_agent(const AgentOptions& o) {
   ThreadKeyCache keys;
   std::optional<std::vector<Snapshot>> latest;  // the last round
   std::vector<TreeProcess> latest_tree;
+  // --folded and --speedscope: the window's stacks (this thread alone
+  // changes them, so no lock is needed to read them here).
+  auto write_flame = [&] {
+    auto write = [](const std::string& file, const std::string& text) {
+      try {
+        write_file_atomically(file, text);
+        spdlog::info("wrote the run's flame stacks to {}", file);
+      } catch (const std::exception& e) {
+        spdlog::error("{}", e.what());
+      }
+    };
+    if (o.folded.empty() && o.speedscope.empty()) return;
+    if (!latest || latest->empty()) {
+      spdlog::warn("no round completed yet: {}{}{} not written", o.folded,
+                   o.folded.empty() || o.speedscope.empty() ? "" : " and ", o.speedscope);
+      return;
+    }
+    if (!o.folded.empty()) write(o.folded, window.flame().folded());
+    if (o.speedscope.empty()) return;
+    std::string name = "stackaudit agent: ";
+    if (o.pid > 0)
+      name += "PID " + std::to_string(o.pid) + " (" + latest->front().target.comm + ")" +
+              (o.children ? " and its descendants" : "");
+    else
+      name += "--match '" + o.match + "'";
+    write(o.speedscope, speedscope_json(window.flame(), name, "thread-samples").dump() + "\n");
+  };
   auto write_audit = [&] {
+    write_flame();
     if (o.audit_json.empty()) return;
     nlohmann::json audit = window.window_json(tree_mode, end_reason);
     if (audit.is_null() || !latest || latest->empty()) {
@@ -480,7 +526,10 @@ int run_agent(const AgentOptions& o) {
     auto ended = episodes.update(round, interval, keys);
     metrics.observe_episodes(ended);
     for (const auto& e : ended) window.add_episode(e.category, e.seconds);
-    window.add_round(round, self_cpu_seconds(), keys);
+    {
+      std::lock_guard lock(window_mutex);
+      window.add_round(round, self_cpu_seconds(), keys);
+    }
     std::set<pid_t> roots;
     for (const TreeProcess& p : round_tree)
       if (p.depth == 0) roots.insert(p.pid);

@@ -20,6 +20,8 @@ struct AgentOptions {
   std::chrono::milliseconds interval{1000};
   std::string listen = "127.0.0.1:9464";
   std::string audit_json;                 // "" for none
+  std::string folded;                     // --folded FILE, "" for none
+  std::string speedscope;                 // --speedscope FILE, "" for none
   std::chrono::milliseconds duration{0};  // 0: until stopped
   std::string rules_file;
   size_t max_sites = 50;

@@ -59,7 +59,7 @@ constexpr const char* kFooter =
     "or a process was gone, or more than --max-processes); 2 usage error (bad option,\n"
     "malformed rules file, unwritable output); 3 target not found or not traceable (no\n"
     "such PID, permission, another tracer, kernel thread, zombie).\n"
-    "Docs: README.md, docs/cli.md, docs/audit-json.md, docs/rules.md.";
+    "Docs: README.md, docs/cli.md, docs/audit-json.md, docs/rules.md, docs/flamegraphs.md.";
 
 constexpr const char* kGateDescription =
     "Compare the current run's audit with a baseline's and hold it to regression gates: the\n"
@@ -126,8 +126,13 @@ int run_cli(int argc, char** argv) {
   dump_cmd
       ->add_option("-f,--format", dump.format,
                    "text: a report for people (default); json: the audit JSON "
-                   "(schema stackaudit.audit/v1, see docs/audit-json.md)")
-      ->check(CLI::IsMember({"text", "json"}));
+                   "(schema stackaudit.audit/v1, see docs/audit-json.md); folded: collapsed "
+                   "stacks for flamegraph.pl, inferno or speedscope, one line per distinct "
+                   "stack with its thread count, under a root frame naming its category "
+                   "(with --children, then its process); speedscope: a speedscope.app file, "
+                   "one profile of all threads, then one per category (docs/flamegraphs.md)")
+      ->check(CLI::IsMember({"text", "json", "folded", "speedscope"}))
+      ->option_text("text|json|folded|speedscope");
   dump_cmd->add_option("-o,--output", dump.output,
                        "Write to FILE (atomically: temp file + rename) instead of stdout");
   dump_cmd
@@ -152,9 +157,9 @@ int run_cli(int argc, char** argv) {
   std::string interval = "1s", duration, log_level = "info";
   CLI::App* agent_cmd = app.add_subcommand(
       "agent",
-      "Sample a process every --interval and serve Prometheus metrics (/metrics) and a status "
-      "page (/) on --listen; write an aggregate audit on exit and on SIGUSR1. Stop with "
-      "SIGINT or SIGTERM.");
+      "Sample a process every --interval and serve Prometheus metrics (/metrics), a status "
+      "page (/) and flame-graph stacks (/folded) on --listen; write an aggregate audit and "
+      "flame graphs on exit and on SIGUSR1. Stop with SIGINT or SIGTERM.");
   agent_cmd->add_option("-p,--pid", agent.pid, "Process to audit; the agent ends when it exits");
   agent_cmd->add_flag("-c,--children", agent.children,
                       "With --pid: audit its descendants too (its forked workers), found again "
@@ -171,10 +176,23 @@ int run_cli(int argc, char** argv) {
                         "0.8 to 1.2 of it at random, so that rounds do not alias with what the "
                         "target does periodically");
   agent_cmd->add_option("--listen", agent.listen,
-                        "ADDR:PORT to serve /metrics and / on (default 127.0.0.1:9464)");
+                        "ADDR:PORT to serve /metrics, / and /folded on (default 127.0.0.1:9464)");
   agent_cmd->add_option("--audit-json", agent.audit_json,
                         "Write the run's aggregate audit (stackaudit.audit/v1 with a window "
                         "section) to FILE, atomically, on exit and on SIGUSR1");
+  agent_cmd
+      ->add_option("--folded", agent.folded,
+                   "Write where the run's threads waited as collapsed stacks (for "
+                   "flamegraph.pl, inferno, speedscope) to FILE, atomically, on exit and on "
+                   "SIGUSR1: each stack under its category's root frame (with --children or "
+                   "--match, then its process), counted in thread-samples (every thread of "
+                   "every round). The same text is served at /folded")
+      ->option_text("FILE");
+  agent_cmd
+      ->add_option("--speedscope", agent.speedscope,
+                   "The same stacks as a speedscope.app file, on exit and on SIGUSR1 "
+                   "(docs/flamegraphs.md)")
+      ->option_text("FILE");
   agent_cmd->add_option("--duration", duration,
                         "Stop after this long (default: run until stopped)");
   agent_cmd->add_option("--rules", agent.rules_file,

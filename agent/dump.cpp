@@ -13,7 +13,9 @@
 #include "agent/atomic_file.h"
 #include "agent/audit_json.h"
 #include "agent/exit_codes.h"
+#include "agent/flame.h"
 #include "agent/pipeline.h"
+#include "agent/speedscope.h"
 #include "agent/text_report.h"
 #include "agent/tree_report.h"
 #include "collector/utf8.h"
@@ -146,11 +148,54 @@ void apply_view(Snapshot& snapshot, StackView view, const std::string& format) {
   apply_stack_view(snapshot, view);
 }
 
+// The flame formats have no room for the audit's warnings: they go to stderr.
+void warn(const std::vector<std::string>& warnings, const std::string& about = "") {
+  for (const std::string& w : warnings)
+    std::fprintf(stderr, "stackaudit: warning: %s%s\n", about.c_str(), w.c_str());
+}
+
+// dump --format folded|speedscope: every thread once. With --children, each
+// thread sits under a frame naming its process (agent/flame.h).
+std::string flame_output(const std::string& format, const Snapshot* snapshot,
+                         const TreeAudit* tree) {
+  FlameStacks stacks;
+  std::string name;
+  if (tree) {
+    size_t audited = 0;
+    for (const ProcessAudit& p : tree->processes) {
+      std::string process = "PID " + std::to_string(p.process.pid) + " (" + p.process.comm + ")";
+      if (!p.snapshot) {
+        warn({"not audited: " + p.gone}, process + ": ");
+        continue;
+      }
+      stacks.add(*p.snapshot, true);
+      warn(p.snapshot->warnings, process + ": ");
+      ++audited;
+      if (name.empty()) name = "stackaudit dump: " + process;
+    }
+    warn(tree->warnings);
+    if (tree->not_audited > 0)
+      warn({std::to_string(tree->not_audited) + " process(es) over --max-processes not audited"});
+    name += " and its descendants, " + std::to_string(audited) + " process" +
+            (audited == 1 ? "" : "es");
+  } else {
+    stacks.add(*snapshot);
+    warn(snapshot->warnings);
+    name = "stackaudit dump: PID " + std::to_string(snapshot->target.pid) + " (" +
+           snapshot->target.comm + ")";
+  }
+  if (format == "folded") return stacks.folded();
+  return speedscope_json(stacks, name, "threads").dump() + "\n";
+}
+
+constexpr const char* kFormats[] = {"text", "json", "folded", "speedscope"};
+
 }  // namespace
 
 int run_dump(const DumpOptions& o) {
-  if (o.format != "text" && o.format != "json")
-    throw UserError{kExitUsage, "unknown --format '" + o.format + "' (text or json)"};
+  if (std::find(std::begin(kFormats), std::end(kFormats), o.format) == std::end(kFormats))
+    throw UserError{kExitUsage,
+                    "unknown --format '" + o.format + "' (text, json, folded or speedscope)"};
   check_max_stop(o.max_stop);
   check_max_processes(o.max_processes);
   RuleSet rules = load_rules(o.rules_file);
@@ -167,7 +212,9 @@ int run_dump(const DumpOptions& o) {
   // The JSON goes out thread by thread: for thousands of threads the whole
   // document would cost more memory than the rest of the dump.
   auto emit = [&](const std::function<void(std::string_view)>& out) {
-    if (tree && o.format == "json")
+    if (o.format == "folded" || o.format == "speedscope")
+      out(flame_output(o.format, snapshot ? &*snapshot : nullptr, tree ? &*tree : nullptr));
+    else if (tree && o.format == "json")
       write_tree_audit_json(*tree, out);
     else if (tree)
       out(tree_text_report(*tree));

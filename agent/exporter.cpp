@@ -134,6 +134,7 @@ Exporter::Exporter(const std::string& listen,
     : collectables_(std::move(collectables)),
       metrics_handler_(new Handler("text/plain; version=0.0.4; charset=utf-8",
                                    [this] { return metrics_text(); })),
+      folded_handler_(new Handler("text/plain; charset=utf-8", [this] { return folded_text(); })),
       page_handler_(new Handler("text/html; charset=utf-8", [this] { return landing_page(); })) {
   std::vector<std::string> options = {"listening_ports", civetweb_listen(listen), "num_threads",
                                       "2"};
@@ -143,6 +144,7 @@ Exporter::Exporter(const std::string& listen,
     throw UserError{kExitUsage, "cannot listen on " + listen + ": " + why_cannot_listen(listen)};
   }
   server_->addHandler("/metrics", *metrics_handler_);
+  server_->addHandler("/folded$", *folded_handler_);
   server_->addHandler("/$", *page_handler_);  // "/" exactly; other paths 404
   set_latest(nullptr, "no target yet");
 }
@@ -160,6 +162,16 @@ std::string Exporter::metrics_text() const {
                       std::make_move_iterator(more.end()));
     }
   return prometheus::TextSerializer().Serialize(families);
+}
+
+void Exporter::set_folded_source(std::function<std::string()> source) {
+  std::lock_guard lock(folded_mutex_);
+  folded_source_ = std::move(source);
+}
+
+std::string Exporter::folded_text() const {
+  std::lock_guard lock(folded_mutex_);
+  return folded_source_ ? folded_source_() : std::string();
 }
 
 std::string Exporter::landing_page() const {

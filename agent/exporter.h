@@ -1,9 +1,11 @@
-// The agent's HTTP endpoint: /metrics in the Prometheus text format, and a
+// The agent's HTTP endpoint: /metrics in the Prometheus text format, /folded
+// (the window's collapsed stacks, agent/flame.h), and a
 // plain landing page at / that says what is audited and what its blocked
 // threads wait on in the latest round.
 #pragma once
 
 #include <prometheus/collectable.h>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -29,7 +31,14 @@ class Exporter {
   // landing page (rendered and kept).
   void set_latest(const std::vector<Snapshot>* round, const std::string& target_description);
 
+  // What /folded answers: the window's collapsed stacks, built by `source`
+  // on civetweb's thread when asked (it takes whatever lock the data needs);
+  // null: an empty body. Setting it waits for a request in progress, so
+  // clearing it before the data goes away is safe.
+  void set_folded_source(std::function<std::string()> source);
+
   std::string metrics_text() const;
+  std::string folded_text() const;
   std::string landing_page() const;
 
  private:
@@ -37,7 +46,10 @@ class Exporter {
   std::vector<std::weak_ptr<prometheus::Collectable>> collectables_;
   mutable std::mutex page_mutex_;
   std::string page_body_;
+  mutable std::mutex folded_mutex_;
+  std::function<std::string()> folded_source_;
   std::unique_ptr<Handler> metrics_handler_;
+  std::unique_ptr<Handler> folded_handler_;
   std::unique_ptr<Handler> page_handler_;
   std::unique_ptr<CivetServer> server_;
 };

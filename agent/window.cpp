@@ -73,7 +73,7 @@ void RunWindow::add_round(const std::vector<Snapshot>& round, double agent_cpu_s
       sum.blocked += p.blocked;
     }
     samples_ += s.threads.size();
-    flame_.add(s);
+    flame_.add(s, flame_by_process_);
     watchdog_ended_ += s.capture.watchdog_ended;
     eintr_restarted_ += s.capture.eintr_restarted;
     eintr_inflicted_ += s.capture.eintr_inflicted;

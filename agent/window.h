@@ -49,6 +49,9 @@ class RunWindow {
   // Every thread of every round, root first under its category: for
   // --folded, --speedscope, /folded and the page's flame graph.
   const FlameStacks& flame() const { return flame_; }
+  // Whether flame() puts each thread under a frame naming its process (an
+  // agent over several processes: --children, --match). Set before any round.
+  void set_flame_by_process(bool by_process) { flame_by_process_ = by_process; }
 
  private:
   struct MinAvgMax {
@@ -120,6 +123,7 @@ class RunWindow {
   std::map<std::string, PoolFigures> pools_;
   double first_agent_cpu_ = -1, last_agent_cpu_ = 0;
   FlameStacks flame_;
+  bool flame_by_process_ = false;
 };
 
 // Percentile by nearest rank (p in [0, 1]); 0 for an empty set.

@@ -1,6 +1,5 @@
-// The agent's HTTP endpoint: /metrics in the Prometheus text format, and a
-// plain landing page at / that says what is audited and what its blocked
-// threads wait on in the latest round.
+// The agent's HTTP endpoint: /metrics in the Prometheus text format, and the
+// page at / (agent/page.h), rendered by the agent's thread and served as is.
 #pragma once
 
 #include <prometheus/collectable.h>
@@ -25,9 +24,8 @@ class Exporter {
   Exporter(const Exporter&) = delete;
   Exporter& operator=(const Exporter&) = delete;
 
-  // The latest round (a snapshot per audited process, or null), for the
-  // landing page (rendered and kept).
-  void set_latest(const std::vector<Snapshot>* round, const std::string& target_description);
+  // The page at / from now on (StatusPage::render).
+  void set_page(std::string html);
 
   std::string metrics_text() const;
   std::string landing_page() const;

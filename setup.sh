@@ -26,6 +26,7 @@ PACKAGES=(
   libcurl4-openssl-dev openssl                # the agent's latency probe (HTTP/HTTPS); throw-away TLS certificates in tests
   libtomlplusplus-dev                         # the gate's thresholds file (TOML)
   python3-aiohttp                             # examples/migration: the asyncio service
+  chromium python3-pil                        # the agent's page in a real browser (headless), its screenshot checked
 )
 
 # Debian unstable's interpreters, in a rootfs of their own: the newer CPythons

@@ -24,6 +24,7 @@
 #include "agent/exit_codes.h"
 #include "agent/exporter.h"
 #include "agent/metrics.h"
+#include "agent/page.h"
 #include "agent/pipeline.h"
 #include "agent/probe.h"
 #include "agent/service_metrics.h"
@@ -304,6 +305,7 @@ int run_agent(const AgentOptions& o) {
     Exporter& exporter;
     ~ClearFoldedSource() { exporter.set_folded_source(nullptr); }
   } clear_folded_source{exporter};
+  StatusPage page(interval);  // the page at /, rendered once per round
   if (o.duration.count() > 0)
     window.set_planned_seconds(static_cast<double>(o.duration.count()) / 1e3);
   std::string end_reason = "running";  // why the audit is written: see RunWindow::window_json
@@ -511,8 +513,9 @@ int run_agent(const AgentOptions& o) {
     target_figures->set_pids(pids, tree_mode);
     if (round.empty()) {
       window.round_without_target();
-      exporter.set_latest(nullptr, o.pid > 0 ? "PID " + std::to_string(o.pid) + " (not audited)"
-                                             : "nothing matches '" + o.match + "' yet");
+      page.no_target(o.pid > 0 ? "PID " + std::to_string(o.pid) + " (not audited)"
+                               : "nothing matches '" + o.match + "' yet");
+      exporter.set_page(page.render(window.flame()));
       if (o.pid > 0 && !proc::process_exists(o.pid)) {
         spdlog::info("PID {} exited; stopping", o.pid);
         end_reason = "target_exited";
@@ -535,7 +538,8 @@ int run_agent(const AgentOptions& o) {
       if (p.depth == 0) roots.insert(p.pid);
     window.set_roots(roots);
     keys.end_round(round);
-    exporter.set_latest(&round, describe_targets(round_tree));
+    page.add_round(round, describe_targets(round_tree));
+    exporter.set_page(page.render(window.flame()));
     size_t eintr = 0;
     for (const Snapshot& s : round) eintr += s.capture.eintr_inflicted;
     if (eintr > 0)

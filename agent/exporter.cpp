@@ -15,6 +15,7 @@
 #include "agent/audit_json.h"
 #include "agent/exit_codes.h"
 #include "agent/metrics.h"
+#include "agent/page.h"
 #include "collector/rules.h"
 #include "injector/unique_fd.h"
 
@@ -27,29 +28,6 @@ void reply(mg_connection* conn, const char* type, const std::string& body) {
             "Connection: close\r\n\r\n",
             type, body.size());
   mg_write(conn, body.data(), body.size());
-}
-
-std::string escape_html(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '&':
-        out += "&amp;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
 }
 
 // Why ADDR:PORT (already checked by civetweb_listen) cannot be listened on,
@@ -146,7 +124,7 @@ Exporter::Exporter(const std::string& listen,
   server_->addHandler("/metrics", *metrics_handler_);
   server_->addHandler("/folded$", *folded_handler_);
   server_->addHandler("/$", *page_handler_);  // "/" exactly; other paths 404
-  set_latest(nullptr, "no target yet");
+  set_page(StatusPage(1.0).render(FlameStacks()));
 }
 
 Exporter::~Exporter() {
@@ -179,48 +157,7 @@ std::string Exporter::landing_page() const {
   return page_body_;
 }
 
-void Exporter::set_latest(const std::vector<Snapshot>* round, const std::string& target) {
-  std::string html =
-      "<!doctype html><html><head><meta charset=\"utf-8\"><title>stackaudit</title></head><body>"
-      "<h1>stackaudit agent</h1><p>Auditing: " +
-      escape_html(target) + "</p><p><a href=\"/metrics\">/metrics</a></p>";
-  if (round && !round->empty()) {
-    size_t threads = 0, blocked = 0, idle = 0, loops_blocked = 0;
-    std::map<std::string, size_t> by_category;
-    std::map<std::string, std::map<std::string, int>> sites;  // category -> site -> threads
-    for (const Snapshot& s : *round) {
-      threads += s.summary.threads;
-      blocked += s.summary.blocked;
-      idle += s.summary.idle;
-      loops_blocked += s.summary.event_loops_blocked;
-      for (const auto& [category, n] : s.summary.by_category) by_category[category] += n;
-      for (const Thread& t : s.threads)
-        if (t.blocking)
-          ++sites[t.blocking->category]
-                 [t.blocking->site ? site_label(*t.blocking->site) : std::string("-")];
-    }
-    html +=
-        "<p>Latest round: " + escape_html(rfc3339_utc(round->front().captured_at_unix_ns)) + ", ";
-    if (round->size() > 1) html += std::to_string(round->size()) + " processes, ";
-    html += std::to_string(threads) + " threads, " + std::to_string(blocked) + " blocked (" +
-            std::to_string(idle) + " idle)";
-    if (loops_blocked > 0)
-      html +=
-          ", <strong>" + std::to_string(loops_blocked) + " asyncio event loop(s) blocked</strong>";
-    html +=
-        "</p><table border=\"1\" cellpadding=\"4\"><tr><th>category</th><th>threads</th>"
-        "<th>call sites</th></tr>";
-    for (const auto& [category, n] : by_category) {
-      if (n == 0) continue;
-      std::string cell;
-      for (const auto& [site, count] : sites[category])
-        cell += escape_html(site) + (count > 1 ? " &times;" + std::to_string(count) : "") + "<br>";
-      html += "<tr><td>" + category + "</td><td>" + std::to_string(n) + "</td><td>" + cell +
-              "</td></tr>";
-    }
-    html += "</table>";
-  }
-  html += "</body></html>\n";
+void Exporter::set_page(std::string html) {
   std::lock_guard lock(page_mutex_);
   page_body_ = std::move(html);
 }

@@ -1,7 +1,6 @@
 // The agent's HTTP endpoint: /metrics in the Prometheus text format, /folded
-// (the window's collapsed stacks, agent/flame.h), and a
-// plain landing page at / that says what is audited and what its blocked
-// threads wait on in the latest round.
+// (the window's collapsed stacks, agent/flame.h, built on request), and the
+// page at / (agent/page.h), rendered by the agent's thread and served as is.
 #pragma once
 
 #include <prometheus/collectable.h>
@@ -27,9 +26,8 @@ class Exporter {
   Exporter(const Exporter&) = delete;
   Exporter& operator=(const Exporter&) = delete;
 
-  // The latest round (a snapshot per audited process, or null), for the
-  // landing page (rendered and kept).
-  void set_latest(const std::vector<Snapshot>* round, const std::string& target_description);
+  // The page at / from now on (StatusPage::render).
+  void set_page(std::string html);
 
   // What /folded answers: the window's collapsed stacks, built by `source`
   // on civetweb's thread when asked (it takes whatever lock the data needs);

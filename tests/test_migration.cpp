@@ -39,12 +39,19 @@ std::string missing_tools() {
 
 // The walkthrough with our stackaudit; SIGTERM past 240 s lets its trap stop
 // every process it started.
-RunResult walkthrough(const std::string& out_dir, bool broken) {
-  std::vector<std::string> argv = {"/usr/bin/env", std::string("STACKAUDIT=") + kStackaudit,
-                                   "timeout",      "--kill-after=30",
-                                   "240",          "bash",
-                                   kWalkthrough,   "--window",
-                                   "10",           "--out",
+// thresholds: a gates file in place of the example's (empty: the example's).
+RunResult walkthrough(const std::string& out_dir, bool broken, const std::string& thresholds = "") {
+  std::vector<std::string> argv = {"/usr/bin/env",
+                                   std::string("STACKAUDIT=") + kStackaudit,
+                                   "THRESHOLDS=" + thresholds,
+                                   "timeout",
+                                   "--kill-after=30",
+                                   "240",
+                                   "bash",
+                                   kWalkthrough,
+                                   "--window",
+                                   "10",
+                                   "--out",
                                    out_dir};
   if (broken) argv.push_back("--broken");
   return run(argv, std::chrono::seconds(290));
@@ -87,7 +94,14 @@ TEST(Migration, WalkthroughPassesEveryGateFromThreadsToAsyncio) {
   if (std::string why = missing_tools(); !why.empty()) GTEST_SKIP() << "needs " << why;
   TempDir out("migration-good");
   KeepOnFailure keep{out};
-  RunResult r = walkthrough(out.path(), false);
+  // The suite runs other tests beside this one on two shared cores: the
+  // probe's p95 moved by up to 30 % between windows there (the example's
+  // limits are x1.25 and x1.40, for a machine that does nothing else). This
+  // test holds latency to x2 and every other gate to the example's values.
+  TempDir gates("migration-thresholds");
+  std::string thresholds = gates.path() + "/suite.toml";
+  std::ofstream(thresholds) << "[probe_p95]\nmax_ratio = 2.0\n[probe_p99]\nmax_ratio = 2.0\n";
+  RunResult r = walkthrough(out.path(), false, thresholds);
   std::string all = r.out + r.err;
   ASSERT_EQ(r.exit_code, 0) << all;
 

@@ -34,6 +34,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 STACKAUDIT=${STACKAUDIT:-$REPO/build/stackaudit}
+# The gates' thresholds file; $THRESHOLDS overrides it.
+THRESHOLDS=${THRESHOLDS:-$HERE/thresholds.toml}
 PYTHON=${PYTHON:-/usr/bin/python3}     # Debian's interpreter: aiohttp is its package
 GUNICORN=${GUNICORN:-/usr/bin/gunicorn}
 
@@ -170,9 +172,9 @@ gate() {
   shift 2
   GATE_RC=0
   "$STACKAUDIT" gate --baseline "$OUT/baseline.json" --current "$OUT/$name.json" \
-    --thresholds "$HERE/thresholds.toml" "$@" >"$OUT/gate-$name.txt" 2>&1 || GATE_RC=$?
+    --thresholds "$THRESHOLDS" "$@" >"$OUT/gate-$name.txt" 2>&1 || GATE_RC=$?
   "$STACKAUDIT" gate --baseline "$OUT/baseline.json" --current "$OUT/$name.json" \
-    --thresholds "$HERE/thresholds.toml" "$@" --format json \
+    --thresholds "$THRESHOLDS" "$@" --format json \
     -o "$OUT/gate-$name.json" >/dev/null 2>&1 || true
   sed 's/^/   | /' "$OUT/gate-$name.txt"
   case "$GATE_RC" in

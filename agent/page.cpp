@@ -365,15 +365,14 @@ void StatusPage::add_round(const std::vector<Snapshot>& round, const std::string
     stopped_ += c.threads_stopped;
     not_stopped_ += c.threads_not_stopped;
     present.insert(s.target.pid);
-    if (auto info = proc::read_process_info(s.target.pid)) {
-      auto it = cpu_marks_.find(s.target.pid);
-      if (it != cpu_marks_.end() && now > static_cast<uint64_t>(it->second.at_ns))
-        row.cpu_percent =
-            100.0 * static_cast<double>(cpu_ticks(*info) - it->second.ticks) /
-            static_cast<double>(proc::clock_ticks_per_second()) /
-            (static_cast<double>(now - static_cast<uint64_t>(it->second.at_ns)) * 1e-9);
-      cpu_marks_[s.target.pid] = {cpu_ticks(*info), static_cast<int64_t>(now)};
-    }
+    // CPU from the ticks read with the capture, between captures.
+    auto it = cpu_marks_.find(s.target.pid);
+    int64_t at = s.captured_at_unix_ns;
+    if (it != cpu_marks_.end() && at > it->second.at_ns && s.target.cpu_ticks >= it->second.ticks)
+      row.cpu_percent = 100.0 * static_cast<double>(s.target.cpu_ticks - it->second.ticks) /
+                        static_cast<double>(proc::clock_ticks_per_second()) /
+                        (static_cast<double>(at - it->second.at_ns) * 1e-9);
+    cpu_marks_[s.target.pid] = {s.target.cpu_ticks, at};
     targets_.push_back(std::move(row));
   }
   std::erase_if(cpu_marks_, [&](const auto& m) { return !present.count(m.first); });

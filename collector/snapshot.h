@@ -112,9 +112,10 @@ struct Target {
   uint64_t threads = 0;
   std::string runtime_kind = "native";
   std::string runtime_version;
-  std::string seccomp;  // the main thread's: none, strict, filter; "" unknown
-  bool exited = false;  // the process ended during the capture
-  pid_t ns_pid = 0;     // the PID in its own PID namespace (a container's); 0 when unknown
+  std::string seccomp;     // the main thread's: none, strict, filter; "" unknown
+  bool exited = false;     // the process ended during the capture
+  pid_t ns_pid = 0;        // the PID in its own PID namespace (a container's); 0 when unknown
+  uint64_t cpu_ticks = 0;  // user + system CPU time so far, in clock ticks (not reported)
 };
 
 // Threads grouped by name prefix ("legacy_bridge_3" -> "legacy_bridge",

@@ -327,6 +327,7 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   const ProcessInfo& p = raw.process;
   s.target =
       Target{p.pid, p.comm, p.exe, p.cmdline, p.rss_bytes, p.threads, "native", "", "", false};
+  s.target.cpu_ticks = p.utime_ticks + p.stime_ticks;
   s.target.ns_pid = p.ns_pid;
   s.target.exited = raw.target_exited;
   for (std::string* text : {&s.target.comm, &s.target.exe}) make_valid_utf8(*text);

@@ -371,8 +371,9 @@ void Prober::start_due(Probe& p, int64_t now) {
     Slot* s = p.free.back();
     p.free.pop_back();
     s->due_ns = due;
-    // The timeout runs from the due time, like the latency.
-    long left_ms = std::max<long>(1, static_cast<long>((timeout_ns - waited) / 1000000));
+    // The timeout runs from the due time, like the latency; rounded up to
+    // curl's whole milliseconds, so that it never ends before due + timeout.
+    long left_ms = std::max<long>(1, static_cast<long>((timeout_ns - waited + 999999) / 1000000));
     curl_easy_setopt(s->easy.get(), CURLOPT_TIMEOUT_MS, left_ms);
     if (curl_multi_add_handle(multi_.get(), s->easy.get()) != CURLM_OK) {
       p.free.push_back(s);

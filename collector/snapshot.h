@@ -79,6 +79,61 @@ struct Thread {
       0;  // times it was switched onto a CPU since it started (schedstat); 0 unknown
 };
 
+// What an asyncio task is parked on (issue 12). kind is one of: sleep, queue,
+// lock, event, condition, semaphore, stream, subprocess, executor (a
+// run_in_executor future), future (any other future), task (another task),
+// gather, running (the loop is running its step now), other (an awaitable we
+// do not know: detail names its type), none (no waiter, not running: ready to
+// run, or done).
+struct TaskAwait {
+  std::string kind;
+  std::string detail;                  // "3599.2 s left", "queue empty, 1 getter", "tcp 127.0.0.1:43210 -> 127.0.0.1:8080 ESTABLISHED"
+  std::optional<double> seconds_left;  // sleep: the timer's time left
+  std::optional<FdInfo> fd;            // stream, subprocess pipe: the transport's fd
+  pid_t executor_tid = 0;              // executor: the pool thread running the job; 0 unknown
+};
+
+// One asyncio task, read from the interpreter's memory without stopping it.
+struct AsyncTask {
+  std::string id;     // the task object's address, "0x7f3a2c1e4b80": unique in the snapshot
+  std::string name;   // Task.get_name(): "sleeper", "Task-12"
+  std::string state;  // pending running done cancelled
+  std::vector<Frame> coroutine;  // its suspended coroutine chain, innermost first (Python frames)
+  bool coroutine_truncated = false;
+  TaskAwait awaiting;
+  std::vector<std::string> awaits;      // ids of the tasks it waits on directly
+  std::vector<std::string> awaited_by;  // ids of the tasks waiting on it
+};
+
+// One asyncio event loop and its tasks.
+struct EventLoop {
+  std::string id;            // the loop object's address
+  std::string type;          // its class: "_UnixSelectorEventLoop"
+  pid_t tid = 0;             // the thread running it; 0 when no thread runs it now
+  std::string thread_name;   // that thread's name (Python's, else the OS's)
+  int64_t ready_callbacks = -1;  // len(loop._ready); -1 when unreadable
+  std::string current_task;  // id of the task whose step runs now; "" none
+  bool blocked = false;      // its thread is blocked outside the selector (blocks_event_loop)
+  std::optional<Frame> blocked_in;  // then: the innermost frame of the user's own code in the step
+  size_t tasks_seen = 0;     // tasks found, including those past the cap
+  bool truncated = false;    // the cap was hit, or the registry changed under us: some tasks missing
+  std::vector<AsyncTask> tasks;  // in the order found
+};
+
+// Tasks that await each other in a ring: none can ever finish (asyncio does
+// not detect it).
+struct AwaitCycle {
+  std::vector<std::string> task_ids;  // in await order: [0] awaits [1] ... awaits [0]
+  std::vector<std::string> names;
+};
+
+struct AsyncioSummary {
+  bool read = false;   // tasks were read (a CPython target with asyncio, tasks not turned off)
+  size_t tasks = 0;    // tasks reported, every loop
+  std::map<std::string, size_t> by_awaiting;  // TaskAwait::kind -> tasks
+  std::vector<AwaitCycle> cycles;
+};
+
 struct StopStats {
   uint64_t max_us = 0, p50_us = 0, p99_us = 0, total_us = 0;
 };
@@ -138,6 +193,7 @@ struct Summary {
   size_t event_loop_threads = 0;    // threads running an asyncio event loop
   size_t event_loops_blocked = 0;   // of those, blocked outside their selector
   std::optional<pid_t> gil_holder;  // tid of the thread holding the GIL
+  AsyncioSummary asyncio;
 };
 
 struct Snapshot {
@@ -145,6 +201,7 @@ struct Snapshot {
   Target target;
   CaptureSummary capture;
   std::vector<Thread> threads;
+  std::vector<EventLoop> event_loops;  // asyncio loops with their tasks (CPython targets)
   Summary summary;
   std::vector<std::string> warnings;
 };

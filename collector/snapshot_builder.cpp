@@ -311,6 +311,11 @@ std::string pool_name(const std::string& name) {
   return end == 0 ? name : name.substr(0, end);
 }
 
+void SnapshotBuilder::set_tasks(bool enabled, size_t max_per_loop) {
+  tasks_enabled_ = enabled;
+  max_tasks_per_loop_ = max_per_loop;
+}
+
 void SnapshotBuilder::prepare(const std::vector<Mapping>& maps) {
   update_modules(maps);
 }

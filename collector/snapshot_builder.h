@@ -25,6 +25,11 @@ class SnapshotBuilder {
 
   Snapshot build(const RawCapture& raw);
 
+  // Whether build() reads the asyncio tasks of a CPython target (on by
+  // default), and how many tasks it reads per event loop at most.
+  void set_tasks(bool enabled, size_t max_per_loop = kDefaultMaxTasksPerLoop);
+  static constexpr size_t kDefaultMaxTasksPerLoop = 10000;
+
   // Loads the modules of these mappings before a capture, so that copies can
   // be unwound during it (complete_without_stop).
   void prepare(const std::vector<Mapping>& maps);
@@ -43,6 +48,8 @@ class SnapshotBuilder {
   RemoteMemory memory_;
   Unwinder unwinder_;
   Symbolizer symbolizer_;
+  bool tasks_enabled_ = true;
+  size_t max_tasks_per_loop_ = kDefaultMaxTasksPerLoop;
   std::unique_ptr<CPythonReader> python_;  // set when the target runs a supported CPython
   std::string python_warning_;             // an unsupported one
   uint32_t python_version_ = 0;            // what Py_Version said, supported or not

@@ -34,6 +34,7 @@ struct CPythonLayout {
     uint32_t next, interp, thread_id, native_thread_id;
     uint32_t frame;                // current_frame, or the _PyCFrame holding it (3.11, 3.12)
     int32_t cframe_current_frame;  // -1: `frame` is the current frame itself
+    uint32_t size;  // sizeof(PyThreadState) from _Py_DebugOffsets (3.13+); 0 when not published
   } tstate;
   struct {
     uint32_t code, previous;

@@ -16,6 +16,10 @@ constexpr size_t kMaxString = 4096;
 constexpr int64_t kMaxDictEntries = 1 << 20;  // sys.modules, threading._active
 constexpr int64_t kMaxAttributes = 4096;      // an instance's attributes
 constexpr int kReadAttempts = 3;
+// PyTypeObject fields the layouts need not carry: the same on 3.11-3.15.
+constexpr uint32_t kTpName = 24, kTpBase = 256, kTpDict = 264, kTpDictoffset = 288;
+// PyMemberDescrObject.d_member, and PyMemberDef.offset inside it.
+constexpr uint32_t kMemberDescrDef = 40, kMemberDefOffset = 16;
 
 // A Python string's code point as UTF-8. A lone surrogate (how Python keeps a
 // byte that was not UTF-8, say in a file name decoded with surrogateescape) or
@@ -229,17 +233,23 @@ bool CPythonReader::read_frames(uint64_t frame, PyThreadInfo& t) {
     pf.is_entry = L_.frame.is_entry && field<uint8_t>(f, L_.frame.is_entry) != 0;
     uint64_t first = code + L_.code.code_adaptive;
     uint64_t instr = field<uint64_t>(f, L_.frame.instr);
-    bool generator = owner == L_.frame.owner_generator;
+    pf.generator = owner == L_.frame.owner_generator;
+    pf.address = frame;
     // A frame whose first instructions have not run yet is not really there.
-    pf.incomplete = !generator && instr < first + 2 * static_cast<uint64_t>(info->firsttraceable);
-    if (instr >= first) {
-      int unit = static_cast<int>((instr - first) / 2);
-      pf.line = std::max(0, line_at_311(info->linetable, info->firstlineno, unit));
-    }
+    pf.incomplete =
+        !pf.generator && instr < first + 2 * static_cast<uint64_t>(info->firsttraceable);
+    pf.line = line_of(*info, code, instr);
     t.frames.push_back(std::move(pf));
     frame = field<uint64_t>(f, L_.frame.previous);
   }
   return true;
+}
+
+int CPythonReader::line_of(const CodeInfo& info, uint64_t code, uint64_t instr) const {
+  uint64_t first = code + L_.code.code_adaptive;
+  if (instr < first) return 0;
+  int unit = static_cast<int>((instr - first) / 2);
+  return std::max(0, line_at_311(info.linetable, info.firstlineno, unit));
 }
 
 std::vector<std::pair<uint64_t, uint64_t>> CPythonReader::dict_items(uint64_t dict) {
@@ -325,7 +335,12 @@ uint64_t CPythonReader::attribute(uint64_t obj, const std::string& name) {
         dict = p;
     }
   } else {
-    return 0;
+    // A dict of its own at tp_dictoffset (subclasses of C types that have
+    // one, such as asyncio's futures before 3.13), or no attributes.
+    int64_t dictoffset = 0;
+    if (!memory_.read_exact(type + kTpDictoffset, &dictoffset, sizeof dictoffset) ||
+        dictoffset <= 0 || dictoffset > (1 << 16) || !read_ptr(obj + dictoffset, &dict) || !dict)
+      return slot(obj, type, name);
   }
   std::vector<std::pair<uint64_t, uint64_t>> items;
   if (values) {
@@ -338,6 +353,31 @@ uint64_t CPythonReader::attribute(uint64_t obj, const std::string& name) {
   std::string s;
   for (const auto& [k, v] : items)
     if (read_string(k, &s) && s == name) return v;
+  return slot(obj, type, name);
+}
+
+uint64_t CPythonReader::slot(uint64_t obj, uint64_t type, const std::string& name) {
+  // A __slots__ member: a member descriptor in the type's (or a base's)
+  // dict, whose PyMemberDef says at which offset the object keeps it.
+  for (int i = 0; type && i < 16; ++i) {
+    uint64_t dict = 0, descr = 0, def = 0, base = 0;
+    int64_t offset = 0;
+    if (read_ptr(type + kTpDict, &dict) && dict && (descr = dict_get(dict, name))) {
+      uint64_t descr_type = 0, tp_name = 0;
+      char kind[18] = {};
+      if (!read_ptr(descr + L_.object.ob_type, &descr_type) ||
+          !read_ptr(descr_type + kTpName, &tp_name) || !memory_.read_exact(tp_name, kind, 17) ||
+          std::strcmp(kind, "member_descriptor") != 0 || !read_ptr(descr + kMemberDescrDef, &def) ||
+          !memory_.read_exact(def + kMemberDefOffset, &offset, sizeof offset) || offset < 16 ||
+          offset > (1 << 16))
+        return 0;
+      uint64_t v = 0;
+      read_ptr(obj + static_cast<uint64_t>(offset), &v);
+      return v;
+    }
+    if (!read_ptr(type + kTpBase, &base)) return 0;
+    type = base;
+  }
   return 0;
 }
 

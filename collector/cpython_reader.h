@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -27,6 +28,8 @@ struct PyFrameInfo {
   // 3.12+, on an is_entry frame: where the eval-loop call's own entry frame
   // is. It is a local of that C call, so on the native stack inside its frame.
   uint64_t entry_at = 0;
+  uint64_t address = 0;    // the _PyInterpreterFrame, to read its locals
+  bool generator = false;  // owned by a generator or coroutine (a coroutine step)
 };
 
 // One OS thread's Python state. A thread that entered a sub-interpreter has a
@@ -54,6 +57,39 @@ struct PyProcessInfo {
   std::vector<std::string> notes;  // partial reads, a starting or finalizing interpreter
 };
 
+// One asyncio task, read from the interpreter's memory.
+struct PyTaskInfo {
+  uint64_t address = 0;
+  uint64_t loop = 0;
+  std::string name;
+  int state = 0;                       // 0 pending, 1 cancelled, 2 finished (fut_state)
+  std::vector<PyFrameInfo> coroutine;  // the suspended chain, innermost first
+  bool coroutine_truncated = false;
+  // What it waits on (TaskAwait::kind and detail; see collector/snapshot.h).
+  std::string kind, detail;
+  std::optional<double> seconds_left;
+  int fd = -1;                   // stream: the transport's socket
+  long executor_tid = 0;         // executor: the worker thread running the job
+  std::vector<uint64_t> awaits;  // tasks it waits on directly
+};
+
+struct PyLoopInfo {
+  uint64_t address = 0;
+  std::string type;     // the loop's class name
+  long native_tid = 0;  // the thread running it; 0: none now
+  int64_t ready = -1;   // len(loop._ready)
+  uint64_t current_task = 0;
+  size_t seen = 0;  // tasks found, those past the cap included
+  bool truncated = false;
+  std::vector<PyTaskInfo> tasks;
+};
+
+struct PyAsyncioInfo {
+  bool imported = false;  // the process has imported asyncio
+  std::vector<PyLoopInfo> loops;
+  std::vector<std::string> notes;
+};
+
 class CPythonReader {
  public:
   // Looks for a CPython runtime (a module exporting _PyRuntime, or with a
@@ -79,12 +115,25 @@ class CPythonReader {
   // frames: the caller still has them from an earlier read.
   PyProcessInfo read(const std::set<long>* frames_for = nullptr);
 
+  // Every asyncio task of the main interpreter, by event loop: from the task
+  // registry (3.11-3.13: asyncio.tasks' WeakSet and eager set) or the
+  // per-thread task lists (3.14+, laid out by the _asyncio module's
+  // .AsyncioDebug section, found in `modules`). `threads` is what read() gave:
+  // their thread states say which loop runs where, their frames which thread
+  // runs an executor job. At most max_per_loop tasks are read per loop.
+  PyAsyncioInfo read_tasks(const ModuleMap& modules, const std::vector<PyThreadInfo>& threads,
+                           size_t max_per_loop);
+
  private:
   struct CodeInfo {
     std::string qualname, file, linetable;
     int firstlineno = 0;
     int firsttraceable = 0;
+    std::vector<std::string> locals;  // co_localsplusnames, read when first asked for
+    bool locals_read = false;
   };
+  struct AsyncioOffsets;
+  struct TaskRead;
   bool read_once(PyProcessInfo& out, const std::set<long>* frames_for);
   bool read_thread(uint64_t tstate, PyThreadInfo& t, const std::set<long>* frames_for);
   bool read_frames(uint64_t frame, PyThreadInfo& t);
@@ -101,17 +150,37 @@ class CPythonReader {
                                                         int64_t max_entries,
                                                         int64_t values_capacity = -1);
   uint64_t dict_get(uint64_t dict, const std::string& key);
-  uint64_t attribute(uint64_t obj, const std::string& name);  // instance __dict__ lookup
+  // An instance attribute: from its __dict__ (managed, inline or its own) or a
+  // __slots__ member.
+  uint64_t attribute(uint64_t obj, const std::string& name);
+  uint64_t slot(uint64_t obj, uint64_t type, const std::string& name);
   bool read_long(uint64_t obj, uint64_t* out);
   void read_thread_names(uint64_t interp, std::vector<PyThreadInfo>& threads);
+  int line_of(const CodeInfo& info, uint64_t code, uint64_t instr) const;
+
+  // Objects, for the asyncio reader (collector/cpython_tasks.cpp).
+  const std::string& type_name(uint64_t type);  // tp_name, cached per read
+  uint64_t type_of(uint64_t obj);
+  bool derives_from(uint64_t type, const char* name);  // type or one of its bases
+  uint64_t module_global(uint64_t interp, const std::string& module, const std::string& name);
+  std::vector<uint64_t> set_items(uint64_t set);
+  int64_t sequence_length(uint64_t obj);  // ob_size: list, tuple, deque; -1 unreadable
+  uint64_t frame_local(uint64_t frame, const std::string& name);  // a local by name
+  bool read_task(const AsyncioOffsets& o, uint64_t task, PyTaskInfo& t, TaskRead& r);
+  void read_chain(const AsyncioOffsets& o, uint64_t coro, PyTaskInfo& t, uint64_t* awaited);
+  void classify(const AsyncioOffsets& o, const TaskRead& r, PyTaskInfo& t,
+                const std::vector<PyThreadInfo>& threads);
 
   Memory& memory_;
   const CPythonLayout L_;
   uint64_t runtime_;
   uint32_t version_;
-  uint64_t code_type_;                            // &PyCode_Type in the target, 0 when unknown
-  uint64_t unicode_type_;                         // &PyUnicode_Type
-  std::unordered_map<uint64_t, CodeInfo> codes_;  // per read
+  uint64_t code_type_;                               // &PyCode_Type in the target, 0 when unknown
+  uint64_t unicode_type_;                            // &PyUnicode_Type
+  std::unordered_map<uint64_t, CodeInfo> codes_;     // per read
+  std::unordered_map<uint64_t, std::string> types_;  // tp_name by type, per read
+  std::string asyncio_debug_module_;                 // where .AsyncioDebug was found (3.14+)
+  uint64_t asyncio_debug_ = 0;                       // its address in the target
 };
 
 // "threading" for /usr/lib/python3.11/threading.py, "concurrent.futures.thread"

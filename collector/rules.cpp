@@ -422,17 +422,26 @@ std::optional<Blocking> RuleSet::classify(const Thread& t) const {
   // every coroutine of that loop.
   if (runs_event_loop(t) && !b.idle) {
     b.blocks_event_loop = true;
-    // The loop runs each ready callback from Handle._run: the nearest Python
-    // frame inside it is the coroutine step (or callback) that blocked.
+    // The loop runs each ready callback from Handle._run: the frames inside
+    // it are the coroutine step (or callback) that blocked. Name the
+    // innermost coroutine of the user's own code (the handler that called
+    // urlopen, not the framework's coroutine that awaited it); else the
+    // innermost user frame; else the step itself.
     for (size_t i = 0; i < t.frames.size(); ++i) {
       if (!is_python(t.frames[i]) || t.frames[i].module != "asyncio.events" ||
           t.frames[i].function != "Handle._run")
         continue;
-      for (size_t j = i; j-- > 0;)
-        if (is_python(t.frames[j])) {
-          b.coroutine = t.frames[j];
-          break;
-        }
+      const Frame *step = nullptr, *user = nullptr, *user_coroutine = nullptr;
+      for (size_t j = i; j-- > 0;) {
+        const Frame& f = t.frames[j];
+        if (!is_python(f)) continue;
+        if (!step) step = &f;
+        if (is_python_library_file(f.file)) continue;
+        user = &f;
+        if (f.coroutine) user_coroutine = &f;
+      }
+      if (const Frame* pick = user_coroutine ? user_coroutine : user ? user : step)
+        b.coroutine = *pick;
       break;
     }
   }

@@ -26,6 +26,7 @@ struct Frame {
   uint64_t module_offset = 0;  // ip relative to the module's load address
   int64_t interpreter = 0;     // a Python frame's interpreter id (0: the main interpreter)
   uint64_t sp = 0;             // a native frame's stack pointer, 0 when unknown (not reported)
+  bool coroutine = false;      // a Python frame of a coroutine or generator (not reported)
 };
 
 struct FdInfo {
@@ -87,7 +88,8 @@ struct Thread {
 // run, or done).
 struct TaskAwait {
   std::string kind;
-  std::string detail;                  // "3599.2 s left", "queue empty, 1 getter", "tcp 127.0.0.1:43210 -> 127.0.0.1:8080 ESTABLISHED"
+  std::string detail;  // "3599.2 s left", "queue empty, 1 getter", "tcp 127.0.0.1:43210 ->
+                       // 127.0.0.1:8080 ESTABLISHED"
   std::optional<double> seconds_left;  // sleep: the timer's time left
   std::optional<FdInfo> fd;            // stream, subprocess pipe: the transport's fd
   pid_t executor_tid = 0;              // executor: the pool thread running the job; 0 unknown
@@ -107,16 +109,16 @@ struct AsyncTask {
 
 // One asyncio event loop and its tasks.
 struct EventLoop {
-  std::string id;            // the loop object's address
-  std::string type;          // its class: "_UnixSelectorEventLoop"
-  pid_t tid = 0;             // the thread running it; 0 when no thread runs it now
-  std::string thread_name;   // that thread's name (Python's, else the OS's)
+  std::string id;                // the loop object's address
+  std::string type;              // its class: "_UnixSelectorEventLoop"
+  pid_t tid = 0;                 // the thread running it; 0 when no thread runs it now
+  std::string thread_name;       // that thread's name (Python's, else the OS's)
   int64_t ready_callbacks = -1;  // len(loop._ready); -1 when unreadable
-  std::string current_task;  // id of the task whose step runs now; "" none
-  bool blocked = false;      // its thread is blocked outside the selector (blocks_event_loop)
+  std::string current_task;      // id of the task whose step runs now; "" none
+  bool blocked = false;          // its thread is blocked outside the selector (blocks_event_loop)
   std::optional<Frame> blocked_in;  // then: the innermost frame of the user's own code in the step
-  size_t tasks_seen = 0;     // tasks found, including those past the cap
-  bool truncated = false;    // the cap was hit, or the registry changed under us: some tasks missing
+  size_t tasks_seen = 0;            // tasks found, including those past the cap
+  bool truncated = false;  // the cap was hit, or the registry changed under us: some tasks missing
   std::vector<AsyncTask> tasks;  // in the order found
 };
 
@@ -128,8 +130,8 @@ struct AwaitCycle {
 };
 
 struct AsyncioSummary {
-  bool read = false;   // tasks were read (a CPython target with asyncio, tasks not turned off)
-  size_t tasks = 0;    // tasks reported, every loop
+  bool read = false;  // tasks were read (a CPython target with asyncio, tasks not turned off)
+  size_t tasks = 0;   // tasks reported, every loop
   std::map<std::string, size_t> by_awaiting;  // TaskAwait::kind -> tasks
   std::vector<AwaitCycle> cycles;
 };

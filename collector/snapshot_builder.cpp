@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <cctype>
+#include <functional>
 #include <set>
 #include <string_view>
 
 #include "collector/percentile.h"
 #include "collector/utf8.h"
+#include "injector/proc.h"
 #include "injector/syscalls.h"
 
 namespace stackaudit {
@@ -239,6 +241,18 @@ void SnapshotBuilder::update_modules(const std::vector<Mapping>& maps) {
   }
 }
 
+Frame python_frame(const PyFrameInfo& p) {
+  Frame f;
+  f.kind = Frame::Kind::kPython;
+  f.function = p.qualname;
+  f.file = p.file;
+  f.line = p.line;
+  f.module = python_module_name(p.file);
+  f.interpreter = p.interpreter;
+  f.coroutine = p.generator;
+  return f;
+}
+
 bool merge_python_frames(std::vector<Frame>& native, const std::vector<PyFrameInfo>& python,
                          bool native_truncated) {
   // The Python frames of one C-level eval-loop call each, innermost first,
@@ -249,16 +263,7 @@ bool merge_python_frames(std::vector<Frame>& native, const std::vector<PyFrameIn
   };
   std::vector<Group> groups(1);
   for (const PyFrameInfo& p : python) {
-    if (!p.incomplete) {
-      Frame f;
-      f.kind = Frame::Kind::kPython;
-      f.function = p.qualname;
-      f.file = p.file;
-      f.line = p.line;
-      f.module = python_module_name(p.file);
-      f.interpreter = p.interpreter;
-      groups.back().frames.push_back(std::move(f));
-    }
+    if (!p.incomplete) groups.back().frames.push_back(python_frame(p));
     if (p.is_entry) {
       groups.back().entry_at = p.entry_at;
       groups.emplace_back();
@@ -309,6 +314,138 @@ std::string pool_name(const std::string& name) {
   if (end == name.size() || end == 0) return name;  // no number: not a pool member
   while (end > 0 && (name[end - 1] == '_' || name[end - 1] == '-' || name[end - 1] == ' ')) --end;
   return end == 0 ? name : name.substr(0, end);
+}
+
+namespace {
+
+std::string hex_id(uint64_t v) {
+  char buf[24];
+  snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace
+
+void SnapshotBuilder::add_tasks(Snapshot& s, const RawCapture& raw, const PyProcessInfo& python) {
+  PyAsyncioInfo info = python_->read_tasks(modules_, python.threads, max_tasks_per_loop_);
+  s.summary.asyncio.read = true;
+  s.warnings.insert(s.warnings.end(), info.notes.begin(), info.notes.end());
+  std::map<long, pid_t> host_tid;  // the interpreter's thread ids are its namespace's
+  for (const RawThread& r : raw.threads) host_tid[python_tid(r)] = r.tid;
+  auto host = [&](long tid) -> pid_t {
+    auto it = host_tid.find(tid);
+    return it == host_tid.end() ? 0 : it->second;
+  };
+  std::vector<SocketEntry> sockets = raw.sockets;
+  bool sockets_read = !sockets.empty();
+  std::map<uint64_t, AsyncTask*> by_address;
+  for (PyLoopInfo& l : info.loops) {
+    EventLoop e;
+    e.id = hex_id(l.address);
+    e.type = l.type;
+    e.tid = host(l.native_tid);
+    e.ready_callbacks = l.ready;
+    e.current_task = l.current_task ? hex_id(l.current_task) : "";
+    e.tasks_seen = l.seen;
+    e.truncated = l.truncated;
+    for (const Thread& t : s.threads) {
+      if (!e.tid || t.tid != e.tid) continue;
+      e.thread_name = t.python && !t.python->thread_name.empty() ? t.python->thread_name : t.name;
+      if (t.blocking && t.blocking->blocks_event_loop) {
+        e.blocked = true;
+        e.blocked_in = t.blocking->coroutine;
+      }
+    }
+    for (PyTaskInfo& p : l.tasks) {
+      AsyncTask a;
+      a.id = hex_id(p.address);
+      a.name = std::move(p.name);
+      bool running = p.address == l.current_task;
+      a.state = p.state == 1   ? "cancelled"
+                : p.state == 2 ? "done"
+                : running      ? "running"
+                               : "pending";
+      for (const PyFrameInfo& f : p.coroutine) a.coroutine.push_back(python_frame(f));
+      a.coroutine_truncated = p.coroutine_truncated;
+      a.awaiting.kind = p.kind.empty() ? "none" : p.kind;
+      if (running && a.awaiting.kind == "none") a.awaiting.kind = "running";
+      a.awaiting.detail = std::move(p.detail);
+      a.awaiting.seconds_left = p.seconds_left;
+      a.awaiting.executor_tid = host(p.executor_tid);
+      if (p.fd >= 0) {
+        if (auto link = proc::read_fd_link(s.target.pid, p.fd)) {
+          if (!sockets_read && link->target.starts_with("socket:")) {
+            sockets = proc::read_sockets(s.target.pid);
+            sockets_read = true;
+          }
+          a.awaiting.fd = describe_fd(*link, sockets);
+          std::string what =
+              a.awaiting.fd->detail.empty() ? a.awaiting.fd->target : a.awaiting.fd->detail;
+          a.awaiting.detail += (a.awaiting.detail.empty() ? "" : " ") + what;
+        }
+      }
+      for (uint64_t t : p.awaits) a.awaits.push_back(hex_id(t));
+      e.tasks.push_back(std::move(a));
+    }
+    s.event_loops.push_back(std::move(e));
+  }
+  for (EventLoop& e : s.event_loops)
+    for (AsyncTask& a : e.tasks) by_address.emplace(std::strtoull(a.id.c_str(), nullptr, 16), &a);
+  // Edges both ways; the names of awaited tasks in the detail.
+  for (EventLoop& e : s.event_loops)
+    for (AsyncTask& a : e.tasks) {
+      std::string names;
+      for (const std::string& id : a.awaits) {
+        auto it = by_address.find(std::strtoull(id.c_str(), nullptr, 16));
+        if (it == by_address.end()) continue;
+        it->second->awaited_by.push_back(a.id);
+        names += (names.empty() ? "" : ", ") + it->second->name;
+      }
+      if (!names.empty())
+        a.awaiting.detail = a.awaiting.detail.empty() ? names : a.awaiting.detail + ": " + names;
+      ++s.summary.asyncio.tasks;
+      ++s.summary.asyncio.by_awaiting[a.awaiting.kind];
+    }
+  s.summary.asyncio.cycles = find_await_cycles(s.event_loops);
+}
+
+std::vector<AwaitCycle> find_await_cycles(const std::vector<EventLoop>& loops) {
+  std::map<std::string, const AsyncTask*> tasks;
+  for (const EventLoop& e : loops)
+    for (const AsyncTask& a : e.tasks) tasks.emplace(a.id, &a);
+  // Depth-first, with colours: a back edge to a task on the current path
+  // closes a cycle, reported from that task along the path.
+  enum Colour { kWhite, kGrey, kBlack };
+  std::map<std::string, Colour> colour;
+  std::vector<const AsyncTask*> path;
+  std::vector<AwaitCycle> cycles;
+  std::function<void(const AsyncTask*)> visit = [&](const AsyncTask* a) {
+    colour[a->id] = kGrey;
+    path.push_back(a);
+    for (const std::string& next : a->awaits) {
+      auto it = tasks.find(next);
+      if (it == tasks.end()) continue;
+      Colour c = colour[next];
+      if (c == kGrey) {
+        AwaitCycle cycle;
+        auto from = std::find_if(path.begin(), path.end(),
+                                 [&](const AsyncTask* p) { return p->id == next; });
+        for (auto p = from; p != path.end(); ++p) {
+          cycle.task_ids.push_back((*p)->id);
+          cycle.names.push_back((*p)->name);
+        }
+        cycles.push_back(std::move(cycle));
+      } else if (c == kWhite) {
+        visit(it->second);
+      }
+    }
+    path.pop_back();
+    colour[a->id] = kBlack;
+  };
+  for (const EventLoop& e : loops)
+    for (const AsyncTask& a : e.tasks)
+      if (colour[a.id] == kWhite) visit(&a);
+  return cycles;
 }
 
 void SnapshotBuilder::set_tasks(bool enabled, size_t max_per_loop) {
@@ -440,6 +577,7 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   }
   for (auto& [name, pool] : pools)
     if (pool.threads >= 2 || executors.count(name)) s.summary.pools.push_back(std::move(pool));
+  if (python_ && tasks_enabled_) add_tasks(s, raw, *python);
   s.warnings.insert(s.warnings.end(), modules_.warnings().begin(), modules_.warnings().end());
   if (raw.target_exited) s.warnings.push_back("the target exited during the capture");
   if (s.capture.threads_exited > 0)

@@ -42,6 +42,8 @@ class SnapshotBuilder {
  private:
   void update_modules(const std::vector<Mapping>& maps);
   Thread build_thread(const RawThread& raw, const RawCapture& capture, const PyProcessInfo* python);
+  // The asyncio loops and tasks of a CPython target (Snapshot::event_loops).
+  void add_tasks(Snapshot& s, const RawCapture& raw, const PyProcessInfo& python);
 
   RuleSet rules_;
   ModuleMap modules_;
@@ -69,6 +71,11 @@ StopStats stop_stats(std::vector<uint64_t> stop_ns);
 // Returns false when the two did not line up (the rest is appended).
 bool merge_python_frames(std::vector<Frame>& native, const std::vector<PyFrameInfo>& python,
                          bool native_truncated = false);
+// A Python frame as the snapshot shows it.
+Frame python_frame(const PyFrameInfo& p);
+// Await cycles among the tasks (A awaits B ... awaits A), each once, in await
+// order starting from the task the search met first.
+std::vector<AwaitCycle> find_await_cycles(const std::vector<EventLoop>& loops);
 // "legacy_bridge_3" -> "legacy_bridge", "ThreadPoolExecutor-0_1" -> "ThreadPoolExecutor-0".
 std::string pool_name(const std::string& thread_name);
 

@@ -238,6 +238,7 @@ int run_agent(const AgentOptions& o) {
   if (o.children && o.pid <= 0)
     throw UserError{kExitUsage, "--children goes with --pid (--match audits descendants already)"};
   check_max_processes(o.max_processes);
+  check_max_tasks(static_cast<long long>(o.tasks.max_per_loop));
   std::unique_ptr<CmdlineRegex> match;
   if (!o.match.empty()) match = std::make_unique<CmdlineRegex>(o.match);
   check_max_stop(o.max_stop);
@@ -479,7 +480,8 @@ int run_agent(const AgentOptions& o) {
             describe(p) + (p.depth > 0 ? ", parent PID " + std::to_string(p.ppid) : std::string()));
         it = audited
                  .emplace(p.pid, Audited{p, std::make_unique<AuditPipeline>(
-                                                p.pid, rules, o.max_stop, o.source_lines, stopper)})
+                                                p.pid, rules, o.max_stop, o.source_lines, o.tasks,
+                                                stopper)})
                  .first;
       }
       order.push_back(&it->second);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/pipeline.h"
 #include "collector/symbolizer.h"
 
 namespace stackaudit {
@@ -27,6 +28,7 @@ struct AgentOptions {
   size_t max_sites = 50;
   std::chrono::milliseconds max_stop{50};  // --max-stop
   SourceLines source_lines = SourceLines::kProgram;
+  TaskOptions tasks;  // --tasks, --no-tasks, --max-tasks
   // The latency probe (agent/probe.h): --probe [NAME=]URL, checked at start.
   std::vector<std::string> probes;
   std::string probe_rate = "5/s";

@@ -41,18 +41,17 @@ nlohmann::json frame_json(const Frame& f) {
   };
 }
 
+nlohmann::json fd_json(const FdInfo& fd) {
+  return {{"fd", fd.fd}, {"kind", fd.kind}, {"detail", fd.detail}, {"target", fd.target}};
+}
+
 nlohmann::json thread_json(const Thread& t) {
   using nlohmann::json;
   json syscall = nullptr;
   if (t.syscall) {
     json args = json::array();
     for (uint64_t a : t.syscall->args) args.push_back(hex(a));
-    json fd = nullptr;
-    if (t.syscall->fd)
-      fd = {{"fd", t.syscall->fd->fd},
-            {"kind", t.syscall->fd->kind},
-            {"detail", t.syscall->fd->detail},
-            {"target", t.syscall->fd->target}};
+    json fd = t.syscall->fd ? fd_json(*t.syscall->fd) : json(nullptr);
     syscall = {{"nr", t.syscall->nr}, {"name", t.syscall->name}, {"args", args}, {"fd", fd}};
   }
   json blocking = nullptr;
@@ -90,9 +89,59 @@ nlohmann::json thread_json(const Thread& t) {
   return thread;
 }
 
+nlohmann::json task_json(const AsyncTask& t) {
+  using nlohmann::json;
+  json coroutine = json::array();
+  for (const Frame& f : t.coroutine) coroutine.push_back(frame_json(f));
+  const TaskAwait& a = t.awaiting;
+  json awaiting = {{"kind", a.kind},
+                   {"detail", a.detail},
+                   {"seconds_left", a.seconds_left ? json(*a.seconds_left) : json(nullptr)},
+                   {"fd", a.fd ? fd_json(*a.fd) : json(nullptr)},
+                   {"executor_tid", a.executor_tid != 0 ? json(a.executor_tid) : json(nullptr)}};
+  return {{"id", t.id},
+          {"name", t.name},
+          {"state", t.state},
+          {"coroutine", coroutine},
+          {"coroutine_truncated", t.coroutine_truncated},
+          {"awaiting", awaiting},
+          {"awaits", t.awaits},
+          {"awaited_by", t.awaited_by}};
+}
+
 namespace {
 
-// Everything but the threads, which are an empty array here.
+// A loop without its tasks, which are an empty array here.
+nlohmann::json loop_json_without_tasks(const EventLoop& l) {
+  using nlohmann::json;
+  return {{"id", l.id},
+          {"type", l.type},
+          {"tid", l.tid != 0 ? json(l.tid) : json(nullptr)},
+          {"thread_name", l.thread_name},
+          {"ready_callbacks", l.ready_callbacks >= 0 ? json(l.ready_callbacks) : json(nullptr)},
+          {"current_task", l.current_task.empty() ? json(nullptr) : json(l.current_task)},
+          {"blocked", l.blocked},
+          {"blocked_in", l.blocked_in ? frame_json(*l.blocked_in) : json(nullptr)},
+          {"tasks_seen", l.tasks_seen},
+          {"truncated", l.truncated},
+          {"tasks", json::array()}};
+}
+
+nlohmann::json asyncio_summary_json(const AsyncioSummary& a) {
+  using nlohmann::json;
+  json by_awaiting = json::object();
+  for (const auto& [k, v] : a.by_awaiting) by_awaiting[k] = v;
+  json cycles = json::array();
+  for (const AwaitCycle& c : a.cycles) {
+    json tasks = json::array();
+    for (size_t i = 0; i < c.task_ids.size(); ++i)
+      tasks.push_back({{"id", c.task_ids[i]}, {"name", i < c.names.size() ? c.names[i] : ""}});
+    cycles.push_back({{"tasks", tasks}});
+  }
+  return {{"read", a.read}, {"tasks", a.tasks}, {"by_awaiting", by_awaiting}, {"cycles", cycles}};
+}
+
+// Everything but the threads and the event loops, which are empty arrays here.
 nlohmann::json audit_json_without_threads(const Snapshot& s) {
   using nlohmann::json;
   json threads = json::array();
@@ -157,6 +206,7 @@ nlohmann::json audit_json_without_threads(const Snapshot& s) {
            s.capture.stopper_priority.empty() ? json(nullptr) : json(s.capture.stopper_priority)},
           {"max_stop_us", s.capture.max_stop_us}}}}},
       {"threads", threads},
+      {"event_loops", json::array()},
       {"summary",
        {{"threads", s.summary.threads},
         {"blocked", s.summary.blocked},
@@ -165,51 +215,103 @@ nlohmann::json audit_json_without_threads(const Snapshot& s) {
         {"pools", pools},
         {"event_loop_threads", s.summary.event_loop_threads},
         {"event_loops_blocked", s.summary.event_loops_blocked},
-        {"gil_holder", s.summary.gil_holder ? json(*s.summary.gil_holder) : json(nullptr)}}},
+        {"gil_holder", s.summary.gil_holder ? json(*s.summary.gil_holder) : json(nullptr)},
+        {"asyncio", asyncio_summary_json(s.summary.asyncio)}}},
       {"warnings", s.warnings},
   };
 }
 
 }  // namespace
 
+nlohmann::json event_loop_json(const EventLoop& loop) {
+  nlohmann::json out = loop_json_without_tasks(loop);
+  nlohmann::json& tasks = out["tasks"];
+  for (const AsyncTask& t : loop.tasks) tasks.push_back(task_json(t));
+  return out;
+}
+
 nlohmann::json audit_json(const Snapshot& s) {
   nlohmann::json doc = audit_json_without_threads(s);
   nlohmann::json& threads = doc["threads"];
   for (const Thread& t : s.threads) threads.push_back(thread_json(t));
+  nlohmann::json& loops = doc["event_loops"];
+  for (const EventLoop& l : s.event_loops) loops.push_back(event_loop_json(l));
   return doc;
 }
 
-void write_audit_json(const Snapshot& s, const std::function<void(std::string_view)>& out) {
-  // The document without its threads, cut where they go: keys are printed
-  // sorted, and "threads" is the only key at the top level's indentation
-  // with an empty array.
-  std::string text = audit_json_without_threads(s).dump(2);
-  const std::string_view key = "\n  \"threads\": ";
-  size_t at = text.find(std::string(key) + "[]");
-  if (at == std::string::npos) throw std::logic_error("audit JSON without a threads key");
-  std::string_view whole = text;
-  out(whole.substr(0, at + key.size()));
-  if (s.threads.empty()) {
-    out("[]");
-  } else {
-    out("[\n");
-    std::string lines;
-    for (size_t i = 0; i < s.threads.size(); ++i) {
-      // Each thread as dump(2) prints it two levels down: every line four
-      // spaces further in (a newline inside a string is escaped, \n).
-      std::string one = thread_json(s.threads[i]).dump(2);
-      lines.clear();
-      lines += "    ";
-      for (char c : one) {
-        lines += c;
-        if (c == '\n') lines += "    ";
-      }
-      lines += i + 1 < s.threads.size() ? ",\n" : "\n";
-      out(lines);
-    }
-    out("  ]");
+namespace {
+
+using Out = std::function<void(std::string_view)>;
+
+// Text as dump(2) prints it `spaces` further in: after each newline (a
+// newline inside a string is escaped, \n).
+std::string indented(std::string_view text, size_t spaces, bool first_line = false) {
+  std::string lines;
+  lines.reserve(text.size() + spaces * 8);
+  if (first_line) lines.append(spaces, ' ');
+  for (char c : text) {
+    lines += c;
+    if (c == '\n') lines.append(spaces, ' ');
   }
-  out(whole.substr(at + key.size() + 2));
+  return lines;
+}
+
+// Where `"key": []` sits in a dump(2) text whose keys are `spaces` in: the
+// offset just past `"key": `. Only one key at that depth has that name.
+size_t cut_at(const std::string& text, const char* key, size_t spaces) {
+  std::string marker = "\n" + std::string(spaces, ' ') + "\"" + key + "\": ";
+  size_t at = text.find(marker + "[]");
+  if (at == std::string::npos)
+    throw std::logic_error(std::string("audit JSON without a ") + key + " key");
+  return at + marker.size();
+}
+
+// An array's items, each as dump(2) prints it, `spaces` further in than the
+// array's key: "[]", or "[", the items one per line, "]".
+template <typename T, typename Write>
+void write_array(const std::vector<T>& items, size_t spaces, const Out& out, Write&& write_item) {
+  if (items.empty()) {
+    out("[]");
+    return;
+  }
+  out("[\n");
+  for (size_t i = 0; i < items.size(); ++i) {
+    write_item(items[i], spaces + 2);
+    out(i + 1 < items.size() ? ",\n" : "\n");
+  }
+  out(std::string(spaces, ' ') + "]");
+}
+
+// One loop, `spaces` in, its tasks one at a time.
+void write_loop(const EventLoop& loop, size_t spaces, const Out& out) {
+  std::string text = loop_json_without_tasks(loop).dump(2);
+  size_t at = cut_at(text, "tasks", 2);
+  std::string_view whole = text;
+  out(indented(whole.substr(0, at), spaces, true));
+  write_array(loop.tasks, spaces + 2, out, [&](const AsyncTask& t, size_t in) {
+    out(indented(task_json(t).dump(2), in, true));
+  });
+  out(indented(whole.substr(at + 2), spaces));
+}
+
+}  // namespace
+
+void write_audit_json(const Snapshot& s, const Out& out) {
+  // The document without its threads and loops, cut where they go: keys are
+  // printed sorted ("event_loops" before "threads"), and these are the only
+  // keys at the top level's indentation with an empty array.
+  std::string text = audit_json_without_threads(s).dump(2);
+  size_t loops_at = cut_at(text, "event_loops", 2);
+  size_t threads_at = cut_at(text, "threads", 2);
+  if (loops_at > threads_at) throw std::logic_error("audit JSON keys out of order");
+  std::string_view whole = text;
+  out(whole.substr(0, loops_at));
+  write_array(s.event_loops, 2, out,
+              [&](const EventLoop& l, size_t in) { write_loop(l, in, out); });
+  out(whole.substr(loops_at + 2, threads_at - loops_at - 2));
+  write_array(s.threads, 2, out,
+              [&](const Thread& t, size_t in) { out(indented(thread_json(t).dump(2), in, true)); });
+  out(whole.substr(threads_at + 2));
   out("\n");
 }
 

@@ -54,6 +54,37 @@ void add_source_lines(CLI::App* command, SourceLines& lines) {
       ->option_text("program|all");
 }
 
+constexpr const char* kTasksHelp =
+    "Read the asyncio tasks of a CPython target (the default): every task of every event loop, "
+    "its coroutine stack, what it awaits and which tasks await it, and await cycles (a "
+    "deadlock). Tasks are read from memory without stopping the loop";
+
+constexpr const char* kNoTasksHelp =
+    "Leave the asyncio tasks out, where reading thousands of them would be slow";
+
+std::string max_tasks_help() {
+  return "The most asyncio tasks read per event loop (default " +
+         std::to_string(SnapshotBuilder::kDefaultMaxTasksPerLoop) +
+         ", at least 1); past it the output says how many the loop had";
+}
+
+// --tasks/--no-tasks and --max-tasks, the same for dump and agent. The cap
+// is read signed and checked after parsing (set_max_tasks).
+void add_task_options(CLI::App* command, TaskOptions& tasks, long long& max_tasks) {
+  CLI::Option* on = command->add_flag_callback(
+      "--tasks", [&tasks] { tasks.enabled = true; }, kTasksHelp);
+  command
+      ->add_flag_callback(
+          "--no-tasks", [&tasks] { tasks.enabled = false; }, kNoTasksHelp)
+      ->excludes(on);
+  command->add_option("--max-tasks", max_tasks, max_tasks_help())->option_text("N");
+}
+
+void set_max_tasks(TaskOptions& tasks, long long max_tasks) {
+  check_max_tasks(max_tasks);
+  tasks.max_per_loop = static_cast<size_t>(max_tasks);
+}
+
 constexpr const char* kFooter =
     "Exit codes: 0 done; 1 done but some threads could not be captured (with --children:\n"
     "or a process was gone, or more than --max-processes); 2 usage error (bad option,\n"
@@ -151,6 +182,8 @@ int run_cli(int argc, char** argv) {
   std::string dump_max_stop = "50ms";
   dump_cmd->add_option("--max-stop", dump_max_stop, kMaxStopHelp);
   add_source_lines(dump_cmd, dump.source_lines);
+  long long dump_max_tasks = SnapshotBuilder::kDefaultMaxTasksPerLoop;
+  add_task_options(dump_cmd, dump.tasks, dump_max_tasks);
   dump_cmd->footer(kFooter);
 
   AgentOptions agent;
@@ -205,6 +238,8 @@ int run_cli(int argc, char** argv) {
   std::string agent_max_stop = "50ms";
   agent_cmd->add_option("--max-stop", agent_max_stop, kMaxStopHelp);
   add_source_lines(agent_cmd, agent.source_lines);
+  long long agent_max_tasks = SnapshotBuilder::kDefaultMaxTasksPerLoop;
+  add_task_options(agent_cmd, agent.tasks, agent_max_tasks);
   agent_cmd
       ->add_option(
           "--probe", agent.probes,
@@ -311,6 +346,7 @@ int run_cli(int argc, char** argv) {
   try {
     if (*dump_cmd) {
       dump.max_stop = parse_duration(dump_max_stop, "--max-stop");
+      set_max_tasks(dump.tasks, dump_max_tasks);
       return run_dump(dump);
     }
     if (*agent_cmd) {
@@ -323,6 +359,7 @@ int run_cli(int argc, char** argv) {
                           "--duration must be longer than 0 (leave it out to run until stopped)"};
       }
       agent.max_stop = parse_duration(agent_max_stop, "--max-stop");
+      set_max_tasks(agent.tasks, agent_max_tasks);
       agent.probe_timeout = parse_duration(probe_timeout, "--probe-timeout");
       return run_agent(agent);
     }

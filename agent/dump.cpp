@@ -26,9 +26,9 @@
 namespace stackaudit {
 
 Snapshot audit_process(pid_t pid, const RuleSet& rules, std::chrono::milliseconds max_stop,
-                       SourceLines lines) {
+                       SourceLines lines, TaskOptions tasks) {
   check_auditable(pid);
-  AuditPipeline pipeline(pid, rules, max_stop, lines);
+  AuditPipeline pipeline(pid, rules, max_stop, lines, tasks);
   const RawCapture& raw = pipeline.capture();
   bool any_captured = false;
   bool denied = false;
@@ -60,7 +60,7 @@ void pause_after_listing() {
 // One process of the tree, captured with the tree's stopper; a process that
 // cannot be audited is "gone", with why.
 ProcessAudit audit_one(const TreeProcess& p, const RuleSet& rules,
-                       std::chrono::milliseconds max_stop, SourceLines lines,
+                       std::chrono::milliseconds max_stop, SourceLines lines, TaskOptions tasks,
                        const std::shared_ptr<StopperProcess>& stopper) {
   ProcessAudit audit{p, std::nullopt, ""};
   if (!proc::process_exists(p.pid)) {
@@ -69,7 +69,7 @@ ProcessAudit audit_one(const TreeProcess& p, const RuleSet& rules,
   }
   try {
     check_target(p.pid);
-    AuditPipeline pipeline(p.pid, rules, max_stop, lines, stopper);
+    AuditPipeline pipeline(p.pid, rules, max_stop, lines, tasks, stopper);
     const RawCapture& raw = pipeline.capture();
     if (pipeline.captured_any()) {
       audit.snapshot = pipeline.build();
@@ -92,7 +92,7 @@ ProcessAudit audit_one(const TreeProcess& p, const RuleSet& rules,
 }  // namespace
 
 TreeAudit audit_tree(pid_t root, const RuleSet& rules, std::chrono::milliseconds max_stop,
-                     SourceLines lines, size_t max_processes) {
+                     SourceLines lines, size_t max_processes, TaskOptions tasks) {
   check_auditable(root);
   ProcessTable table = ProcessTable::scan();
   std::vector<TreeProcess> tree = process_tree(table, {root}, own_processes(table));
@@ -110,7 +110,7 @@ TreeAudit audit_tree(pid_t root, const RuleSet& rules, std::chrono::milliseconds
   // One stopper for the whole tree, processes captured one after the other.
   auto stopper = shared_stopper(max_stop);
   for (const TreeProcess& p : tree) {
-    audit.processes.push_back(audit_one(p, rules, max_stop, lines, stopper));
+    audit.processes.push_back(audit_one(p, rules, max_stop, lines, tasks, stopper));
     ProcessAudit& a = audit.processes.back();
     // Text from the target (comm, a reason naming it) goes into JSON: valid
     // UTF-8 (collector/utf8.h).
@@ -198,15 +198,16 @@ int run_dump(const DumpOptions& o) {
                     "unknown --format '" + o.format + "' (text, json, folded or speedscope)"};
   check_max_stop(o.max_stop);
   check_max_processes(o.max_processes);
+  check_max_tasks(static_cast<long long>(o.tasks.max_per_loop));
   RuleSet rules = load_rules(o.rules_file);
   std::optional<Snapshot> snapshot;
   std::optional<TreeAudit> tree;
   if (o.children) {
-    tree = audit_tree(o.pid, rules, o.max_stop, o.source_lines, o.max_processes);
+    tree = audit_tree(o.pid, rules, o.max_stop, o.source_lines, o.max_processes, o.tasks);
     for (ProcessAudit& p : tree->processes)
       if (p.snapshot) apply_view(*p.snapshot, o.stack, o.format);
   } else {
-    snapshot = audit_process(o.pid, rules, o.max_stop, o.source_lines);
+    snapshot = audit_process(o.pid, rules, o.max_stop, o.source_lines, o.tasks);
     apply_view(*snapshot, o.stack, o.format);
   }
   // The JSON goes out thread by thread: for thousands of threads the whole

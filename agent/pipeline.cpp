@@ -58,6 +58,13 @@ void check_max_processes(size_t max_processes) {
     throw UserError{kExitUsage, "--max-processes must be between 1 and 4096 (default 64)"};
 }
 
+void check_max_tasks(long long max_per_loop) {
+  if (max_per_loop < 1)
+    throw UserError{kExitUsage, "--max-tasks must be at least 1 (default " +
+                                    std::to_string(SnapshotBuilder::kDefaultMaxTasksPerLoop) +
+                                    "; --no-tasks reads none)"};
+}
+
 ProcessTable ProcessTable::scan() {
   ProcessTable table;
   for (pid_t pid : proc::list_processes()) {
@@ -115,9 +122,11 @@ std::shared_ptr<StopperProcess> shared_stopper(std::chrono::milliseconds max_sto
 }
 
 AuditPipeline::AuditPipeline(pid_t pid, const RuleSet& rules, std::chrono::milliseconds max_stop,
-                             SourceLines lines, std::shared_ptr<StopperProcess> stopper)
+                             SourceLines lines, TaskOptions tasks,
+                             std::shared_ptr<StopperProcess> stopper)
     : builder_(pid, rules, lines),
       capturer_(pid, capture_options(max_stop, builder_, std::move(stopper))) {
+  builder_.set_tasks(tasks.enabled, tasks.max_per_loop);
   builder_.prepare(proc::read_maps(pid));
 }
 

@@ -32,6 +32,17 @@ void check_auditable(pid_t pid);
 // Checks --max-processes (1 to 4096); throws UserError (exit 2).
 void check_max_processes(size_t max_processes);
 
+// Whether to read a CPython target's asyncio tasks (--tasks, --no-tasks), and
+// at most how many per event loop (--max-tasks).
+struct TaskOptions {
+  bool enabled = true;
+  size_t max_per_loop = SnapshotBuilder::kDefaultMaxTasksPerLoop;
+};
+
+// Checks --max-tasks (at least 1); throws UserError (exit 2). Signed, so that
+// "-1" from the command line is refused, not taken as a huge cap.
+void check_max_tasks(long long max_per_loop);
+
 // One process of an audited tree: who it is and where it sits.
 struct TreeProcess {
   pid_t pid = 0;
@@ -78,7 +89,8 @@ class AuditPipeline {
  public:
   // stopper: shared with the other pipelines of a tree (null: its own).
   AuditPipeline(pid_t pid, const RuleSet& rules, std::chrono::milliseconds max_stop,
-                SourceLines lines, std::shared_ptr<StopperProcess> stopper = nullptr);
+                SourceLines lines, TaskOptions tasks,
+                std::shared_ptr<StopperProcess> stopper = nullptr);
   AuditPipeline(const AuditPipeline&) = delete;  // the capturer asks builder_
   AuditPipeline& operator=(const AuditPipeline&) = delete;
 

@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "agent/audit_json.h"
+#include "agent/task_report.h"
 #include "agent/version.h"
 #include "collector/rules.h"
 
@@ -80,6 +81,7 @@ std::string text_report(const Snapshot& s) {
     out << "\n!!! " << s.summary.event_loops_blocked
         << " asyncio event loop(s) blocked outside their selector: every coroutine of that loop "
            "waits (see BLOCKS THE EVENT LOOP below)\n";
+  out << asyncio_alerts(s);
 
   for (const Thread& t : s.threads) {
     bool named_by_python = t.python && !t.python->thread_name.empty();
@@ -132,6 +134,7 @@ std::string text_report(const Snapshot& s) {
     }
     if (t.truncated) out << "    ... stack truncated: " << shown(t.note) << "\n";
   }
+  out << asyncio_report(s);
 
   out << "\nSummary: " << s.summary.threads << " threads, " << s.summary.blocked << " blocked ("
       << s.summary.idle << " idle), " << s.summary.threads - s.summary.blocked << " not blocked\n";
@@ -142,6 +145,7 @@ std::string text_report(const Snapshot& s) {
         << "; asyncio event loops: " << s.summary.event_loop_threads << " ("
         << s.summary.event_loops_blocked << " blocked)\n";
   }
+  out << asyncio_summary_line(s);
   for (const Pool& p : s.summary.pools) {
     out << "  pool " << shown(p.name) << ": " << p.threads << " threads, " << p.idle << " idle, "
         << p.blocked << " blocked";
@@ -174,6 +178,10 @@ namespace stackaudit {
 
 std::string shown_text(std::string_view text) {
   return shown(text);
+}
+
+std::string shown_frame(const Frame& frame) {
+  return where(frame);
 }
 
 }  // namespace stackaudit

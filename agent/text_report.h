@@ -15,4 +15,8 @@ std::string text_report(const Snapshot& snapshot);
 // bytes as \xNN.
 std::string shown_text(std::string_view text);
 
+// A frame as the report shows it: "function (file:line)", "function
+// (module+0xOFFSET)", or "module+0xOFFSET".
+std::string shown_frame(const Frame& frame);
+
 }  // namespace stackaudit

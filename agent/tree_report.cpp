@@ -118,7 +118,13 @@ std::string tree_text_report(const TreeAudit& audit) {
     std::string cats;
     for (const auto& [c, n] : s.by_category)
       if (n > 0) cats += (cats.empty() ? ": " : ", ") + c + " " + std::to_string(n);
-    out << cats << "\n";
+    out << cats;
+    if (s.asyncio.read) {
+      out << "; " << s.asyncio.tasks << " asyncio tasks";
+      if (!s.asyncio.cycles.empty())
+        out << " (" << s.asyncio.cycles.size() << " await cycle(s): DEADLOCK)";
+    }
+    out << "\n";
   }
   out << "Total: " << totals.audited << " processes audited";
   if (totals.gone > 0) out << ", " << totals.gone << " gone";

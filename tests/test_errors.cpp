@@ -58,6 +58,34 @@ TEST(Errors, BadMaxStopIsAUsageError) {
   }
 }
 
+TEST(Errors, BadMaxTasksIsAUsageError) {
+  for (const char* command : {"dump", "agent"}) {
+    for (const char* bad : {"0", "abc", "-1", "2.5"}) {
+      RunResult r = run({kStackaudit, command, "--pid", "1", "--max-tasks", bad});
+      EXPECT_EQ(r.exit_code, 2) << command << " --max-tasks " << bad << ": " << r.err;
+      EXPECT_NE(r.err.find("--max-tasks"), std::string::npos) << r.err;
+      expect_one_sentence(r);
+    }
+  }
+  RunResult r = run({kStackaudit, "dump", "--pid", "1", "--max-tasks", "0"});
+  EXPECT_EQ(r.err,
+            "stackaudit: --max-tasks must be at least 1 (default 10000; --no-tasks reads none)\n");
+}
+
+TEST(Errors, HelpNamesTheTaskOptions) {
+  for (const char* command : {"dump", "agent"}) {
+    RunResult r = run({kStackaudit, command, "--help"});
+    EXPECT_EQ(r.exit_code, 0);
+    EXPECT_NE(r.out.find("--tasks"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("--no-tasks"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("--max-tasks N"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("(default 10000, at least 1)"), std::string::npos) << r.out;
+  }
+  RunResult both = run({kStackaudit, "dump", "--pid", "1", "--tasks", "--no-tasks"});
+  EXPECT_EQ(both.exit_code, 2) << both.err;
+  expect_one_sentence(both);
+}
+
 TEST(Errors, ThirtyTwoBitProcessIsRefused) {
   // Its syscall numbers are i386's: the rules for stopping it safely do not apply.
   if (std::string(IA32_SPIN_BIN).empty())

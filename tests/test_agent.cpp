@@ -410,7 +410,7 @@ TEST(Agent, BlockedEventLoopOfAPythonServiceIsExported) {
             "py_service.py:" + std::to_string(tagged_line(PY_SERVICE_SCRIPT, "loop_sleep")));
   EXPECT_EQ(site["function"], "blocking_handler");
   EXPECT_EQ(site["category"], "sleep");
-  EXPECT_EQ(site["coroutine"]["function"], "serve");
+  EXPECT_EQ(site["coroutine"]["function"], "handle_request");
   EXPECT_EQ(site["samples"], loops["blocked_samples"]);
   const nlohmann::json* bridge = nullptr;
   for (const auto& p : w["pools"])

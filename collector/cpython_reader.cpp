@@ -255,8 +255,18 @@ int CPythonReader::line_of(const CodeInfo& info, uint64_t code, uint64_t instr) 
 std::vector<std::pair<uint64_t, uint64_t>> CPythonReader::dict_items(uint64_t dict) {
   uint64_t keys = 0, values = 0;
   if (!dict || !read_ptr(dict + L_.dict.keys, &keys) || !keys) return {};
-  read_ptr(dict + L_.dict.values, &values);
-  return keys_items(keys, values, kMaxDictEntries);
+  int64_t capacity = -1;
+  if (read_ptr(dict + L_.dict.values, &values) && values &&
+      L_.object.values == CPythonLayout::Values::kInline) {
+    // 3.13+: a split dict's values are a PyDictValues, its array after a
+    // small header that says how many it has room for (the same struct as
+    // an instance's inline values).
+    uint8_t room = 0;
+    if (!memory_.read_exact(values + L_.object.inline_capacity, &room, 1)) return {};
+    capacity = room;
+    values += L_.object.inline_array;
+  }
+  return keys_items(keys, values, kMaxDictEntries, capacity);
 }
 
 std::vector<std::pair<uint64_t, uint64_t>> CPythonReader::keys_items(uint64_t keys, uint64_t values,

@@ -428,7 +428,7 @@ void CPythonReader::classify(const AsyncioOffsets& o, const TaskRead& r, PyTaskI
       callback && read_ptr(callback + kFuncQualname, &qualname) && read_string(qualname, &cb) &&
       cb == "_chain_future.<locals>._call_check_cancel") {
     t.kind = "executor";
-    t.detail = "job not running yet, or done";
+    t.detail = "run_in_executor job, not running (queued or done)";
     // The concurrent.futures.Future is a free variable of the callback.
     uint64_t source = 0;
     int64_t cells = 0;
@@ -451,8 +451,8 @@ void CPythonReader::classify(const AsyncioOffsets& o, const TaskRead& r, PyTaskI
           continue;
         uint64_t item = frame_local(f.address, "self");
         if (item && attribute(item, "future") == source) {
-          t.executor_tid = th.native_tid;
-          t.detail = "job running on thread " + std::to_string(th.native_tid);
+          t.executor_tid = th.native_tid;  // the report says "run by thread N"
+          t.detail = "run_in_executor job";
         }
       }
     }
@@ -694,6 +694,10 @@ PyAsyncioInfo CPythonReader::read_tasks(const ModuleMap& modules,
     auto c = current.find(loop);
     if (c != current.end()) l.current_task = c->second;
     l.truncated |= truncated_list;
+    if (l.seen > l.tasks.size() && l.tasks.size() >= max_per_loop)
+      out.notes.push_back("asyncio tasks: an event loop has " + std::to_string(l.seen) +
+                          " tasks, of which the first " + std::to_string(l.tasks.size()) +
+                          " were read; --max-tasks raises the cap");
     out.loops.push_back(std::move(l));
   }
   if (skipped)

@@ -530,9 +530,10 @@ void AgentMetrics::observe_asyncio(const std::vector<Snapshot>& round,
       ready_callbacks_->Remove(ls.ready);
       ls.ready = nullptr;
     }
+    // The longest first: a scrape between the two never sees it behind.
     ls.longest = std::max(ls.longest, n.blocked);
-    ls.blocked_now->Set(n.blocked);
     ls.blocked_max->Set(ls.longest);
+    ls.blocked_now->Set(n.blocked);
   }
   for (const AsyncioTracker::Cycle& c : tracked.cycles)
     if (c.first_seen) await_cycles_->Increment();

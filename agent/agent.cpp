@@ -274,13 +274,13 @@ int run_agent(const AgentOptions& o) {
   auto registry = std::shared_ptr<prometheus::Registry>(&registry_storage, [](auto*) {});
   auto target_figures = std::make_shared<TargetCollectable>();
   auto self_figures = std::make_shared<ProcessCollectable>();
-  AgentMetrics metrics(registry_storage, o.max_sites);
-  Exporter exporter(o.listen, {registry, target_figures, self_figures});
-
-  if (o.pid > 0) check_auditable(o.pid);
   // One audit over a tree (--match, --children): series per process carry a
   // pid label, and the audit JSON has a section per process.
   const bool tree_mode = !o.pid || o.children;
+  AgentMetrics metrics(registry_storage, o.max_sites, tree_mode);
+  Exporter exporter(o.listen, {registry, target_figures, self_figures});
+
+  if (o.pid > 0) check_auditable(o.pid);
 
   spdlog::info("serving metrics on http://{}/metrics", o.listen);
   // The probe and the scrape of the service's counter run on threads of their
@@ -311,6 +311,7 @@ int run_agent(const AgentOptions& o) {
     window.set_planned_seconds(static_cast<double>(o.duration.count()) / 1e3);
   std::string end_reason = "running";  // why the audit is written: see RunWindow::window_json
   EpisodeTracker episodes;
+  AsyncioTracker asyncio;  // loop blocks and await cycles, round to round
   ThreadKeyCache keys;
   std::optional<std::vector<Snapshot>> latest;  // the last round
   std::vector<TreeProcess> latest_tree;
@@ -531,9 +532,12 @@ int run_agent(const AgentOptions& o) {
     auto ended = episodes.update(round, interval, keys);
     metrics.observe_episodes(ended);
     for (const auto& e : ended) window.add_episode(e.category, e.seconds);
+    AsyncioTracker::Round tasks = asyncio.update(round, interval);
+    metrics.observe_asyncio(round, tasks);
     {
       std::lock_guard lock(window_mutex);
       window.add_round(round, self_cpu_seconds(), keys);
+      window.add_asyncio(round, tasks);
     }
     std::set<pid_t> roots;
     for (const TreeProcess& p : round_tree)

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <functional>
 
@@ -24,6 +25,17 @@ const Histogram::BucketBoundaries kStopBuckets = {5e-6,   1e-5, 2.5e-5, 5e-5, 1e
                                                   2.5e-4, 5e-4, 1e-3,   5e-3, 2e-2};
 const Histogram::BucketBoundaries kEpisodeBuckets = {1,   2,   5,   10,   30,   60,
                                                      120, 300, 600, 1800, 3600, 14400};
+
+// TaskAwait::kind: the awaiting label's values (any other folds into "other").
+constexpr std::array<const char*, 15> kAwaitKinds = {
+    "sleep",    "queue",  "lock", "event",  "condition", "semaphore", "stream", "subprocess",
+    "executor", "future", "task", "gather", "running",   "other",     "none"};
+
+std::string await_kind(const std::string& kind) {
+  for (const char* k : kAwaitKinds)
+    if (kind == k) return kind;
+  return "other";
+}
 
 prometheus::MetricFamily family(const std::string& name, const std::string& help,
                                 prometheus::MetricType type) {
@@ -103,7 +115,56 @@ std::vector<EpisodeTracker::Ended> EpisodeTracker::update(const std::vector<Snap
   return ended;
 }
 
-AgentMetrics::AgentMetrics(prometheus::Registry& r, size_t max_sites)
+std::vector<std::string> loop_labels(const Snapshot& s) {
+  std::vector<std::string> out;
+  std::map<std::string, size_t> seen;  // name -> loops of that name so far
+  for (const EventLoop& l : s.event_loops) {
+    if (out.size() >= kMaxLoopsPerProcess) {
+      out.push_back("other");
+      continue;
+    }
+    std::string name = l.tid == 0 || l.thread_name.empty() ? "-" : valid_utf8(l.thread_name);
+    size_t n = ++seen[name];
+    out.push_back(n == 1 ? name : name + " (" + std::to_string(n) + ")");
+  }
+  return out;
+}
+
+AsyncioTracker::Round AsyncioTracker::update(const std::vector<Snapshot>& round, double interval) {
+  Round out;
+  std::map<std::pair<pid_t, std::string>, int> blocked;
+  std::set<std::pair<pid_t, std::string>> cycles;
+  for (const Snapshot& s : round) {
+    if (!s.summary.asyncio.read) continue;
+    std::vector<std::string> labels = loop_labels(s);
+    for (size_t i = 0; i < s.event_loops.size(); ++i) {
+      const EventLoop& l = s.event_loops[i];
+      Loop loop{s.target.pid, labels[i], l.ready_callbacks, l.blocked, 0};
+      if (l.blocked) {
+        auto key = std::make_pair(s.target.pid, l.id);
+        auto it = blocked_rounds_.find(key);
+        int n = (it != blocked_rounds_.end() ? it->second : 0) + 1;
+        blocked[key] = n;
+        loop.blocked_seconds = n * interval;
+      }
+      out.loops.push_back(std::move(loop));
+    }
+    for (const AwaitCycle& c : s.summary.asyncio.cycles) {
+      std::vector<std::string> ids = c.task_ids;
+      std::sort(ids.begin(), ids.end());
+      std::string key;
+      for (const std::string& id : ids) key += (key.empty() ? "" : ",") + id;
+      auto k = std::make_pair(s.target.pid, key);
+      if (!cycles.insert(k).second) continue;  // listed twice: once
+      out.cycles.push_back({s.target.pid, key, c.names, !cycles_.count(k)});
+    }
+  }
+  blocked_rounds_ = std::move(blocked);
+  cycles_ = std::move(cycles);
+  return out;
+}
+
+AgentMetrics::AgentMetrics(prometheus::Registry& r, size_t max_sites, bool per_process)
     : max_sites_(max_sites),
       target_info_(BuildGauge()
                        .Name("stackaudit_target_info")
@@ -210,7 +271,9 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r, size_t max_sites)
                         .Name("stackaudit_pool_threads")
                         .Help("Threads per pool (threads named alike, the trailing number "
                               "removed) in the last round, by state: idle, blocked, running")
-                        .Register(r)) {
+                        .Register(r)),
+      registry_(r),
+      per_process_(per_process) {
   BuildGauge()
       .Name("stackaudit_build_info")
       .Help("stackaudit's version")
@@ -342,6 +405,139 @@ void AgentMetrics::observe_episodes(const std::vector<EpisodeTracker::Ended>& en
 
 void AgentMetrics::observe_error(const std::string& reason) {
   errors_.Add({{"reason", reason}}).Increment();
+}
+
+void AgentMetrics::register_asyncio() {
+  if (asyncio_tasks_) return;
+  asyncio_tasks_ = &BuildGauge()
+                        .Name("stackaudit_asyncio_tasks")
+                        .Help(
+                            "asyncio tasks in the last round, by what they await (sleep, "
+                            "queue, lock, ..., task, gather, future, none; see docs/metrics.md)")
+                        .Register(registry_);
+  ready_callbacks_ = &BuildGauge()
+                          .Name("stackaudit_asyncio_ready_callbacks")
+                          .Help(
+                              "Callbacks waiting in each asyncio event loop's ready queue "
+                              "(len(loop._ready)) in the last round, by loop thread")
+                          .Register(registry_);
+  loop_blocked_now_ = &BuildGauge()
+                           .Name("stackaudit_event_loop_blocked_seconds")
+                           .Help(
+                               "How long each asyncio event loop has been seen blocked outside "
+                               "its selector, in consecutive rounds (x interval); 0 when not "
+                               "blocked in the last round")
+                           .Register(registry_);
+  loop_blocked_max_ = &BuildGauge()
+                           .Name("stackaudit_event_loop_blocked_seconds_max")
+                           .Help(
+                               "The longest each asyncio event loop was seen blocked outside "
+                               "its selector since the agent started (interval resolution)")
+                           .Register(registry_);
+  await_cycles_ = &BuildCounter()
+                       .Name("stackaudit_asyncio_await_cycles_total")
+                       .Help(
+                           "asyncio await cycles (tasks awaiting each other in a ring: a "
+                           "deadlock) newly seen; one seen in consecutive rounds counts once")
+                       .Register(registry_)
+                       .Add({});
+  await_cycles_now_ = &BuildGauge()
+                           .Name("stackaudit_asyncio_await_cycles")
+                           .Help(
+                               "asyncio await cycles in the last round: tasks that await each "
+                               "other in a ring and can never finish")
+                           .Register(registry_)
+                           .Add({});
+}
+
+prometheus::Labels AgentMetrics::process_labels(pid_t pid) const {
+  if (!per_process_) return {};
+  return {{"pid", std::to_string(pid)}};
+}
+
+void AgentMetrics::observe_asyncio(const std::vector<Snapshot>& round,
+                                   const AsyncioTracker::Round& tracked) {
+  // Tasks by what they await, per process whose tasks were read; every kind
+  // present (0 included), as the blocked-thread categories are.
+  std::map<pid_t, std::map<std::string, double>> tasks;
+  for (const Snapshot& s : round) {
+    if (!s.summary.asyncio.read) continue;
+    auto& n = tasks[s.target.pid];
+    for (const char* k : kAwaitKinds) n[k] = 0;
+    for (const EventLoop& l : s.event_loops)
+      for (const AsyncTask& t : l.tasks) ++n[await_kind(t.awaiting.kind)];
+  }
+  if (tasks.empty() && !asyncio_tasks_) return;  // never read: no asyncio series at all
+  register_asyncio();
+  auto label = [](prometheus::Labels labels, const char* name, const std::string& value) {
+    labels.emplace(name, value);
+    return labels;
+  };
+  for (auto it = task_series_.begin(); it != task_series_.end();) {  // processes gone
+    if (tasks.count(it->first)) {
+      ++it;
+      continue;
+    }
+    for (auto& [kind, gauge] : it->second) asyncio_tasks_->Remove(gauge);
+    it = task_series_.erase(it);
+  }
+  for (const auto& [pid, counts] : tasks) {
+    auto& series = task_series_[pid];
+    for (const auto& [kind, n] : counts) {
+      prometheus::Gauge*& g = series[kind];
+      if (!g) g = &asyncio_tasks_->Add(label(process_labels(pid), "awaiting", kind));
+      g->Set(n);
+    }
+  }
+  // Loops, by (pid, label): the "other" loops of a process add their ready
+  // callbacks and keep the longest block of any of them.
+  struct Now {
+    double ready = 0;
+    bool readable = false;
+    double blocked = 0;
+  };
+  std::map<std::pair<pid_t, std::string>, Now> loops;
+  for (const AsyncioTracker::Loop& l : tracked.loops) {
+    Now& n = loops[{l.pid, l.label}];
+    if (l.ready_callbacks >= 0) {
+      n.ready += static_cast<double>(l.ready_callbacks);
+      n.readable = true;
+    }
+    n.blocked = std::max(n.blocked, l.blocked_seconds);
+  }
+  for (auto it = loop_series_.begin(); it != loop_series_.end();) {  // loops gone
+    if (loops.count(it->first)) {
+      ++it;
+      continue;
+    }
+    LoopSeries& ls = it->second;
+    if (ls.ready) ready_callbacks_->Remove(ls.ready);
+    loop_blocked_now_->Remove(ls.blocked_now);
+    loop_blocked_max_->Remove(ls.blocked_max);
+    it = loop_series_.erase(it);
+  }
+  for (const auto& [key, n] : loops) {
+    auto labels = label(process_labels(key.first), "loop_thread", key.second);
+    LoopSeries& ls = loop_series_[key];
+    if (!ls.blocked_now) {
+      ls.blocked_now = &loop_blocked_now_->Add(labels);
+      ls.blocked_max = &loop_blocked_max_->Add(labels);
+    }
+    if (n.readable) {
+      if (!ls.ready) ls.ready = &ready_callbacks_->Add(labels);
+      ls.ready->Set(n.ready);
+    } else if (ls.ready) {  // unreadable now: no value rather than a stale one
+      ready_callbacks_->Remove(ls.ready);
+      ls.ready = nullptr;
+    }
+    // The longest first: a scrape between the two never sees it behind.
+    ls.longest = std::max(ls.longest, n.blocked);
+    ls.blocked_max->Set(ls.longest);
+    ls.blocked_now->Set(n.blocked);
+  }
+  for (const AsyncioTracker::Cycle& c : tracked.cycles)
+    if (c.first_seen) await_cycles_->Increment();
+  await_cycles_now_->Set(static_cast<double>(tracked.cycles.size()));
 }
 
 void TargetCollectable::set_pids(std::vector<pid_t> pids, bool labeled) {

@@ -73,9 +73,48 @@ class EpisodeTracker {
 // The key that says "the same blocking call": syscall and stack.
 std::string episode_key(const Thread& t);
 
+// asyncio (issue 12). An event loop is named in metrics and in the run's
+// window by its thread's name ("-" when no thread runs it); a second loop of
+// one process on a thread of the same name is "NAME (2)", and loops past the
+// first kMaxLoopsPerProcess of a process are all "other". One label per loop
+// of s.event_loops, in order.
+constexpr size_t kMaxLoopsPerProcess = 8;
+std::vector<std::string> loop_labels(const Snapshot& s);
+
+// What the agent follows of asyncio from round to round: how long each event
+// loop has been seen blocked outside its selector (consecutive rounds, so the
+// resolution is the interval), and which await cycles are new.
+class AsyncioTracker {
+ public:
+  struct Loop {
+    pid_t pid = 0;
+    std::string label;             // loop_labels()
+    int64_t ready_callbacks = -1;  // len(loop._ready); -1 unreadable
+    bool blocked = false;
+    double blocked_seconds = 0;  // the block going on: rounds seen blocked in a row x interval
+  };
+  struct Cycle {
+    pid_t pid = 0;
+    std::string key;                 // its task ids, sorted: the same cycle in every round
+    std::vector<std::string> names;  // in await order
+    bool first_seen = false;         // not in the previous round
+  };
+  struct Round {
+    std::vector<Loop> loops;  // every loop of every process whose tasks were read
+    std::vector<Cycle> cycles;
+  };
+  Round update(const std::vector<Snapshot>& round, double interval_seconds);
+
+ private:
+  std::map<std::pair<pid_t, std::string>, int> blocked_rounds_;  // (pid, loop id) -> in a row
+  std::set<std::pair<pid_t, std::string>> cycles_;               // (pid, key), last round
+};
+
 class AgentMetrics {
  public:
-  AgentMetrics(prometheus::Registry& registry, size_t max_sites);
+  // per_process: the asyncio series carry a pid label (an audit over a tree
+  // or a --match), as the stackaudit_target_* series do.
+  AgentMetrics(prometheus::Registry& registry, size_t max_sites, bool per_process = false);
 
   // The processes audited now (none: stackaudit_target_up 0).
   struct TargetProcess {
@@ -89,6 +128,9 @@ class AgentMetrics {
                      ThreadKeyCache& keys);
   void observe_episodes(const std::vector<EpisodeTracker::Ended>& ended);
   void observe_error(const std::string& reason);
+  // The round's asyncio tasks and loops (processes whose tasks were read);
+  // series of processes and loops no longer there are removed.
+  void observe_asyncio(const std::vector<Snapshot>& round, const AsyncioTracker::Round& tracked);
 
  private:
   prometheus::Counter& site_counter(prometheus::Family<prometheus::Counter>& family,
@@ -125,6 +167,25 @@ class AgentMetrics {
   std::map<std::string, prometheus::Counter*> loop_sites_;
   std::set<std::string> site_names_;  // distinct sites given a label
   std::map<std::string, prometheus::Gauge*> pools_;
+  // asyncio: families registered with the first round that read tasks.
+  void register_asyncio();
+  prometheus::Labels process_labels(pid_t pid) const;
+  prometheus::Registry& registry_;
+  bool per_process_;
+  prometheus::Family<prometheus::Gauge>* asyncio_tasks_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* ready_callbacks_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* loop_blocked_now_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* loop_blocked_max_ = nullptr;
+  prometheus::Counter* await_cycles_ = nullptr;
+  prometheus::Gauge* await_cycles_now_ = nullptr;
+  std::map<pid_t, std::map<std::string, prometheus::Gauge*>> task_series_;  // pid -> kind -> series
+  struct LoopSeries {
+    prometheus::Gauge* ready = nullptr;  // null while unreadable
+    prometheus::Gauge* blocked_now = nullptr;
+    prometheus::Gauge* blocked_max = nullptr;
+    double longest = 0;
+  };
+  std::map<std::pair<pid_t, std::string>, LoopSeries> loop_series_;  // (pid, label)
 };
 
 // stackaudit_target_* figures of the audited processes, read at scrape time:

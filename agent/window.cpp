@@ -22,6 +22,14 @@ std::string file_and_line(const Frame& f) {
   return out;
 }
 
+// Where a task waits, in a few words: its innermost coroutine of the user's
+// own code (not asyncio's Queue.get under it), else its innermost one.
+std::string task_site(const AsyncTask& t) {
+  for (const Frame& f : t.coroutine)
+    if (is_user_frame(f)) return site_label(f);
+  return t.coroutine.empty() ? "-" : site_label(t.coroutine.front());
+}
+
 }  // namespace
 
 double percentile(std::vector<double> v, double p) {
@@ -194,6 +202,83 @@ void RunWindow::add_loop_site(const Blocking& b) {
   }
 }
 
+void RunWindow::add_asyncio(const std::vector<Snapshot>& round,
+                            const AsyncioTracker::Round& tracked) {
+  size_t tasks = 0;
+  bool read = false;
+  std::map<std::string, size_t> this_round;  // task stack -> tasks this round
+  for (const Snapshot& s : round) {
+    if (!s.summary.asyncio.read) continue;
+    read = true;
+    for (const EventLoop& l : s.event_loops)
+      for (const AsyncTask& t : l.tasks) {
+        ++tasks;
+        std::string awaiting = t.awaiting.kind.empty() ? "none" : t.awaiting.kind;
+        ++tasks_by_awaiting_[awaiting];
+        std::string stack;
+        for (const Frame& f : t.coroutine) {
+          stack += (stack.empty() ? "" : " <- ") + site_label(f);
+          if (stack.size() > 2000) break;
+        }
+        std::string key = awaiting + '\0' + stack;
+        auto it = task_stacks_.find(key);
+        if (it == task_stacks_.end()) {
+          if (task_stacks_.size() >= kMaxTaskStacks) {  // bounded for runs of days
+            ++task_stacks_dropped_;
+            continue;
+          }
+          it = task_stacks_.emplace(key, TaskStack{awaiting, task_site(t), stack, t.name}).first;
+        }
+        ++it->second.samples;
+        ++this_round[key];
+      }
+  }
+  if (!read) return;
+  ++asyncio_rounds_;
+  task_samples_ += tasks;
+  tasks_.add(static_cast<double>(tasks));
+  for (const auto& [key, n] : this_round) {
+    TaskStack& t = task_stacks_[key];
+    t.max_tasks = std::max(t.max_tasks, n);
+  }
+  // Loops by label: the "other" loops of a process add their ready
+  // callbacks, as in the metrics.
+  std::map<std::pair<pid_t, std::string>, std::pair<int64_t, double>> loops;  // ready, block
+  std::map<std::pair<pid_t, std::string>, bool> blocked;
+  for (const AsyncioTracker::Loop& l : tracked.loops) {
+    auto key = std::make_pair(l.pid, l.label);
+    auto& [ready, block] = loops.try_emplace(key, -1, 0.0).first->second;
+    if (l.ready_callbacks >= 0) ready = std::max<int64_t>(ready, 0) + l.ready_callbacks;
+    block = std::max(block, l.blocked_seconds);
+    blocked[key] = blocked[key] || l.blocked;
+  }
+  for (const auto& [key, now] : loops) {
+    LoopFigures& f = loops_[key];
+    ++f.rounds;
+    f.last_round = asyncio_rounds_;
+    if (now.first >= 0) f.ready_callbacks.add(static_cast<double>(now.first));
+    if (blocked[key]) ++f.blocked_rounds;
+    f.longest_block = std::max(f.longest_block, now.second);
+    longest_block_ = std::max(longest_block_, now.second);
+  }
+  // The loops of processes no longer kept (see add_round) go with them.
+  std::erase_if(loops_, [&](const auto& l) { return !processes_.count(l.first.first); });
+  int64_t at = round.front().captured_at_unix_ns;
+  for (const AsyncioTracker::Cycle& c : tracked.cycles) {
+    auto key = std::make_pair(c.pid, c.key);
+    auto it = cycles_.find(key);
+    if (it == cycles_.end()) {
+      if (cycles_.size() >= kMaxCycles) {
+        cycles_dropped_ += c.first_seen ? 1 : 0;
+        continue;
+      }
+      it = cycles_.emplace(key, CycleSeen{c.names, 0, at, at}).first;
+    }
+    ++it->second.rounds;
+    it->second.last_ns = at;
+  }
+}
+
 void RunWindow::set_roots(const std::set<pid_t>& roots) {
   bool lost = false, gained = false;
   for (pid_t p : roots_) lost |= !roots.count(p);
@@ -324,6 +409,64 @@ nlohmann::json RunWindow::window_json(bool per_process, const std::string& ended
            {"idle", now ? p.last_idle : 0},
            {"blocked", now ? p.last_blocked : 0}}}});
   }
+  json asyncio = nullptr;
+  if (asyncio_rounds_ > 0) {
+    auto task_share = [&](size_t n) {
+      return task_samples_ > 0 ? static_cast<double>(n) / static_cast<double>(task_samples_) : 0.0;
+    };
+    json by_awaiting = json::object();
+    for (const auto& [kind, n] : tasks_by_awaiting_)
+      by_awaiting[valid_utf8(kind)] = {{"samples", n}, {"share", task_share(n)}};
+    std::vector<const TaskStack*> stacks;
+    for (const auto& [key, t] : task_stacks_) stacks.push_back(&t);
+    std::stable_sort(stacks.begin(), stacks.end(), [](const TaskStack* a, const TaskStack* b) {
+      return a->samples > b->samples;
+    });
+    json top = json::array();
+    for (size_t i = 0; i < stacks.size() && i < 20; ++i)
+      top.push_back({{"awaiting", valid_utf8(stacks[i]->awaiting)},
+                     {"site", valid_utf8(stacks[i]->site)},
+                     {"stack", valid_utf8(stacks[i]->stack)},
+                     {"example", valid_utf8(stacks[i]->example)},
+                     {"samples", stacks[i]->samples},
+                     {"share", task_share(stacks[i]->samples)},
+                     {"max_tasks", stacks[i]->max_tasks}});
+    json loops = json::array();
+    for (const auto& [key, l] : loops_)
+      loops.push_back(
+          {{"pid", key.first},
+           {"thread", valid_utf8(key.second)},
+           {"rounds", l.rounds},
+           {"gone", l.last_round < asyncio_rounds_},
+           {"ready_callbacks", l.ready_callbacks.n ? l.ready_callbacks.json() : json(nullptr)},
+           {"blocked_rounds", l.blocked_rounds},
+           {"longest_block_seconds", l.longest_block}});
+    json cycles = json::array();
+    std::vector<const std::pair<const std::pair<pid_t, std::string>, CycleSeen>*> seen;
+    for (const auto& c : cycles_) seen.push_back(&c);
+    std::stable_sort(seen.begin(), seen.end(), [](const auto* a, const auto* b) {
+      return a->second.first_ns < b->second.first_ns;
+    });
+    for (const auto* c : seen) {
+      std::vector<std::string> names;
+      for (const auto& n : c->second.names) names.push_back(valid_utf8(n));
+      cycles.push_back({{"pid", c->first.first},
+                        {"tasks", names},
+                        {"rounds", c->second.rounds},
+                        {"first_seen_at", rfc3339_utc(c->second.first_ns)},
+                        {"last_seen_at", rfc3339_utc(c->second.last_ns)}});
+    }
+    asyncio = {{"rounds", asyncio_rounds_},
+               {"task_samples", task_samples_},
+               {"tasks", tasks_.json()},
+               {"by_awaiting", by_awaiting},
+               {"top_stacks", top},
+               {"stacks_not_kept_samples", task_stacks_dropped_},
+               {"loops", loops},
+               {"longest_block_seconds", longest_block_},
+               {"cycles", cycles},
+               {"cycles_not_kept", cycles_dropped_}};
+  }
   bool up = rounds_down_ == 0 && restarts_ == 0 && ended != "target_exited";
   json out = {
       {"started_at", rfc3339_utc(first_ns_)},
@@ -360,6 +503,7 @@ nlohmann::json RunWindow::window_json(bool per_process, const std::string& ended
         {"blocked_samples", loop_blocked_},
         {"blocked_share", loop_share(loop_blocked_)},
         {"sites", loop_site_list}}},
+      {"asyncio", asyncio},
       {"pools", pools},
       {"cost",
        {{"threads_stopped", stopped_},

@@ -30,6 +30,9 @@ class RunWindow {
   void add_round(const std::vector<Snapshot>& round, double agent_cpu_seconds,
                  ThreadKeyCache& keys);
   void add_episode(const std::string& category, double seconds);
+  // The round's asyncio tasks and event loops, with what `tracked` (the
+  // AsyncioTracker's update for the same round) says of blocks and cycles.
+  void add_asyncio(const std::vector<Snapshot>& round, const AsyncioTracker::Round& tracked);
   void round_failed() { ++rounds_failed_; }
   // A round in which no target process was there to audit.
   void round_without_target() { ++rounds_down_; }
@@ -121,6 +124,30 @@ class RunWindow {
     size_t last_round = 0;  // the round it was last seen in
   };
   std::map<std::string, PoolFigures> pools_;
+  // asyncio, over the rounds that read tasks ("asyncio" in the JSON).
+  struct TaskStack {
+    std::string awaiting, site, stack, example;
+    size_t samples = 0, max_tasks = 0;  // max_tasks: the most in one round
+  };
+  struct LoopFigures {
+    size_t rounds = 0, blocked_rounds = 0;
+    MinAvgMax ready_callbacks;  // rounds it was readable
+    double longest_block = 0;
+    size_t last_round = 0;
+  };
+  struct CycleSeen {
+    std::vector<std::string> names;
+    size_t rounds = 0;
+    int64_t first_ns = 0, last_ns = 0;
+  };
+  static constexpr size_t kMaxTaskStacks = 10000, kMaxCycles = 100;
+  size_t asyncio_rounds_ = 0, task_samples_ = 0, task_stacks_dropped_ = 0, cycles_dropped_ = 0;
+  MinAvgMax tasks_;
+  std::map<std::string, size_t> tasks_by_awaiting_;
+  std::map<std::string, TaskStack> task_stacks_;                // awaiting + '\0' + stack
+  std::map<std::pair<pid_t, std::string>, LoopFigures> loops_;  // (pid, loop_labels())
+  std::map<std::pair<pid_t, std::string>, CycleSeen> cycles_;   // (pid, sorted task ids)
+  double longest_block_ = 0;
   double first_agent_cpu_ = -1, last_agent_cpu_ = 0;
   FlameStacks flame_;
   bool flame_by_process_ = false;

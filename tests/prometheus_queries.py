@@ -46,6 +46,7 @@ EXPECTED_EMPTY = {
     "stackaudit-agent-cost.json: Snapshot errors [A]":
         "stackaudit_snapshot_errors_total appears at the first error; every thread of the fixture is captured",
     "alert StackauditTargetDown": "the target is up",
+    "alert StackauditAwaitCycle": "py_service's tasks await no task in a ring",
     "alert StackauditBlockingSiteHot": "no site of the fixture holds half of its threads' time",
     "alert StackauditThreadsGrowing": "compares with an hour ago, before the test's data",
     "alert StackauditMemoryGrowing": "compares with an hour ago, before the test's data",

@@ -137,8 +137,16 @@ CPythonReader::CPythonReader(Memory& memory, const CPythonLayout& layout, uint64
 
 bool CPythonReader::read_string(uint64_t obj, std::string* out) {
   if (!obj) return false;
-  std::vector<uint8_t> head(L_.str.compact_data);
-  if (!memory_.read_exact(obj, head.data(), head.size())) return false;
+  // Most strings are short: the header and the text in one read when it can
+  // be (the object may end closer than that to an unmapped page: then the
+  // header alone).
+  constexpr size_t kShort = 64;
+  std::vector<uint8_t> head(L_.str.compact_data + kShort);
+  bool whole = memory_.read_exact(obj, head.data(), head.size());
+  if (!whole) {
+    head.resize(L_.str.compact_data);
+    if (!memory_.read_exact(obj, head.data(), head.size())) return false;
+  }
   if (unicode_type_ && field<uint64_t>(head, L_.object.ob_type) != unicode_type_) return false;
   int64_t length = field<int64_t>(head, L_.str.length);
   uint32_t state = field<uint32_t>(head, L_.str.state);
@@ -148,8 +156,11 @@ bool CPythonReader::read_string(uint64_t obj, std::string* out) {
   if (!compact || length < 0 || (kind != 1 && kind != 2 && kind != 4)) return false;
   size_t n = std::min<size_t>(static_cast<size_t>(length), kMaxString);
   std::vector<uint8_t> data(n * kind);
-  uint64_t at = obj + (ascii ? L_.str.ascii_data : L_.str.compact_data);
-  if (!data.empty() && !memory_.read_exact(at, data.data(), data.size())) return false;
+  uint32_t start = ascii ? L_.str.ascii_data : L_.str.compact_data;
+  if (whole && start + data.size() <= head.size())
+    std::copy_n(head.begin() + start, data.size(), data.begin());
+  else if (!data.empty() && !memory_.read_exact(obj + start, data.data(), data.size()))
+    return false;
   out->clear();
   for (size_t i = 0; i < n; ++i) {
     uint32_t c = kind == 1   ? data[i]
@@ -301,16 +312,43 @@ std::vector<std::pair<uint64_t, uint64_t>> CPythonReader::keys_items(uint64_t ke
 }
 
 uint64_t CPythonReader::dict_get(uint64_t dict, const std::string& key) {
-  std::string s;
   for (const auto& [k, v] : dict_items(dict))
-    if (read_string(k, &s) && s == key) return v;
+    if (key_is(k, key)) return v;
   return 0;
 }
 
+bool CPythonReader::type_word(uint64_t type, uint32_t offset, uint64_t* out) {
+  auto it = type_words_.find(type + offset);
+  if (it != type_words_.end()) {
+    *out = it->second;
+    return true;
+  }
+  if (!read_ptr(type + offset, out)) return false;
+  type_words_.emplace(type + offset, *out);
+  return true;
+}
+
+bool CPythonReader::key_is(uint64_t key, const std::string& name) {
+  auto it = key_names_.find(key);
+  if (it == key_names_.end()) {
+    std::string text;
+    if (!read_string(key, &text)) return false;
+    it = key_names_.emplace(key, std::move(text)).first;
+  }
+  return it->second == name;
+}
+
 uint64_t CPythonReader::attribute(uint64_t obj, const std::string& name) {
+  auto key = std::make_pair(obj, name);
+  auto it = attributes_.find(key);
+  if (it == attributes_.end()) it = attributes_.emplace(key, read_attribute(obj, name)).first;
+  return it->second;
+}
+
+uint64_t CPythonReader::read_attribute(uint64_t obj, const std::string& name) {
   uint64_t type = 0, flags = 0;
   if (!read_ptr(obj + L_.object.ob_type, &type) || !type ||
-      !read_ptr(type + L_.object.tp_flags, &flags))
+      !type_word(type, L_.object.tp_flags, &flags))
     return 0;
   auto before = [&](int32_t offset, uint64_t* out) {
     return read_ptr(obj + static_cast<uint64_t>(static_cast<int64_t>(offset)), out);
@@ -323,7 +361,7 @@ uint64_t CPythonReader::attribute(uint64_t obj, const std::string& name) {
   if (L_.object.values == Values::kInline && (flags & L_.object.inline_values_flag)) {
     uint64_t basicsize = 0;
     uint8_t valid = 0;
-    if (!read_ptr(type + L_.object.tp_basicsize, &basicsize) || basicsize > (1u << 20)) return 0;
+    if (!type_word(type, L_.object.tp_basicsize, &basicsize) || basicsize > (1u << 20)) return 0;
     uint64_t inline_values = obj + basicsize;
     uint8_t room = 0;
     if (memory_.read_exact(inline_values + L_.object.inline_valid, &valid, 1) && valid &&
@@ -348,21 +386,21 @@ uint64_t CPythonReader::attribute(uint64_t obj, const std::string& name) {
     // A dict of its own at tp_dictoffset (subclasses of C types that have
     // one, such as asyncio's futures before 3.13), or no attributes.
     int64_t dictoffset = 0;
-    if (!memory_.read_exact(type + kTpDictoffset, &dictoffset, sizeof dictoffset) ||
-        dictoffset <= 0 || dictoffset > (1 << 16) || !read_ptr(obj + dictoffset, &dict) || !dict)
+    uint64_t word = 0;
+    if (!type_word(type, kTpDictoffset, &word) || (dictoffset = static_cast<int64_t>(word)) <= 0 ||
+        dictoffset > (1 << 16) || !read_ptr(obj + dictoffset, &dict) || !dict)
       return slot(obj, type, name);
   }
   std::vector<std::pair<uint64_t, uint64_t>> items;
   if (values) {
     uint64_t keys = 0;
-    if (!read_ptr(type + L_.object.ht_cached_keys, &keys) || !keys) return 0;
+    if (!type_word(type, L_.object.ht_cached_keys, &keys) || !keys) return 0;
     items = keys_items(keys, values, kMaxAttributes, capacity);
   } else {
     items = dict_items(dict);
   }
-  std::string s;
   for (const auto& [k, v] : items)
-    if (read_string(k, &s) && s == name) return v;
+    if (key_is(k, name)) return v;
   return slot(obj, type, name);
 }
 
@@ -385,7 +423,7 @@ uint64_t CPythonReader::slot(uint64_t obj, uint64_t type, const std::string& nam
       read_ptr(obj + static_cast<uint64_t>(offset), &v);
       return v;
     }
-    if (!read_ptr(type + kTpBase, &base)) return 0;
+    if (!type_word(type, kTpBase, &base)) return 0;
     type = base;
   }
   return 0;
@@ -433,6 +471,9 @@ bool CPythonReader::read_once(PyProcessInfo& out, const std::set<long>* frames_f
   out.gil_waits.clear();
   out.interpreters = 0;
   codes_.clear();
+  type_words_.clear();
+  key_names_.clear();
+  attributes_.clear();
   uint64_t interp = 0;
   if (!read_ptr(runtime_ + L_.runtime.interpreters_head, &interp)) {
     out.notes.push_back("the Python runtime could not be read: no Python frames");

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -141,6 +142,10 @@ class CPythonReader {
   uint64_t gil_of(uint64_t interp);
   const CodeInfo* code_info(uint64_t code);
   bool read_string(uint64_t obj, std::string* out);
+  // A word of a type object, cached for the read; false when unreadable.
+  bool type_word(uint64_t type, uint32_t offset, uint64_t* out);
+  // Whether dict key `key` (a str) is `name`, its text cached for the read.
+  bool key_is(uint64_t key, const std::string& name);
   bool read_ptr(uint64_t addr, uint64_t* out) { return memory_.read_exact(addr, out, 8); }
   // (key, value) pairs of a dict object; keys in insertion order.
   std::vector<std::pair<uint64_t, uint64_t>> dict_items(uint64_t dict);
@@ -153,6 +158,7 @@ class CPythonReader {
   // An instance attribute: from its __dict__ (managed, inline or its own) or a
   // __slots__ member.
   uint64_t attribute(uint64_t obj, const std::string& name);
+  uint64_t read_attribute(uint64_t obj, const std::string& name);  // attribute(), uncached
   uint64_t slot(uint64_t obj, uint64_t type, const std::string& name);
   bool read_long(uint64_t obj, uint64_t* out);
   void read_thread_names(uint64_t interp, std::vector<PyThreadInfo>& threads);
@@ -179,8 +185,17 @@ class CPythonReader {
   uint64_t unicode_type_;                            // &PyUnicode_Type
   std::unordered_map<uint64_t, CodeInfo> codes_;     // per read
   std::unordered_map<uint64_t, std::string> types_;  // tp_name by type, per read
-  std::string asyncio_debug_module_;                 // where .AsyncioDebug was found (3.14+)
-  uint64_t asyncio_debug_ = 0;                       // its address in the target
+  // Words of type objects (flags, sizes, bases: fixed once a type is ready)
+  // by address + offset, and the strings of attribute names met in dict
+  // keys (interned, shared by every instance of a class), per read: reading
+  // ten thousand tasks asks for the same few again and again.
+  std::unordered_map<uint64_t, uint64_t> type_words_;
+  std::unordered_map<uint64_t, std::string> key_names_;
+  // attribute() answers by object and name, per read: ten thousand tasks
+  // waiting on one Event ask for its waiters ten thousand times.
+  std::map<std::pair<uint64_t, std::string>, uint64_t> attributes_;
+  std::string asyncio_debug_module_;  // where .AsyncioDebug was found (3.14+)
+  uint64_t asyncio_debug_ = 0;        // its address in the target
 };
 
 // "threading" for /usr/lib/python3.11/threading.py, "concurrent.futures.thread"

@@ -107,7 +107,7 @@ uint64_t CPythonReader::type_of(uint64_t obj) {
 bool CPythonReader::derives_from(uint64_t type, const char* name) {
   for (int i = 0; type && i < kMaxBases; ++i) {
     if (type_name(type) == name) return true;
-    if (!read_ptr(type + kTpBase, &type)) return false;
+    if (!type_word(type, kTpBase, &type)) return false;
   }
   return false;
 }
@@ -489,6 +489,9 @@ PyAsyncioInfo CPythonReader::read_tasks(const ModuleMap& modules,
                                         size_t max_per_loop) {
   PyAsyncioInfo out;
   types_.clear();
+  type_words_.clear();
+  key_names_.clear();
+  attributes_.clear();
   uint32_t minor = (version_ >> 16) & 0xff;
   // The main interpreter: the last of the list, id 0. Sub-interpreters'
   // loops are not read.

@@ -26,6 +26,7 @@ PACKAGES=(
   libcurl4-openssl-dev openssl                # the agent's latency probe (HTTP/HTTPS); throw-away TLS certificates in tests
   libtomlplusplus-dev                         # the gate's thresholds file (TOML)
   python3-aiohttp                             # examples/migration: the asyncio service
+  python3-uvloop                              # an asyncio fixture on uvloop's loop, said unsupported
   chromium python3-pil                        # the agent's page in a real browser (headless), its screenshot checked
 )
 

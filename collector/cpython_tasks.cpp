@@ -24,9 +24,9 @@ constexpr size_t kMaxClosure = 64;
 // The type object's fields we use: the same on 3.11-3.15 (checked against
 // each version's headers).
 constexpr uint32_t kTpName = 24;
-constexpr uint32_t kTpBase = 256;        // (also in cpython_reader.cpp)
-constexpr uint32_t kWeakrefObject = 16;  // PyWeakReference.wr_object
-constexpr uint32_t kObSize = 16;         // PyVarObject.ob_size: lists, tuples, deques
+constexpr uint32_t kTpBase = 256, kTpDict = 264;  // (also in cpython_reader.cpp)
+constexpr uint32_t kWeakrefObject = 16;           // PyWeakReference.wr_object
+constexpr uint32_t kObSize = 16;                  // PyVarObject.ob_size: lists, tuples, deques
 constexpr uint32_t kFloatValue = 16;
 constexpr uint32_t kCellRef = 16;
 constexpr uint32_t kFuncQualname = 40, kFuncClosure = 72;
@@ -687,7 +687,15 @@ PyAsyncioInfo CPythonReader::read_tasks(const ModuleMap& modules,
   }
   for (uint64_t loop : order) {
     PyLoopInfo& l = loops[loop];
-    l.type = type_name(type_of(loop));
+    uint64_t loop_type = type_of(loop);
+    l.type = type_name(loop_type);
+    // uvloop's Loop is a Cython type named "Loop" of module uvloop.loop.
+    uint64_t type_dict = 0;
+    std::string module;
+    if (read_ptr(loop_type + kTpDict, &type_dict) && type_dict)
+      read_string(dict_get(type_dict, "__module__"), &module);
+    if (module.starts_with("uvloop") && !l.type.starts_with("uvloop."))
+      l.type = module + "." + l.type;
     if (l.type.starts_with("uvloop."))
       out.notes.push_back(
           "asyncio tasks: uvloop is not supported; its tasks are listed, its ready queue is not "

@@ -310,7 +310,7 @@ TEST_P(AsyncioTasks, ABlockedLoopNamesTheCallAndItsTaskRunningNow) {
 TEST_P(AsyncioTasks, TwoLoopsInThreadsTenThousandTasksAndChurn) {
   START_OR_SKIP({"--loop-thread", "--second-loop", "--tasks", "10000", "--churn", "--no-cycle"});
   ASSERT_EQ(truth_.loops.size(), 2u);
-  for (int round = 0; round < 3; ++round) {
+  for (int round = 0; round < 2; ++round) {
     SCOPED_TRACE(round);
     auto audit = dump();
     ASSERT_EQ(audit["event_loops"].size(), 2u) << audit["warnings"].dump();
@@ -428,6 +428,30 @@ TEST_P(AsyncioTasks, NamesAndEdgesAgreeWithCPythonsOwnPstree) {
     }
   EXPECT_EQ(names, oracle_names) << oracle.out;
   EXPECT_EQ(edges, oracle_edges) << oracle.out;
+}
+
+// uvloop's loop keeps its ready queue in C: out of scope, and said so; the
+// tasks (asyncio's own) are still read.
+TEST(AsyncioTasksUvloop, IsSaidUnsupportedAndItsTasksAreStillRead) {
+  RunResult probe = run({"/usr/bin/python3.11", "-c", "import uvloop"});
+  if (probe.exit_code != 0)
+    GTEST_SKIP() << "uvloop is missing for /usr/bin/python3.11 (Debian package python3-uvloop)";
+  Child py({"/usr/bin/python3.11", kFixture, "--uvloop"});
+  auto ready = py.wait_for("ready", std::chrono::seconds(60));
+  ASSERT_TRUE(ready) << "the asyncio fixture did not start on uvloop";
+  RunResult r = run({kStackaudit, "dump", "--pid", std::to_string(py.pid()), "--format", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto audit = nlohmann::json::parse(r.out);
+  ASSERT_EQ(audit["event_loops"].size(), 1u);
+  const auto& loop = audit["event_loops"][0];
+  EXPECT_EQ(loop["type"], "uvloop.Loop");
+  EXPECT_TRUE(loop["ready_callbacks"].is_null());
+  std::set<std::string> names;
+  for (const auto& t : loop["tasks"]) names.insert(t["name"]);
+  EXPECT_TRUE(names.count("sleeper") && names.count("queue_getter")) << loop.dump();
+  EXPECT_NE(audit["warnings"].dump().find("uvloop is not supported"), std::string::npos)
+      << audit["warnings"];
+  EXPECT_TRUE(nothing_stopped(py.pid()));
 }
 
 INSTANTIATE_TEST_SUITE_P(Versions, AsyncioTasks, ::testing::ValuesIn(python_targets()),

@@ -27,6 +27,8 @@ Options:
                    second_sleeper and second_queue_getter
   --no-cycle       without cycle_a and cycle_b (CPython 3.14's own
                    "python -m asyncio pstree" draws no tree with a cycle)
+  --uvloop         the loops are uvloop's (Debian's python3-uvloop), which
+                   stackaudit does not support: it must say so
 
 Prints, before "ready":
   loop NAME TID             each loop thread (Linux thread id)
@@ -60,7 +62,12 @@ parser.add_argument("--block", action="store_true")
 parser.add_argument("--loop-thread", action="store_true")
 parser.add_argument("--second-loop", action="store_true")
 parser.add_argument("--no-cycle", action="store_true")
+parser.add_argument("--uvloop", action="store_true")
 args = parser.parse_args()
+if args.uvloop:
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 HOUR = 3600
 loop_tids = {}  # loop thread name -> native id

@@ -144,6 +144,7 @@ def measure(binary: str, version: str, rootfs: str, count: int, busy: bool, reps
                 "sh", fixture.rootfs, version]
         walls: dict[str, list[float]] = {k: [] for k in kinds}
         figures: list[dict] = []
+        floor: list[dict] = []  # the --no-tasks dumps' own figures
         ratios: list[float] = []
         ps_failed = 0
         names = list(kinds)
@@ -162,6 +163,8 @@ def measure(binary: str, version: str, rootfs: str, count: int, busy: bool, reps
                 round_wall[kind] = wall
                 if kind == "tasks":
                     figures.append(dump_figures(out, loop_tid))
+                elif kind == "no-tasks":
+                    floor.append(dump_figures(out, loop_tid))
             ratios.append(round_wall["tasks"] / round_wall["no-tasks"])
         row = {
             "version": version, "where": "container" if fixture.rootfs else "host",
@@ -173,6 +176,7 @@ def measure(binary: str, version: str, rootfs: str, count: int, busy: bool, reps
             "loop_captured": sorted({f["loop_captured"] for f in figures}),
             "loop_stop_us_max": max(f["loop_stop_us"] for f in figures),
             "stop_max_us_median": statistics.median(f["stop_max_us"] for f in figures),
+            "no_tasks_loop_stop_us_max": max(f["loop_stop_us"] for f in floor),
         }
         return row
     finally:
@@ -181,9 +185,9 @@ def measure(binary: str, version: str, rootfs: str, count: int, busy: bool, reps
 
 def markdown(rows: list[dict]) -> str:
     out = ["| interpreter | pending tasks | loop | tasks read | dump wall, ms | --no-tasks, ms | "
-           "ratio | loop thread | its stop max, µs | any stop max, µs (median) | "
+           "ratio | loop thread | its stop max, µs | the same, --no-tasks | any stop max, µs (median) | "
            "`python -m asyncio ps`, ms |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ps = r["wall_ms"].get("cpython-ps")
         out.append(
@@ -191,6 +195,7 @@ def markdown(rows: list[dict]) -> str:
             f"{r['tasks_read']:,.0f} | {r['wall_ms']['tasks']:.1f} | "
             f"{r['wall_ms']['no-tasks']:.1f} | {r['ratio_to_no_tasks']:.2f} | "
             f"{', '.join(r['loop_captured'])} | {r['loop_stop_us_max']} | "
+            f"{r['no_tasks_loop_stop_us_max']} | "
             f"{r['stop_max_us_median']:.0f} | {f'{ps:.1f}' if ps else '—'}"
             f"{f' ({fails} failed)' if (fails := r['cpython_ps_failed']) else ''} |")
     return "\n".join(out) + "\n"

@@ -159,6 +159,7 @@ class CPythonReader {
   // __slots__ member.
   uint64_t attribute(uint64_t obj, const std::string& name);
   uint64_t read_attribute(uint64_t obj, const std::string& name);  // attribute(), uncached
+  uint16_t code_unit(uint64_t at);  // a bytecode unit, cached for the read
   uint64_t slot(uint64_t obj, uint64_t type, const std::string& name);
   bool read_long(uint64_t obj, uint64_t* out);
   void read_thread_names(uint64_t interp, std::vector<PyThreadInfo>& threads);
@@ -194,6 +195,8 @@ class CPythonReader {
   // attribute() answers by object and name, per read: ten thousand tasks
   // waiting on one Event ask for its waiters ten thousand times.
   std::map<std::pair<uint64_t, std::string>, uint64_t> attributes_;
+  // Bytecode units by address (a suspended coroutine's RESUME), per read.
+  std::unordered_map<uint64_t, uint16_t> code_units_;
   std::string asyncio_debug_module_;  // where .AsyncioDebug was found (3.14+)
   uint64_t asyncio_debug_ = 0;        // its address in the target
 };

@@ -19,6 +19,7 @@ constexpr size_t kMaxSetSlots = 1u << 20;     // a set's table (WeakSet data, _e
 constexpr size_t kMaxListNodes = 1u << 20;    // 3.14+ task lists, all threads together
 constexpr int kMaxBases = 16;                 // tp_base hops
 constexpr uint64_t kMaxStackSlots = 1 << 16;  // a frame's value stack
+constexpr size_t kWideSlots = 16;             // locals and stack slots read with a frame
 constexpr size_t kMaxClosure = 64;
 
 // The type object's fields we use: the same on 3.11-3.15 (checked against
@@ -104,6 +105,15 @@ uint64_t CPythonReader::type_of(uint64_t obj) {
   return type;
 }
 
+uint16_t CPythonReader::code_unit(uint64_t at) {
+  auto it = code_units_.find(at);
+  if (it != code_units_.end()) return it->second;
+  uint16_t unit = 0;
+  if (!memory_.read_exact(at, &unit, 2)) return 0;  // not cached: may be readable later
+  code_units_.emplace(at, unit);
+  return unit;
+}
+
 bool CPythonReader::derives_from(uint64_t type, const char* name) {
   for (int i = 0; type && i < kMaxBases; ++i) {
     if (type_name(type) == name) return true;
@@ -187,22 +197,31 @@ void CPythonReader::read_chain(const AsyncioOffsets& o, uint64_t coro, PyTaskInf
   *awaited = 0;
   std::vector<PyFrameInfo> outer_first;
   std::set<uint64_t> seen;
-  uint32_t frame_span = o.localsplus;
-  std::vector<uint8_t> head(o.gi_iframe + frame_span);
+  // The generator with its frame, and the first slots of the frame's locals
+  // and stack in the same read when they are mapped (the awaited object is
+  // usually there); else the generator and frame header alone.
+  const size_t exact = o.gi_iframe + o.localsplus;
+  const size_t wide = exact + 8 * kWideSlots;
+  std::vector<uint8_t> head(wide);
   uint64_t gen = coro;
+  std::string known_kind;  // gen's type name when the previous level read it
   for (int depth = 0;; ++depth) {
     if (depth >= kMaxChain || !seen.insert(gen).second) {
       t.coroutine_truncated = true;
       break;
     }
-    const std::string& kind = type_name(type_of(gen));
+    const std::string kind = known_kind.empty() ? type_name(type_of(gen)) : known_kind;
     if (kind != "coroutine" && kind != "generator" && kind != "async_generator") {
       if (depth == 0) t.coroutine_truncated = true;  // a task without a coroutine we know
       break;
     }
+    head.resize(wide);
     if (!memory_.read_exact(gen, head.data(), head.size())) {
-      t.coroutine_truncated = true;
-      break;
+      head.resize(exact);
+      if (!memory_.read_exact(gen, head.data(), head.size())) {
+        t.coroutine_truncated = true;
+        break;
+      }
     }
     int state = field<int8_t>(head, o.gi_frame_state);
     uint64_t frame = gen + o.gi_iframe;
@@ -229,8 +248,7 @@ void CPythonReader::read_chain(const AsyncioOffsets& o, uint64_t coro, PyTaskInf
     // Parked in an await? Then the awaited object is on top of its stack.
     bool in_await = o.suspended_in_await.count(state) > 0;
     if (in_await && o.resume_check) {
-      uint16_t unit = 0;
-      memory_.read_exact(instr + 2, &unit, 2);
+      uint16_t unit = code_unit(instr + 2);
       int op = unit & 0xff, arg = unit >> 8;
       bool resume = op == 151 || (o.minor == 11 && op == 150) || (o.minor == 12 && op == 240);
       in_await = resume && arg >= 2;
@@ -249,11 +267,16 @@ void CPythonReader::read_chain(const AsyncioOffsets& o, uint64_t coro, PyTaskInf
       slot = frame + o.localsplus + 8 * static_cast<uint64_t>(top - 1);
     }
     uint64_t target = 0;
-    if (!read_ptr(slot, &target)) break;
+    if (slot >= gen && slot + 8 <= gen + head.size())
+      target = field<uint64_t>(head, static_cast<uint32_t>(slot - gen));
+    else if (!read_ptr(slot, &target))
+      break;
     target &= ~o.ref_tag_bits;
     const std::string& tk = type_name(type_of(target));
+    known_kind.clear();
     if (tk == "coroutine" || tk == "generator" || tk == "async_generator") {
       gen = target;
+      known_kind = tk;
     } else if (tk == "async_generator_asend") {
       if (!read_ptr(target + kAsendGen, &gen)) break;
     } else if (tk == "_asyncio.FutureIter") {
@@ -492,6 +515,7 @@ PyAsyncioInfo CPythonReader::read_tasks(const ModuleMap& modules,
   type_words_.clear();
   key_names_.clear();
   attributes_.clear();
+  code_units_.clear();
   uint32_t minor = (version_ >> 16) & 0xff;
   // The main interpreter: the last of the list, id 0. Sub-interpreters'
   // loops are not read.

@@ -637,7 +637,8 @@ TEST(Gate, RealServiceDumpsBeforeAndAfterItsLoopBlocks) {
   EXPECT_TRUE(rows[2].starts_with("pool_idle ")) << r.out;  // the bridge is busy: not drained
   std::string site =
       "py_service.py:" + std::to_string(tagged_line(PY_SERVICE_SCRIPT, "loop_sleep"));
-  EXPECT_TRUE(contains(r.out, "    " + site + " (blocking_handler, sleep) in coroutine handle_request ("))
+  EXPECT_TRUE(
+      contains(r.out, "    " + site + " (blocking_handler, sleep) in coroutine handle_request ("))
       << r.out;
   EXPECT_TRUE(contains(r.out, "blocked the loop in 1 of its 1 event-loop thread at the capture"))
       << r.out;

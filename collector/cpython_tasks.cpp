@@ -309,8 +309,15 @@ bool CPythonReader::read_task(const AsyncioOffsets& o, uint64_t task, PyTaskInfo
   } else if (derives_from(type, "Task") && derives_from(type, "Future")) {
     // The pure-Python Task (asyncio.tasks._PyTask, or every task when the
     // _asyncio module is missing): plain instance attributes.
+    // A pending future keeps the class's _state ("PENDING"): an instance
+    // has its own only once it is done.
     std::string state;
-    read_string(attribute(task, "_state"), &state);
+    uint64_t state_obj = attribute(task, "_state");
+    for (uint64_t c = type; !state_obj && c; c = type_word(c, kTpBase, &c) ? c : 0) {
+      uint64_t dict = 0;
+      if (type_word(c, kTpDict, &dict) && dict) state_obj = dict_get(dict, "_state");
+    }
+    read_string(state_obj, &state);
     if (state == "PENDING")
       t.state = 0;
     else if (state == "CANCELLED")

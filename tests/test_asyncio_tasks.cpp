@@ -305,6 +305,24 @@ TEST_P(AsyncioTasks, ABlockedLoopNamesTheCallAndItsTaskRunningNow) {
   EXPECT_TRUE(nothing_stopped(pid()));
 }
 
+// asyncio.tasks._PyTask (what runs when the _asyncio module is missing, or
+// a task factory asks for it) keeps its state in instance attributes, and a
+// pending one has no _state of its own: the class's is read.
+TEST_P(AsyncioTasks, APurePythonTaskIsReadLikeACOne) {
+  START_OR_SKIP({"--py-task"});
+  ASSERT_EQ(truth_.tasks.count("py_sleeper"), 1u);
+  auto audit = dump();
+  const auto* loop = loop_on(audit, truth_.loops["event_loop"]);
+  ASSERT_NE(loop, nullptr);
+  const auto* t = task_named(*loop, "py_sleeper");
+  ASSERT_NE(t, nullptr) << audit["warnings"].dump();
+  EXPECT_EQ((*t)["state"], truth_.tasks["py_sleeper"].state);
+  EXPECT_EQ(chain(*t), truth_.tasks["py_sleeper"].frames);
+  EXPECT_EQ((*t)["awaiting"]["kind"], "sleep");
+  EXPECT_NE(task_named(*loop, "sleeper"), nullptr);  // the C tasks beside it
+  EXPECT_EQ(audit["warnings"].dump().find("skipped"), std::string::npos) << audit["warnings"];
+}
+
 // Two loops, neither in the main thread, ten thousand more tasks, and tasks
 // created and finished without pause while dump reads them.
 TEST_P(AsyncioTasks, TwoLoopsInThreadsTenThousandTasksAndChurn) {

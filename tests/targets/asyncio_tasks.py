@@ -27,6 +27,8 @@ Options:
                    second_sleeper and second_queue_getter
   --no-cycle       without cycle_a and cycle_b (CPython 3.14's own
                    "python -m asyncio pstree" draws no tree with a cycle)
+  --py-task        one more task, py_sleeper, made by the pure-Python Task
+                   class (asyncio.tasks._PyTask) rather than _asyncio's C one
   --uvloop         the loops are uvloop's (Debian's python3-uvloop), which
                    stackaudit does not support: it must say so
 
@@ -62,6 +64,7 @@ parser.add_argument("--block", action="store_true")
 parser.add_argument("--loop-thread", action="store_true")
 parser.add_argument("--second-loop", action="store_true")
 parser.add_argument("--no-cycle", action="store_true")
+parser.add_argument("--py-task", action="store_true")
 parser.add_argument("--uvloop", action="store_true")
 args = parser.parse_args()
 if args.uvloop:
@@ -236,6 +239,8 @@ async def main_loop(report, done):
     start("gather_parent", gather_parent())
     start("taskgroup_parent", taskgroup_parent())
     consumer = start("agen_consumer", agen_consumer())
+    if args.py_task:
+        named["py_sleeper"] = asyncio.tasks._PyTask(sleeper(), loop=loop, name="py_sleeper")
     if not args.no_cycle:
         cycle["a"] = start("cycle_a", cycle_a())
         cycle["b"] = start("cycle_b", cycle_b())

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <map>
 
@@ -70,6 +71,28 @@ std::string why_cannot_listen(const std::string& listen) {
   }
 }
 
+// The listening sockets civetweb opened on `port`: its master thread polls them
+// in 2 s slices and mg_stop waits for it to notice, so shutting them down first
+// (which wakes the poll) makes the agent's exit prompt.
+std::vector<int> listening_sockets(int port) {
+  std::vector<int> fds;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    int fd = std::atoi(entry.path().filename().c_str());
+    int listening = 0;
+    socklen_t size = sizeof listening;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) != 0 || !listening) continue;
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) continue;
+    int bound = ss.ss_family == AF_INET6  ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+                : ss.ss_family == AF_INET ? ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port)
+                                          : -1;
+    if (bound == port) fds.push_back(fd);
+  }
+  return fds;
+}
+
 }  // namespace
 
 std::string civetweb_listen(const std::string& listen) {
@@ -121,6 +144,10 @@ Exporter::Exporter(const std::string& listen,
   } catch (const CivetException&) {
     throw UserError{kExitUsage, "cannot listen on " + listen + ": " + why_cannot_listen(listen)};
   }
+  for (int port : server_->getListeningPorts()) {
+    auto fds = listening_sockets(port);
+    listening_fds_.insert(listening_fds_.end(), fds.begin(), fds.end());
+  }
   server_->addHandler("/metrics", *metrics_handler_);
   server_->addHandler("/folded$", *folded_handler_);
   server_->addHandler("/$", *page_handler_);  // "/" exactly; other paths 404
@@ -128,7 +155,9 @@ Exporter::Exporter(const std::string& listen,
 }
 
 Exporter::~Exporter() {
-  if (server_) server_->close();
+  if (!server_) return;
+  for (int fd : listening_fds_) ::shutdown(fd, SHUT_RDWR);
+  server_->close();
 }
 
 std::string Exporter::metrics_text() const {

@@ -50,6 +50,7 @@ class Exporter {
   std::unique_ptr<Handler> folded_handler_;
   std::unique_ptr<Handler> page_handler_;
   std::unique_ptr<CivetServer> server_;
+  std::vector<int> listening_fds_;  // civetweb's, shut down to stop it promptly
 };
 
 // "127.0.0.1:9464" -> civetweb's listening_ports syntax; throws UserError (exit

@@ -5,15 +5,12 @@
 #include "agent/version.h"
 
 namespace stackaudit {
-namespace {
 
 std::string hex(uint64_t v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
   return buf;
 }
-
-}  // namespace
 
 std::string rfc3339_utc(int64_t unix_ns) {
   time_t secs = static_cast<time_t>(unix_ns / 1000000000);
@@ -45,6 +42,21 @@ nlohmann::json fd_json(const FdInfo& fd) {
   return {{"fd", fd.fd}, {"kind", fd.kind}, {"detail", fd.detail}, {"target", fd.target}};
 }
 
+namespace {
+
+nlohmann::json owner_json(const std::optional<LockOwner>& o) {
+  if (!o) return nullptr;
+  return {{"tid", o->tid},
+          {"name", o->alive ? nlohmann::json(o->name) : nlohmann::json(nullptr)},
+          {"alive", o->alive}};
+}
+
+nlohmann::json lock_json(const LockInfo& l) {
+  return {{"kind", l.kind}, {"address", hex(l.address)}, {"detail", l.detail}};
+}
+
+}  // namespace
+
 nlohmann::json thread_json(const Thread& t) {
   using nlohmann::json;
   json syscall = nullptr;
@@ -52,7 +64,17 @@ nlohmann::json thread_json(const Thread& t) {
     json args = json::array();
     for (uint64_t a : t.syscall->args) args.push_back(hex(a));
     json fd = t.syscall->fd ? fd_json(*t.syscall->fd) : json(nullptr);
-    syscall = {{"nr", t.syscall->nr}, {"name", t.syscall->name}, {"args", args}, {"fd", fd}};
+    json watched = json::array();
+    for (const FdInfo& w : t.syscall->watched) watched.push_back(fd_json(w));
+    json timeout = nullptr;
+    if (const auto& to = t.syscall->timeout)
+      timeout = {{"none", to->none},
+                 {"requested_s", to->requested_s ? json(*to->requested_s) : json(nullptr)},
+                 {"remaining_s", to->remaining_s ? json(*to->remaining_s) : json(nullptr)}};
+    syscall = {{"nr", t.syscall->nr}, {"name", t.syscall->name},
+               {"args", args},        {"fd", fd},
+               {"watched", watched},  {"watched_more", t.syscall->watched_more},
+               {"timeout", timeout}};
   }
   json blocking = nullptr;
   if (t.blocking) {
@@ -63,7 +85,10 @@ nlohmann::json thread_json(const Thread& t) {
         {"idle", t.blocking->idle},
         {"rule", t.blocking->rule},
         {"blocks_event_loop", t.blocking->blocks_event_loop},
-        {"coroutine", t.blocking->coroutine ? frame_json(*t.blocking->coroutine) : json(nullptr)}};
+        {"coroutine", t.blocking->coroutine ? frame_json(*t.blocking->coroutine) : json(nullptr)},
+        {"detail", t.blocking->detail},
+        {"lock", t.blocking->lock ? lock_json(*t.blocking->lock) : json(nullptr)},
+        {"owner", t.blocking->lock ? owner_json(t.blocking->lock->owner) : json(nullptr)}};
   }
   json frames = json::array();
   for (const Frame& f : t.frames) frames.push_back(frame_json(f));
@@ -141,6 +166,22 @@ nlohmann::json asyncio_summary_json(const AsyncioSummary& a) {
   return {{"read", a.read}, {"tasks", a.tasks}, {"by_awaiting", by_awaiting}, {"cycles", cycles}};
 }
 
+nlohmann::json deadlocks_json(const std::vector<Deadlock>& deadlocks) {
+  using nlohmann::json;
+  json out = json::array();
+  for (const Deadlock& d : deadlocks) {
+    json members = json::array();
+    for (const Deadlock::Member& m : d.threads)
+      members.push_back({{"tid", m.tid},
+                         {"name", m.name},
+                         {"waits_for", lock_json(m.waits_for)},
+                         {"held_by", owner_json(m.waits_for.owner)},
+                         {"site", m.site ? frame_json(*m.site) : json(nullptr)}});
+    out.push_back({{"threads", members}});
+  }
+  return out;
+}
+
 // Everything but the threads and the event loops, which are empty arrays here.
 nlohmann::json audit_json_without_threads(const Snapshot& s) {
   using nlohmann::json;
@@ -216,6 +257,7 @@ nlohmann::json audit_json_without_threads(const Snapshot& s) {
         {"event_loop_threads", s.summary.event_loop_threads},
         {"event_loops_blocked", s.summary.event_loops_blocked},
         {"gil_holder", s.summary.gil_holder ? json(*s.summary.gil_holder) : json(nullptr)},
+        {"deadlocks", deadlocks_json(s.summary.deadlocks)},
         {"asyncio", asyncio_summary_json(s.summary.asyncio)}}},
       {"warnings", s.warnings},
   };

@@ -23,5 +23,7 @@ void write_audit_json(const Snapshot& snapshot, const std::function<void(std::st
 nlohmann::json frame_json(const Frame& frame);
 nlohmann::json fd_json(const FdInfo& fd);
 std::string rfc3339_utc(int64_t unix_ns);
+// An address as the JSON and the report show it: "0x7f3a2c1e4b80".
+std::string hex(uint64_t v);
 
 }  // namespace stackaudit

@@ -267,6 +267,12 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r, size_t max_sites, bool per_p
                         .Help("Threads running an asyncio event loop in the last round")
                         .Register(r)
                         .Add({})),
+      deadlocked_threads_(BuildGauge()
+                              .Name("stackaudit_deadlocked_threads")
+                              .Help("Threads in a lock deadlock (a ring of threads each waiting "
+                                    "for a lock the next one holds) in the last round")
+                              .Register(r)
+                              .Add({})),
       pool_threads_(BuildGauge()
                         .Name("stackaudit_pool_threads")
                         .Help("Threads per pool (threads named alike, the trailing number "
@@ -334,11 +340,12 @@ void AgentMetrics::observe_round(const std::vector<Snapshot>& round, double dura
   snapshot_duration_.Observe(duration_seconds);
   std::map<std::string, double> blocked, idle;
   for (const std::string& c : categories()) blocked[c] = idle[c] = 0;
-  size_t loop_threads = 0;
+  size_t loop_threads = 0, deadlocked = 0;
   std::map<std::string, std::array<double, 3>> pools;  // name -> idle, blocked, running
   for (const Snapshot& s : round) {
     observe_process(s, keys, blocked, idle);
     loop_threads += s.summary.event_loop_threads;
+    for (const Deadlock& d : s.summary.deadlocks) deadlocked += d.threads.size();
     for (const Pool& p : s.summary.pools) {
       auto& n = pools[p.name];
       n[0] += static_cast<double>(p.idle);
@@ -355,6 +362,7 @@ void AgentMetrics::observe_round(const std::vector<Snapshot>& round, double dura
     idle_threads_.Add({{"category", c}}).Set(n);
   }
   loop_threads_.Set(static_cast<double>(loop_threads));
+  deadlocked_threads_.Set(static_cast<double>(deadlocked));
   for (auto& [key, gauge] : pools_) gauge->Set(0);  // pools that vanished read 0
   for (const auto& [name, n] : pools) {
     for (auto [state, v] :

@@ -162,6 +162,7 @@ class AgentMetrics {
   prometheus::Family<prometheus::Histogram>& episodes_;
   prometheus::Family<prometheus::Counter>& loop_blocked_samples_;
   prometheus::Gauge& loop_threads_;
+  prometheus::Gauge& deadlocked_threads_;
   prometheus::Family<prometheus::Gauge>& pool_threads_;
   std::map<std::string, prometheus::Counter*> sites_;  // "category\0site" -> series
   std::map<std::string, prometheus::Counter*> loop_sites_;

@@ -49,6 +49,24 @@ std::string where(const Frame& f) {
   return out;
 }
 
+std::string seconds_text(double s) {
+  char buf[48];
+  if (s < 1)
+    std::snprintf(buf, sizeof buf, "%.0f ms", s * 1000);
+  else
+    std::snprintf(buf, sizeof buf, "%.1f s", s);
+  return buf;
+}
+
+std::string timeout_text(const WaitTimeout& t) {
+  if (t.none) return "no timeout";
+  if (t.remaining_s)
+    return *t.remaining_s < 0 ? "deadline passed " + seconds_text(-*t.remaining_s) + " ago"
+                              : "deadline in " + seconds_text(*t.remaining_s);
+  if (t.requested_s) return "timeout " + seconds_text(*t.requested_s);
+  return "timeout unknown";
+}
+
 std::string join(const std::vector<std::string>& v, const char* sep = " ") {
   std::string out;
   for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
@@ -82,6 +100,22 @@ std::string text_report(const Snapshot& s) {
         << " asyncio event loop(s) blocked outside their selector: every coroutine of that loop "
            "waits (see BLOCKS THE EVENT LOOP below)\n";
   out << asyncio_alerts(s);
+  for (const Deadlock& d : s.summary.deadlocks) {
+    out << "\n!!! DEADLOCK: "
+        << (d.threads.size() == 1 ? std::string("a thread waits for a lock it holds itself")
+                                  : std::to_string(d.threads.size()) +
+                                        " threads wait for each other's locks; none can go on")
+        << "\n";
+    for (size_t i = 0; i < d.threads.size(); ++i) {
+      const Deadlock::Member& m = d.threads[i];
+      const Deadlock::Member& next = d.threads[(i + 1) % d.threads.size()];
+      out << "    \"" << shown(m.name) << "\" (tid " << m.tid << ") waits for " << m.waits_for.kind
+          << " " << hex(m.waits_for.address) << ", held by \"" << shown(next.name) << "\" (tid "
+          << next.tid << ")";
+      if (m.site) out << ", at " << where(*m.site);
+      out << "\n";
+    }
+  }
 
   for (const Thread& t : s.threads) {
     bool named_by_python = t.python && !t.python->thread_name.empty();
@@ -92,6 +126,7 @@ std::string text_report(const Snapshot& s) {
     out << " " << t.state;
     if (t.blocking) {
       out << " | " << t.blocking->category << ": " << shown(t.blocking->primitive);
+      if (!t.blocking->detail.empty()) out << " (" << shown(t.blocking->detail) << ")";
       if (t.blocking->idle) out << " (idle)";
     } else if (t.state == "running") {
       out << " | on CPU";
@@ -109,13 +144,22 @@ std::string text_report(const Snapshot& s) {
       else
         out << "    site: (no frame of the program's own code)\n";
     }
+    if (t.blocking && t.blocking->lock) {
+      const LockInfo& l = *t.blocking->lock;
+      out << "    lock: " << l.kind << " " << hex(l.address) << " " << shown(l.detail) << "\n";
+    }
     if (t.syscall) {
       out << "    syscall: " << (t.syscall->name.empty() ? "?" : t.syscall->name);
       if (t.syscall->fd) {
         out << " on fd " << t.syscall->fd->fd << " (" << t.syscall->fd->kind << " "
             << shown(t.syscall->fd->detail) << ")";
       }
+      if (const auto& to = t.syscall->timeout) out << ", " << timeout_text(*to);
       out << "\n";
+      for (const FdInfo& w : t.syscall->watched)
+        out << "      watches fd " << w.fd << " (" << w.kind << " " << shown(w.detail) << ")\n";
+      if (t.syscall->watched_more > 0)
+        out << "      watches " << t.syscall->watched_more << " more fd(s)\n";
     }
     if (t.captured == "failed") {
       out << "    not captured: " << shown(t.note) << "\n";

@@ -122,6 +122,20 @@ class CPythonReader {
   // .AsyncioDebug section, found in `modules`). `threads` is what read() gave:
   // their thread states say which loop runs where, their frames which thread
   // runs an executor job. At most max_per_loop tasks are read per loop.
+  // The threading lock a thread blocked in acquire() sleeps on (3.11, 3.12):
+  // an object on the value stack of the Python frame that called acquire()
+  // or entered `with lock:` (`frame`, its PyFrameInfo::address) whose
+  // underlying lock is the futex the thread sleeps on. nullopt when none is
+  // found, or on another version (3.13+ locks are PyMutexes, whose waiters
+  // sleep on a semaphore of their own).
+  struct LockWait {
+    bool reentrant = false;    // threading.RLock; else threading.Lock
+    uint64_t address = 0;      // the lock object
+    uint64_t owner_ident = 0;  // RLock: its owner's threading.get_ident(); 0: none
+    uint64_t count = 0;        // RLock: how many times its owner holds it
+  };
+  std::optional<LockWait> lock_waited_on(uint64_t frame, uint64_t futex);
+
   PyAsyncioInfo read_tasks(const ModuleMap& modules, const std::vector<PyThreadInfo>& threads,
                            size_t max_per_loop);
 
@@ -173,6 +187,8 @@ class CPythonReader {
   std::vector<uint64_t> set_items(uint64_t set);
   int64_t sequence_length(uint64_t obj);  // ob_size: list, tuple, deque; -1 unreadable
   uint64_t frame_local(uint64_t frame, const std::string& name);  // a local by name
+  // The code of a frame with its local names read; null when unreadable.
+  const CodeInfo* code_with_locals(uint64_t frame);
   bool read_task(const AsyncioOffsets& o, uint64_t task, PyTaskInfo& t, TaskRead& r);
   void read_chain(const AsyncioOffsets& o, uint64_t coro, PyTaskInfo& t, uint64_t* awaited);
   void classify(const AsyncioOffsets& o, const TaskRead& r, PyTaskInfo& t,

@@ -156,11 +156,11 @@ int64_t CPythonReader::sequence_length(uint64_t obj) {
   return n;
 }
 
-uint64_t CPythonReader::frame_local(uint64_t frame, const std::string& name) {
+const CPythonReader::CodeInfo* CPythonReader::code_with_locals(uint64_t frame) {
   uint64_t code = 0;
-  if (!read_ptr(frame + L_.frame.code, &code)) return 0;
+  if (!read_ptr(frame + L_.frame.code, &code)) return nullptr;
   code &= ~L_.frame.code_tag_bits;
-  if (!code_info(code)) return 0;
+  if (!code_info(code)) return nullptr;
   CodeInfo& info = codes_.at(code);
   if (!info.locals_read) {
     info.locals_read = true;
@@ -179,6 +179,13 @@ uint64_t CPythonReader::frame_local(uint64_t frame, const std::string& name) {
         }
     }
   }
+  return &info;
+}
+
+uint64_t CPythonReader::frame_local(uint64_t frame, const std::string& name) {
+  const CodeInfo* code = code_with_locals(frame);
+  if (!code) return 0;
+  const CodeInfo& info = *code;
   auto at = std::find(info.locals.begin(), info.locals.end(), name);
   if (at == info.locals.end()) return 0;
   bool tagged = (version_ >> 16 & 0xff) >= 14;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <sstream>
+#include <string_view>
 
 namespace stackaudit {
 namespace {
@@ -168,6 +169,45 @@ constexpr BuiltinRule kBuiltinRules[] = {
     {"futex", S, "futex_waitv", "", "", false},
 };
 
+// Waits named by the library the thread waits in, beside the syscall: a
+// sleep inside sqlite is its busy handler retrying a locked database, a poll
+// inside libpq is a postgres query. Applied when the thread's stack has a
+// frame of `module` (and, when given, `function`) below the site, and the
+// rule's syscall category is one of `from` ('|' separated; "*" any). The
+// detail names the peer of the wait's socket where it has one.
+struct LibraryWait {
+  const char* module;    // glob on the frame's module
+  const char* function;  // glob on a frame's function in it; "" any frame of it
+  const char* from;      // categories it applies to
+  const char* category;
+  const char* primitive;
+  const char* detail;
+};
+
+constexpr LibraryWait kLibraryWaits[] = {
+    {"libsqlite3.so*", "", "sleep", "lock", "sqlite3 busy handler",
+     "sqlite database is locked: its busy handler sleeps and retries"},
+    {"libpq.so*", "", "poll|socket", "socket", "libpq", "postgres query"},
+    {"libmariadb.so*", "", "poll|socket", "socket", "mariadb client", "mysql query"},
+    {"libmysqlclient.so*", "", "poll|socket", "socket", "mysql client", "mysql query"},
+    {"libcurl*.so*", "", "poll|socket", "socket", "libcurl", "HTTP transfer (libcurl)"},
+    {"libssl.so*", "SSL_read*", "poll|socket", "socket", "SSL_read", "TLS read"},
+    {"libssl.so*", "SSL_write*", "poll|socket", "socket", "SSL_write", "TLS write"},
+    {"libssl.so*", "SSL_do_handshake", "poll|socket", "socket", "SSL_do_handshake",
+     "TLS handshake"},
+    {"libssl.so*", "SSL_connect", "poll|socket", "socket", "SSL_connect", "TLS handshake"},
+    {"libssl.so*", "SSL_accept", "poll|socket", "socket", "SSL_accept", "TLS handshake"},
+    {"libgrpc*.so*", "*completion_queue*", "*", "queue", "grpc completion queue",
+     "gRPC completion queue"},
+    {"libjvm.so", "JVM_Sleep", "*", "sleep", "Thread.sleep", "java.lang.Thread.sleep"},
+    {"libjvm.so", "ObjectMonitor::enter*", "*", "lock", "monitor enter",
+     "a contended synchronized block or method"},
+    {"libjvm.so", "ObjectMonitor::EnterI*", "*", "lock", "monitor enter",
+     "a contended synchronized block or method"},
+    {"libjvm.so", "Unsafe_Park", "*", "condition", "LockSupport.park",
+     "parked (java.util.concurrent lock or condition)"},
+};
+
 bool glob(const std::string& pattern, const std::string& text) {
   return ::fnmatch(pattern.c_str(), text.c_str(), FNM_NOESCAPE) == 0;
 }
@@ -190,10 +230,35 @@ std::string rule_name(const Rule& r) {
 
 // Runtime libraries and interpreters: never the "site" of a wait.
 constexpr const char* kRuntimeModules[] = {
-    "libc.so*",       "libpthread.so*", "libstdc++.so*",  "libc++.so*", "libc++abi.so*",
-    "libgcc_s.so*",   "ld-linux*",      "libm.so*",       "libdl.so*",  "librt.so*",
-    "libpython*.so*", "python[0-9]*",   "libunwind*.so*", "libuv.so*",  "libevent*.so*",
-    "libssl.so*",     "libcrypto.so*",  "libglib-*.so*",  "libffi.so*", "libz.so*",
+    "libc.so*",
+    "libpthread.so*",
+    "libstdc++.so*",
+    "libc++.so*",
+    "libc++abi.so*",
+    "libgcc_s.so*",
+    "ld-linux*",
+    "libm.so*",
+    "libdl.so*",
+    "librt.so*",
+    "libpython*.so*",
+    "python[0-9]*",
+    "libunwind*.so*",
+    "libuv.so*",
+    "libevent*.so*",
+    "libssl.so*",
+    "libcrypto.so*",
+    "libglib-*.so*",
+    "libffi.so*",
+    "libz.so*",
+    // client libraries whose waits are named by kLibraryWaits: the site is
+    // the code that called them
+    "libsqlite3.so*",
+    "libpq.so*",
+    "libmariadb.so*",
+    "libmysqlclient.so*",
+    "libcurl*.so*",
+    "libgrpc*.so*",
+    "libjvm.so",
 };
 constexpr const char* kSystemSourcePrefixes[] = {"/usr/include/", "/usr/lib/gcc/",
                                                  "/usr/local/include/", "/rustc/"};
@@ -293,6 +358,52 @@ bool is_python(const Frame& f) {
 
 // The innermost frame of the user's own code: a Python one first, for a Python
 // thread (its native frames are the interpreter's), else a native one.
+// The remote end of the socket a thread waits on: its own fd argument's, else
+// the first in its poll set; "" when none.
+std::string socket_peer(const Thread& t) {
+  std::vector<const FdInfo*> fds;
+  if (t.syscall->fd) fds.push_back(&*t.syscall->fd);
+  for (const FdInfo& w : t.syscall->watched) fds.push_back(&w);
+  for (const FdInfo* fd : fds) {
+    size_t arrow = fd->detail.find(" -> ");
+    if (fd->kind != "socket" || arrow == std::string::npos) continue;
+    std::string peer = fd->detail.substr(arrow + 4);
+    return peer.substr(0, peer.find(' '));
+  }
+  return "";
+}
+
+bool in_categories(const std::string& category, const char* list) {
+  if (std::string_view(list) == "*") return true;
+  std::istringstream in(list);
+  std::string one;
+  while (std::getline(in, one, '|'))
+    if (one == category) return true;
+  return false;
+}
+
+// kLibraryWaits, from the innermost frame out to the site (a library the
+// program's own code called, not one that called the program back).
+void name_library_wait(const Thread& t, Blocking& b) {
+  for (const Frame& f : t.frames) {
+    if (f.kind != Frame::Kind::kPython && !f.module.empty()) {
+      for (const LibraryWait& w : kLibraryWaits) {
+        if (!glob(w.module, f.module) || !in_categories(b.category, w.from)) continue;
+        if (*w.function && (f.function.empty() || !glob(w.function, f.function))) continue;
+        b.category = w.category;
+        b.primitive = w.primitive;
+        b.detail = w.detail;
+        if (std::string peer = socket_peer(t); !peer.empty() && b.category == "socket")
+          b.detail += " with " + peer;
+        b.rule = std::string("builtin library: ") + w.module +
+                 (*w.function ? std::string(" ") + w.function : std::string());
+        return;
+      }
+    }
+    if (b.site && f.ip == b.site->ip && f.function == b.site->function) return;
+  }
+}
+
 std::optional<Frame> find_site(const std::vector<Frame>& frames, size_t from) {
   for (const Frame& f : frames)
     if (is_python(f) && is_user_frame(f)) return f;
@@ -418,6 +529,7 @@ std::optional<Blocking> RuleSet::classify(const Thread& t) const {
     b.rule = "fallback: blocked in a syscall no rule names";
   }
   b.site = find_site(t.frames, matched_frame);
+  if (!matched || !matched->is_user()) name_library_wait(t, b);
   // An event loop's thread is idle in its selector; anywhere else it blocks
   // every coroutine of that loop.
   if (runs_event_loop(t) && !b.idle) {

@@ -36,11 +36,44 @@ struct FdInfo {
   std::string detail;  // "tcp 127.0.0.1:40312 -> 127.0.0.1:5432 ESTABLISHED", a path...
 };
 
+// The timeout of a blocked call: none (it waits until woken), a relative one
+// asked for (poll's 100 ms, nanosleep's 3600 s), or an absolute deadline, of
+// which what is left is known (a timed condition wait, clock_nanosleep with
+// TIMER_ABSTIME).
+struct WaitTimeout {
+  bool none = false;                  // no timeout: it waits until woken
+  std::optional<double> requested_s;  // a relative timeout, as asked for
+  std::optional<double> remaining_s;  // an absolute deadline: seconds left (< 0: overdue)
+};
+
 struct SyscallInfo {
   long nr = -1;
   std::string name;
   std::array<uint64_t, 6> args{};
   std::optional<FdInfo> fd;
+  // poll, ppoll, select, pselect6: the fds of its array or sets; epoll_wait:
+  // the epoll set's (/proc/PID/fdinfo). At most kMaxWatched; watched_more
+  // says how many more.
+  static constexpr size_t kMaxWatched = 16;
+  std::vector<FdInfo> watched;
+  size_t watched_more = 0;
+  std::optional<WaitTimeout> timeout;
+};
+
+// The thread that holds a lock.
+struct LockOwner {
+  pid_t tid = 0;      // ours (Thread::tid); the target's own when it is not a thread of it now
+  std::string name;   // its name as the report shows it; "" when it is gone
+  bool alive = true;  // false: no thread of the process has that id (it ended holding the lock)
+};
+
+// The lock a blocked thread waits for, read from the target's memory.
+struct LockInfo {
+  std::string kind;                // pthread_mutex pthread_rwlock python_rlock python_lock
+  uint64_t address = 0;            // the lock's address in the target
+  std::optional<LockOwner> owner;  // unset when no owner is recorded or readable
+  std::string detail;  // "held by \"lock_holder\" (tid 4242), locked 2 times", "held for reading
+                       // by 2 threads (readers are not recorded)"
 };
 
 struct Blocking {
@@ -51,6 +84,8 @@ struct Blocking {
   std::string rule;           // which rule matched: "builtin:<pattern>" or "FILE:LINE"
   bool blocks_event_loop = false;  // an asyncio loop's thread, blocked outside its selector
   std::optional<Frame> coroutine;  // then: the coroutine (or callback) the loop was running
+  std::optional<LockInfo> lock;    // a lock waiter: the lock and who holds it, when readable
+  std::string detail;  // what the library waited in says it is: "sqlite database is locked..."
 };
 
 // What the interpreter says about a thread of a Python process.
@@ -186,6 +221,17 @@ struct Pool {
   std::map<std::string, size_t> by_category;  // of the blocked, idle ones included
 };
 
+// Threads that wait for each other's locks in a ring: none of them can go on.
+struct Deadlock {
+  struct Member {
+    pid_t tid = 0;
+    std::string name;
+    LockInfo waits_for;         // held by the next member (the last's by the first)
+    std::optional<Frame> site;  // where it waits
+  };
+  std::vector<Member> threads;  // in wait order: [0] waits for [1] ... waits for [0]
+};
+
 struct Summary {
   size_t threads = 0;
   size_t blocked = 0;
@@ -195,6 +241,7 @@ struct Summary {
   size_t event_loop_threads = 0;    // threads running an asyncio event loop
   size_t event_loops_blocked = 0;   // of those, blocked outside their selector
   std::optional<pid_t> gil_holder;  // tid of the thread holding the GIL
+  std::vector<Deadlock> deadlocks;
   AsyncioSummary asyncio;
 };
 

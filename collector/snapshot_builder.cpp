@@ -1,6 +1,7 @@
 #include "collector/snapshot_builder.h"
 
 #include <sys/stat.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cctype>
@@ -8,8 +9,10 @@
 #include <set>
 #include <string_view>
 
+#include "collector/lock_owners.h"
 #include "collector/percentile.h"
 #include "collector/utf8.h"
+#include "collector/wait_context.h"
 #include "injector/proc.h"
 #include "injector/syscalls.h"
 
@@ -122,9 +125,13 @@ namespace {
 // (collector/utf8.h) before anything reads it.
 void make_text_valid(Thread& t) {
   for (std::string* text : {&t.name, &t.wchan, &t.note}) make_valid_utf8(*text);
-  if (t.syscall && t.syscall->fd)
-    for (std::string* text : {&t.syscall->fd->target, &t.syscall->fd->detail})
-      make_valid_utf8(*text);
+  if (t.syscall) {
+    std::vector<FdInfo*> fds;
+    if (t.syscall->fd) fds.push_back(&*t.syscall->fd);
+    for (FdInfo& w : t.syscall->watched) fds.push_back(&w);
+    for (FdInfo* fd : fds)
+      for (std::string* text : {&fd->target, &fd->detail}) make_valid_utf8(*text);
+  }
   if (t.python) make_valid_utf8(t.python->thread_name);
   for (Frame& f : t.frames)
     for (std::string* text : {&f.function, &f.module, &f.module_path, &f.file})
@@ -188,6 +195,7 @@ Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& cap
     sc.name = std::string(syscall_name(raw.syscall.nr));
     sc.args = raw.syscall.args;
     if (!raw.fds.empty()) sc.fd = describe_fd(raw.fds.front(), capture.sockets);
+    add_wait_context(sc, capture);
     t.syscall = std::move(sc);
   }
   if (raw.mode != CaptureMode::kFailed) {
@@ -229,6 +237,25 @@ Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& cap
   make_text_valid(t);
   t.blocking = rules_.classify(t);
   return t;
+}
+
+void SnapshotBuilder::add_wait_context(SyscallInfo& sc, const RawCapture& capture) {
+  std::vector<FdLink> links =
+      watched_fds(memory_.pid(), sc, memory_, SyscallInfo::kMaxWatched, &sc.watched_more);
+  // The capture reads the socket table only for a socket in a call's own fd
+  // argument; a socket in a poll set needs it too.
+  bool socket = std::any_of(links.begin(), links.end(),
+                            [](const FdLink& l) { return l.target.starts_with("socket:"); });
+  if (socket && capture.sockets.empty() && !own_sockets_)
+    own_sockets_ = proc::read_sockets(memory_.pid());
+  const std::vector<SocketEntry>& sockets =
+      capture.sockets.empty() && own_sockets_ ? *own_sockets_ : capture.sockets;
+  for (const FdLink& l : links) sc.watched.push_back(describe_fd(l, sockets));
+  sc.timeout = wait_timeout(sc, memory_, [](int clock) {
+    timespec ts{};
+    clock_gettime(clock, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+  });
 }
 
 void SnapshotBuilder::update_modules(const std::vector<Mapping>& maps) {
@@ -464,6 +491,7 @@ bool SnapshotBuilder::complete_without_stop(const RawThread& thread) {
 
 Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   update_modules(raw.maps);
+  own_sockets_.reset();
   Snapshot s;
   s.captured_at_unix_ns = raw.started_unix_ns;
   const ProcessInfo& p = raw.process;
@@ -577,6 +605,9 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   }
   for (auto& [name, pool] : pools)
     if (pool.threads >= 2 || executors.count(name)) s.summary.pools.push_back(std::move(pool));
+  read_lock_owners(s.threads, memory_);
+  if (python_ && python) read_python_locks(s.threads, *python, *python_);
+  s.summary.deadlocks = find_deadlocks(s.threads);
   if (python_ && tasks_enabled_) add_tasks(s, raw, *python);
   s.warnings.insert(s.warnings.end(), modules_.warnings().begin(), modules_.warnings().end());
   if (raw.target_exited) s.warnings.push_back("the target exited during the capture");

@@ -42,6 +42,8 @@ class SnapshotBuilder {
  private:
   void update_modules(const std::vector<Mapping>& maps);
   Thread build_thread(const RawThread& raw, const RawCapture& capture, const PyProcessInfo* python);
+  // A blocked call's watched fds and timeout (collector/wait_context.h).
+  void add_wait_context(SyscallInfo& sc, const RawCapture& capture);
   // The asyncio loops and tasks of a CPython target (Snapshot::event_loops).
   void add_tasks(Snapshot& s, const RawCapture& raw, const PyProcessInfo& python);
 
@@ -58,6 +60,8 @@ class SnapshotBuilder {
   // The last build's threads: a thread reused by the capture (it did not run
   // since) keeps its stack, Python frames and classification.
   std::unordered_map<pid_t, Thread> previous_;
+  // The socket table, read by this build when the capture did not need it.
+  std::optional<std::vector<SocketEntry>> own_sockets_;
 };
 
 // Helpers with no live process behind them, public for tests.

@@ -21,10 +21,11 @@ Snapshot canned() {
   a.name = "svc";
   a.state = "sleeping";
   a.captured = "nonstop";
-  a.syscall = SyscallInfo{232,
-                          "epoll_wait",
-                          {3, 0x7ffd, 8, ~0ull, 0, 0},
-                          FdInfo{3, "epoll", "anon_inode:[eventpoll]", "anon_inode:[eventpoll]"}};
+  a.syscall = SyscallInfo{};
+  a.syscall->nr = 232;
+  a.syscall->name = "epoll_wait";
+  a.syscall->args = {3, 0x7ffd, 8, ~0ull, 0, 0};
+  a.syscall->fd = FdInfo{3, "epoll", "anon_inode:[eventpoll]", "anon_inode:[eventpoll]"};
   Frame inner;
   inner.function = "epoll_wait";
   inner.module = "libc.so.6";

@@ -56,7 +56,9 @@ Snapshot service() {
   main.name = "python3";
   main.state = "sleeping";
   main.captured = "nonstop";
-  main.syscall = SyscallInfo{232, "epoll_wait", {}, std::nullopt};
+  main.syscall = SyscallInfo{};
+  main.syscall->nr = 232;
+  main.syscall->name = "epoll_wait";
   s.threads = {main};
 
   EventLoop loop;

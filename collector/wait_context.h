@@ -1,0 +1,33 @@
+// What a blocked thread's syscall waits on beyond its fd argument, read from
+// its arguments, the target's memory and /proc without stopping anything: the
+// fds of a poll, ppoll, select or pselect6 array and of an epoll set, and the
+// timeout it asked for (with what is left of it when the deadline is
+// absolute).
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <optional>
+#include <vector>
+
+#include "collector/snapshot.h"
+#include "injector/capture_types.h"
+#include "injector/memory.h"
+
+namespace stackaudit {
+
+// The fds a poll/select/epoll call watches, as links (at most `cap`; the
+// number left out in *more). Empty for other calls.
+std::vector<FdLink> watched_fds(pid_t pid, const SyscallInfo& call, Memory& memory, size_t cap,
+                                size_t* more);
+
+// The call's timeout; nullopt when it takes none or it cannot be read.
+// now_ns(clockid) gives a clock's time for absolute deadlines.
+std::optional<WaitTimeout> wait_timeout(const SyscallInfo& call, Memory& memory,
+                                        const std::function<int64_t(int)>& now_ns);
+
+// The epoll set of "/proc/PID/fdinfo/EPFD" text: the watched fds, in order.
+std::vector<int> parse_epoll_fdinfo(const std::string& text);
+
+}  // namespace stackaudit

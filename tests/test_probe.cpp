@@ -151,8 +151,12 @@ TEST(Probe, LatencyPercentilesFollowTheServersDelayOnKeptAliveConnections) {
   ASSERT_GE(s.completed, 30u);
   EXPECT_EQ(count(s, ProbeResult::kOk), s.completed);
   ASSERT_TRUE(s.p50 && s.p95 && s.p99 && s.max);
+  // The server's 100 ms, plus what a loaded two-core machine adds to a
+  // request on loopback (13 ms seen at the p95 with the suite running
+  // beside it): the probe measures the delay, neither less nor a multiple.
   EXPECT_NEAR(*s.p50, 0.100, 0.010);
-  EXPECT_NEAR(*s.p95, 0.100, 0.010);
+  EXPECT_GE(*s.p95, 0.099);
+  EXPECT_LT(*s.p95, 0.200);
   EXPECT_GE(*s.max, *s.p99);
   // Ten a second, each answered in 100 ms: a connection or two carry them all.
   nlohmann::json stats = server.stats();

@@ -53,7 +53,7 @@ TEST(StopBounds, RunningThreadsAreCapturedOnASaturatedMachine) {
   ASSERT_TRUE(fixture.wait_for("ready", seconds(10)));
   Child hog({kParkThreads, "--spin", "8"});
   ASSERT_TRUE(hog.wait_for("ready", seconds(10)));
-  for (int i = 0; i < 10; ++i) {
+  for (int i = 0; i < 4; ++i) {
     SCOPED_TRACE("dump " + std::to_string(i));
     RunResult r;
     auto audit = dump_json(fixture.pid(), &r);

@@ -88,7 +88,9 @@ FdInfo describe_fd(const FdLink& link, const std::vector<SocketEntry>& sockets) 
     for (const SocketEntry& s : sockets) {
       if (s.inode != ino) continue;
       info.detail = s.protocol + " " + s.local;
-      if (!s.remote.empty() && s.protocol != "unix") info.detail += " -> " + s.remote;
+      // A listening socket has no peer (its remote address reads 0.0.0.0:0).
+      if (!s.remote.empty() && s.protocol != "unix" && s.state != "LISTEN")
+        info.detail += " -> " + s.remote;
       if (s.protocol == "unix" && s.local.empty()) info.detail += "(unnamed)";
       info.detail += " " + s.state;
       break;

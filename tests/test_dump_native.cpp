@@ -166,7 +166,9 @@ TEST_F(DumpNative, FdOfTheBlockedCallIsDescribed) {
 
   const nlohmann::json* acceptor = thread_named(*audit_, "acceptor");
   ASSERT_NE(acceptor, nullptr);
-  EXPECT_NE(std::string((*acceptor)["syscall"]["fd"]["detail"]).find("LISTEN"), std::string::npos);
+  std::string listening = (*acceptor)["syscall"]["fd"]["detail"];
+  EXPECT_TRUE(listening.ends_with(" LISTEN")) << listening;
+  EXPECT_EQ(listening.find(" -> "), std::string::npos) << "a listening socket has no peer";
 }
 
 TEST_F(DumpNative, BusyThreadIsNotBlocked) {

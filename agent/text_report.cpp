@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <sstream>
 #include <string_view>
 
 #include "agent/audit_json.h"
 #include "agent/task_report.h"
 #include "agent/version.h"
+#include "collector/lock_owners.h"
 #include "collector/rules.h"
 
 namespace stackaudit {
@@ -67,6 +69,26 @@ std::string timeout_text(const WaitTimeout& t) {
   return "timeout unknown";
 }
 
+constexpr size_t kMaxListedAlike = 12;
+
+// What makes two threads "the same" for the report: their state, how they are
+// blocked (category, primitive, detail, the lock's owner, the syscall) and
+// every frame. Their fds and ids may differ; the JSON has each.
+std::string stack_key(const Thread& t) {
+  std::string key = t.state + '\0' + t.captured + '\0' + std::to_string(t.truncated);
+  if (t.blocking) {
+    const Blocking& b = *t.blocking;
+    key += '\0' + b.category + '\0' + b.primitive + '\0' + b.detail + '\0' +
+           std::to_string(b.idle) + std::to_string(b.blocks_event_loop);
+    if (b.lock) key += '\0' + hex(b.lock->address);
+  }
+  if (t.syscall) key += '\0' + t.syscall->name;
+  for (const Frame& f : t.frames)
+    key += '\0' + f.function + '\0' + f.file + '\0' + std::to_string(f.line) + '\0' + hex(f.ip) +
+           '\0' + std::to_string(f.interpreter);
+  return key;
+}
+
 std::string join(const std::vector<std::string>& v, const char* sep = " ") {
   std::string out;
   for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
@@ -117,7 +139,13 @@ std::string text_report(const Snapshot& s) {
     }
   }
 
+  // Threads in the same stack, waiting the same way, are shown once: a pool
+  // of 200 idle workers is one entry that lists them.
+  std::map<std::string, std::vector<const Thread*>> alike;
+  for (const Thread& t : s.threads) alike[stack_key(t)].push_back(&t);
   for (const Thread& t : s.threads) {
+    const std::vector<const Thread*>& same = alike[stack_key(t)];
+    if (same.front() != &t) continue;  // shown with the first of them
     bool named_by_python = t.python && !t.python->thread_name.empty();
     out << "\nThread " << t.tid;
     if (t.ns_tid != 0 && t.ns_tid != t.tid) out << " [ns " << t.ns_tid << "]";
@@ -132,6 +160,16 @@ std::string text_report(const Snapshot& s) {
       out << " | on CPU";
     }
     out << "\n";
+    if (same.size() > 1) {
+      out << "    and " << same.size() - 1 << " more thread" << (same.size() > 2 ? "s" : "")
+          << " in the same stack:";
+      size_t listed = 0;
+      for (size_t i = 1; i < same.size() && listed < kMaxListedAlike; ++i, ++listed)
+        out << (i > 1 ? ", " : " ") << same[i]->tid << " \"" << shown(thread_label(*same[i]))
+            << "\"";
+      if (same.size() - 1 > listed) out << " and " << same.size() - 1 - listed << " more";
+      out << "\n";
+    }
     if (t.blocking && t.blocking->blocks_event_loop) {
       out << "    !!! BLOCKS THE EVENT LOOP: this thread runs an asyncio loop and is blocked in "
           << shown(t.blocking->primitive);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <sstream>
 
 #include "tests/support.h"
 
@@ -235,6 +236,37 @@ TEST(Pools, ThreadsNamedAlikeAreAPoolThreadsNeverNamedAreNot) {
   // The main thread and the three unnamed ones all read "park_threads".
   EXPECT_FALSE(pools.count("park_threads")) << audit["summary"]["pools"];
   EXPECT_GE(audit["summary"]["by_category"]["condition"].get<int>(), 3 + 2);
+}
+
+TEST(DumpCrowd, ThreadsInTheSameStackAreShownOnceWithTheOthersListed) {
+  // Forty more threads: twenty in one condition wait, twenty in one sleep.
+  Child fixture({kParkThreads, "--extra", "40"});
+  ASSERT_TRUE(fixture.wait_for("ready", std::chrono::seconds(10)));
+  RunResult r = run({kStackaudit, "dump", "--pid", std::to_string(fixture.pid())});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  size_t entries = 0, groups = 0;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with("Thread ") && line.find("\"extra_") != std::string::npos) ++entries;
+    if (line.starts_with("    and 19 more threads in the same stack: ")) {
+      ++groups;
+      // Twelve listed by tid and name, the rest counted.
+      EXPECT_TRUE(line.ends_with(" and 7 more")) << line;
+      size_t listed = 0;
+      for (size_t at = line.find("\"extra_"); at != std::string::npos;
+           at = line.find("\"extra_", at + 1))
+        ++listed;
+      EXPECT_EQ(listed, 12u) << line;
+    }
+  }
+  EXPECT_EQ(entries, 2u) << r.out;
+  EXPECT_EQ(groups, 2u) << r.out;
+  // The JSON keeps every thread.
+  auto audit = dump_json(fixture.pid());
+  size_t extra = 0;
+  for (const auto& t : audit["threads"])
+    if (std::string(t["name"]).starts_with("extra_")) ++extra;
+  EXPECT_EQ(extra, 40u);
 }
 
 }  // namespace

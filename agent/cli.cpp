@@ -22,7 +22,8 @@ namespace {
 
 constexpr const char* kDescription =
     "stackaudit: which threads of a live process are blocked, in which primitive\n"
-    "(lock, condition, queue, sleep, socket, file, poll, process, futex), and where.\n"
+    "(lock, condition, queue, sleep, socket, file, io, poll, process, futex), and\n"
+    "where, on what (the lock's owner, the fds and peers, the timeout).\n"
     "Blocked threads are read without being stopped; running threads are stopped\n"
     "one at a time for microseconds (PTRACE_SEIZE, never PTRACE_ATTACH) by a\n"
     "real-time stopper process whose watchdog bounds every stop (--max-stop); waits\n"

@@ -127,9 +127,10 @@ struct CategoryColour {
 };
 // One hue per category, told apart at a glance; grey for idle, green for running.
 constexpr CategoryColour kColours[] = {
-    {"lock", "#e8590c"},   {"condition", "#f59f00"}, {"queue", "#ae3ec9"}, {"sleep", "#4c6ef5"},
-    {"socket", "#0ca678"}, {"file", "#74b816"},      {"poll", "#15aabf"},  {"process", "#e64980"},
-    {"futex", "#7950f2"},  {"other", "#868e96"},     {"idle", "#ced4da"},  {"running", "#40c057"},
+    {"lock", "#e8590c"},    {"condition", "#f59f00"}, {"queue", "#ae3ec9"}, {"sleep", "#4c6ef5"},
+    {"socket", "#0ca678"},  {"file", "#74b816"},      {"io", "#2b8a3e"},    {"poll", "#15aabf"},
+    {"process", "#e64980"}, {"futex", "#7950f2"},     {"other", "#868e96"}, {"idle", "#ced4da"},
+    {"running", "#40c057"},
 };
 
 // A pool's blocked threads, whatever they wait on: no category's colour.

@@ -145,13 +145,14 @@ constexpr BuiltinRule kBuiltinRules[] = {
     {"file", S, "open", "", "", false},
     {"file", S, "splice", "", "", false},
     {"file", S, "sendfile", "", "", false},
-    {"file", S, "io_getevents", "", "", false},
-    {"file", S, "io_pgetevents", "", "", false},
+    // io: waiting for asynchronous I/O to complete, whatever the files
+    {"io", S, "io_getevents", "", "", false},
+    {"io", S, "io_pgetevents", "", "io_getevents", false},
+    {"io", S, "io_uring_enter", "", "", false},
     // poll: an event loop's own wait
     {"poll", S, "epoll_wait", "", "", true},
     {"poll", S, "epoll_pwait", "", "", true},
     {"poll", S, "epoll_pwait2", "", "", true},
-    {"poll", S, "io_uring_enter", "", "", false},
     {"poll", S, "poll", "", "", false},
     {"poll", S, "ppoll", "", "", false},
     {"poll", S, "select", "", "", false},
@@ -266,8 +267,9 @@ constexpr const char* kSystemSourcePrefixes[] = {"/usr/include/", "/usr/lib/gcc/
 }  // namespace
 
 const std::vector<std::string>& categories() {
-  static const std::vector<std::string> kCategories = {
-      "lock", "condition", "queue", "sleep", "socket", "file", "poll", "process", "futex", "other"};
+  static const std::vector<std::string> kCategories = {"lock",    "condition", "queue", "sleep",
+                                                       "socket",  "file",      "io",    "poll",
+                                                       "process", "futex",     "other"};
   return kCategories;
 }
 
@@ -324,7 +326,8 @@ std::vector<Rule> RuleSet::parse(const std::string& text, const std::string& fil
     r.category = w[0];
     if (!is_category(r.category))
       fail("unknown category '" + r.category +
-           "' (one of lock, condition, queue, sleep, socket, file, poll, process, futex, other)");
+           "' (one of lock, condition, queue, sleep, socket, file, io, poll, process, futex, "
+           "other)");
     if (w[1] == "function")
       r.match = Rule::Match::kFunction;
     else if (w[1] == "syscall")

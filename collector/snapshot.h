@@ -77,7 +77,7 @@ struct LockInfo {
 };
 
 struct Blocking {
-  std::string category;       // lock condition queue sleep socket file poll process futex other
+  std::string category;       // lock condition queue sleep socket file io poll process futex other
   std::string primitive;      // the matched frame's function or the syscall
   std::optional<Frame> site;  // innermost frame of the user's own code
   bool idle = false;          // a known "waiting for work" pattern

@@ -33,7 +33,7 @@ class WaitContext : public ::testing::Test {
     fds_ = new std::map<std::string, long>;
     // Its threads say their tids and fds as they start, maybe after "ready".
     bool ready = false;
-    while (!ready || tids_->size() < 18 || fds_->size() < 5 || port_ == 0) {
+    while (!ready || tids_->size() < 19 || fds_->size() + uring_unavailable_ < 6 || port_ == 0) {
       auto line = fixture_->read_line(std::chrono::seconds(10));
       ASSERT_TRUE(line) << "the fixture did not say ready";
       ready |= *line == "ready";
@@ -42,6 +42,7 @@ class WaitContext : public ::testing::Test {
       if (std::sscanf(line->c_str(), "tid %31s %ld", name, &n) == 2) (*tids_)[name] = n;
       if (std::sscanf(line->c_str(), "fd %31s %ld", name, &n) == 2) (*fds_)[name] = n;
       if (std::sscanf(line->c_str(), "port %ld", &n) == 1) port_ = n;
+      if (*line == "uring unavailable") uring_unavailable_ = 1;
     }
     // Every waiter asleep on its lock (the rings need all members in place).
     audit_ = new nlohmann::json;
@@ -53,7 +54,8 @@ class WaitContext : public ::testing::Test {
             if (!t || (*t)["blocking"].is_null() || (*t)["blocking"]["lock"].is_null())
               return false;
           }
-          for (const char* name : {"poll_tcp", "select_pipe", "epoll_set", "cond_timed"}) {
+          for (const char* name :
+               {"poll_tcp", "select_pipe", "epoll_set", "cond_timed", "uring_wait"}) {
             const nlohmann::json* t = thread_named(*audit_, name);
             if (!t || (*t)["blocking"].is_null()) return false;
           }
@@ -84,6 +86,7 @@ class WaitContext : public ::testing::Test {
   }
   static std::map<std::string, long>* fds_;
   static long port_;
+  static size_t uring_unavailable_;
   static Child* fixture_;
   static nlohmann::json* audit_;
   static std::map<std::string, long>* tids_;
@@ -94,6 +97,7 @@ nlohmann::json* WaitContext::audit_ = nullptr;
 std::map<std::string, long>* WaitContext::tids_ = nullptr;
 std::map<std::string, long>* WaitContext::fds_ = nullptr;
 long WaitContext::port_ = 0;
+size_t WaitContext::uring_unavailable_ = 0;
 
 TEST_F(WaitContext, MutexWaitersNameTheHolder) {
   for (const char* name : {"rec_wait", "errchk_wait", "timed_wait"}) {
@@ -227,6 +231,17 @@ TEST_F(WaitContext, EpollWaitNamesItsSetFromFdinfo) {
       << e.dump(1);
   EXPECT_EQ(e["watched_more"], 0);
   EXPECT_EQ(e["timeout"]["none"], true);
+}
+
+TEST_F(WaitContext, AnIoUringWaitIsAnIoCompletionWait) {
+  if (uring_unavailable_) GTEST_SKIP() << "this kernel refuses io_uring_setup (io_uring disabled)";
+  const nlohmann::json& b = blocking("uring_wait");
+  EXPECT_EQ(b["category"], "io");
+  EXPECT_EQ(b["primitive"], "io_uring_enter");
+  EXPECT_EQ(b["site"]["line"], tagged_line(kWaitsSource, "uring_wait"));
+  const nlohmann::json& sc = syscall("uring_wait");
+  EXPECT_EQ(sc["fd"]["fd"], fd("uring_wait"));
+  EXPECT_EQ(sc["fd"]["kind"], "io_uring");
 }
 
 TEST_F(WaitContext, TimeoutsSayHowLongAndWhatIsLeft) {

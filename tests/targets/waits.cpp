@@ -24,9 +24,12 @@
 //   epoll_set            epoll_wait (no timeout) on a set of a TCP socket, an
 //                        eventfd and a timerfd
 //   cond_timed           pthread_cond_timedwait, deadline 3600 s after it starts
+//   uring_wait           io_uring_enter waiting for a completion that never comes
+//                        (or "uring unavailable" when the kernel refuses a ring)
 // "port P" gives the port of the silent peer, "fd NAME FD" the fds watched.
 // Lines marked @line:NAME are where each thread blocks.
 #include <arpa/inet.h>
+#include <linux/io_uring.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -227,6 +230,21 @@ __attribute__((noinline)) void cond_timed() {
   sleep_forever();
 }
 
+__attribute__((noinline)) void uring_wait() {
+  named("uring_wait");
+  io_uring_params params{};
+  int ring = static_cast<int>(syscall(SYS_io_uring_setup, 4, &params));
+  if (ring < 0) {
+    std::lock_guard lock(g_print);
+    std::printf("uring unavailable\n");
+    std::fflush(stdout);
+    sleep_forever();
+  }
+  say_fd("uring_wait", ring);
+  syscall(SYS_io_uring_enter, ring, 0, 1, IORING_ENTER_GETEVENTS, nullptr, 0);  // @line:uring_wait
+  sleep_forever();
+}
+
 }  // namespace
 
 int main() {
@@ -251,7 +269,8 @@ int main() {
   threads.emplace_back(rd_holder);
   threads.emplace_back(self_lock);
   for (auto* w : waiters) threads.emplace_back(w);
-  for (auto* w : {poll_tcp, select_pipe, epoll_set, cond_timed}) threads.emplace_back(w);
+  for (auto* w : {poll_tcp, select_pipe, epoll_set, cond_timed, uring_wait})
+    threads.emplace_back(w);
   threads.emplace_back(deadlock_member, std::ref(g_ring2), 0u, "dl2_a");
   threads.emplace_back(deadlock_member, std::ref(g_ring2), 1u, "dl2_b");
   threads.emplace_back(deadlock_member, std::ref(g_ring3), 0u, "dl3_a");

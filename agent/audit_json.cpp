@@ -39,7 +39,12 @@ nlohmann::json frame_json(const Frame& f) {
 }
 
 nlohmann::json fd_json(const FdInfo& fd) {
-  return {{"fd", fd.fd}, {"kind", fd.kind}, {"detail", fd.detail}, {"target", fd.target}};
+  return {{"fd", fd.fd},
+          {"kind", fd.kind},
+          {"detail", fd.detail},
+          {"target", fd.target},
+          {"offset", fd.offset ? nlohmann::json(*fd.offset) : nlohmann::json(nullptr)},
+          {"other_end", fd.other_end}};
 }
 
 namespace {

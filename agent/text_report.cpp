@@ -51,6 +51,14 @@ std::string where(const Frame& f) {
   return out;
 }
 
+// "5 (pipe pipe:[4242], written by PID 77 (producer))".
+std::string fd_text(const FdInfo& fd) {
+  std::string out = std::to_string(fd.fd) + " (" + fd.kind + " " + shown(fd.detail);
+  if (fd.offset) out += " at offset " + std::to_string(*fd.offset);
+  if (!fd.other_end.empty()) out += ", " + shown(fd.other_end);
+  return out + ")";
+}
+
 std::string seconds_text(double s) {
   char buf[48];
   if (s < 1)
@@ -189,13 +197,11 @@ std::string text_report(const Snapshot& s) {
     if (t.syscall) {
       out << "    syscall: " << (t.syscall->name.empty() ? "?" : t.syscall->name);
       if (t.syscall->fd) {
-        out << " on fd " << t.syscall->fd->fd << " (" << t.syscall->fd->kind << " "
-            << shown(t.syscall->fd->detail) << ")";
+        out << " on fd " << fd_text(*t.syscall->fd);
       }
       if (const auto& to = t.syscall->timeout) out << ", " << timeout_text(*to);
       out << "\n";
-      for (const FdInfo& w : t.syscall->watched)
-        out << "      watches fd " << w.fd << " (" << w.kind << " " << shown(w.detail) << ")\n";
+      for (const FdInfo& w : t.syscall->watched) out << "      watches fd " << fd_text(w) << "\n";
       if (t.syscall->watched_more > 0)
         out << "      watches " << t.syscall->watched_more << " more fd(s)\n";
     }

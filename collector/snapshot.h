@@ -34,6 +34,10 @@ struct FdInfo {
   std::string kind;    // socket, pipe, fifo, file, tty, epoll, eventfd, ...
   std::string target;  // the readlink text
   std::string detail;  // "tcp 127.0.0.1:40312 -> 127.0.0.1:5432 ESTABLISHED", a path...
+  std::optional<uint64_t> offset;  // a regular file's position (/proc/PID/fdinfo pos)
+  // A pipe or FIFO: the processes that hold its other end, "written by PID
+  // 4242 (producer)"; "" when none is visible or not looked for.
+  std::string other_end;
 };
 
 // The timeout of a blocked call: none (it waits until woken), a relative one

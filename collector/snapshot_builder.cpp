@@ -253,6 +253,8 @@ void SnapshotBuilder::add_wait_context(SyscallInfo& sc, const RawCapture& captur
   const std::vector<SocketEntry>& sockets =
       capture.sockets.empty() && own_sockets_ ? *own_sockets_ : capture.sockets;
   for (const FdLink& l : links) sc.watched.push_back(describe_fd(l, sockets));
+  if (sc.fd) add_fd_facts(memory_.pid(), *sc.fd, pipe_ends_);
+  for (FdInfo& w : sc.watched) add_fd_facts(memory_.pid(), w, pipe_ends_);
   sc.timeout = wait_timeout(sc, memory_, [](int clock) {
     timespec ts{};
     clock_gettime(clock, &ts);
@@ -494,6 +496,7 @@ bool SnapshotBuilder::complete_without_stop(const RawThread& thread) {
 Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   update_modules(raw.maps);
   own_sockets_.reset();
+  pipe_ends_.clear();
   Snapshot s;
   s.captured_at_unix_ns = raw.started_unix_ns;
   const ProcessInfo& p = raw.process;

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <memory>
 #include <unordered_map>
 
@@ -62,6 +63,8 @@ class SnapshotBuilder {
   std::unordered_map<pid_t, Thread> previous_;
   // The socket table, read by this build when the capture did not need it.
   std::optional<std::vector<SocketEntry>> own_sockets_;
+  // Who holds the other end of each pipe waited on, found once per build.
+  std::map<std::string, std::string> pipe_ends_;
 };
 
 // Helpers with no live process behind them, public for tests.

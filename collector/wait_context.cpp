@@ -1,14 +1,19 @@
 #include "collector/wait_context.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <poll.h>
 #include <time.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <sstream>
 #include <string_view>
 
 #include "injector/proc.h"
+#include "injector/unique_fd.h"
 
 namespace stackaudit {
 namespace {
@@ -77,6 +82,95 @@ void add_link(pid_t pid, int fd, std::vector<FdLink>& out, size_t cap, size_t* m
 }
 
 }  // namespace
+
+std::optional<uint64_t> parse_fdinfo_field(const std::string& text, const char* field, int base) {
+  std::istringstream in(text);
+  std::string line;
+  size_t len = std::strlen(field);
+  while (std::getline(in, line)) {
+    if (line.compare(0, len, field) != 0) continue;
+    const char* start = line.c_str() + len;
+    char* end = nullptr;
+    errno = 0;
+    unsigned long long v = std::strtoull(start, &end, base);
+    if (end == start || errno != 0) return std::nullopt;
+    return v;
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+std::optional<std::string> fd_link(pid_t pid, const char* fd) {
+  char buf[512];
+  std::string path = "/proc/" + std::to_string(pid) + "/fd/" + fd;
+  ssize_t n = readlink(path.c_str(), buf, sizeof buf);
+  if (n <= 0 || static_cast<size_t>(n) == sizeof buf) return std::nullopt;
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+std::optional<uint64_t> access_mode(pid_t pid, const std::string& fd) {
+  auto info = proc::read_file("/proc/" + std::to_string(pid) + "/fdinfo/" + fd);
+  if (!info) return std::nullopt;
+  auto flags = parse_fdinfo_field(*info, "flags:", 8);
+  if (!flags) return std::nullopt;
+  return *flags & O_ACCMODE;
+}
+
+// "written by PID 4242 (producer), PID 4243 (producer)": the processes whose
+// fds open `target` the other way from `mode`, at most kMaxFdsScanned links
+// looked at.
+std::string other_end(const std::string& target, uint64_t mode) {
+  constexpr size_t kMaxNamed = 4;
+  std::vector<std::string> holders;
+  size_t scanned = 0;
+  for (pid_t p : proc::list_processes()) {
+    UniqueDir dir(("/proc/" + std::to_string(p) + "/fd").c_str());
+    if (!dir) continue;
+    bool holds = false;
+    while (dirent* e = dir.next()) {
+      if (e->d_name[0] == '.') continue;
+      if (++scanned > kMaxFdsScanned) break;
+      auto link = fd_link(p, e->d_name);
+      if (!link || *link != target) continue;
+      auto other = access_mode(p, e->d_name);
+      if (other && (*other == O_RDWR || *other != mode)) {
+        holds = true;
+        break;
+      }
+    }
+    if (holds) {
+      std::string comm = proc::read_file("/proc/" + std::to_string(p) + "/comm").value_or("");
+      while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+      holders.push_back("PID " + std::to_string(p) + " (" + comm + ")");
+    }
+    if (scanned > kMaxFdsScanned) break;
+  }
+  if (holders.empty()) return "";
+  std::string text = mode == O_RDONLY ? "written by " : "read by ";
+  for (size_t i = 0; i < holders.size() && i < kMaxNamed; ++i) text += (i ? ", " : "") + holders[i];
+  if (holders.size() > kMaxNamed)
+    text += " and " + std::to_string(holders.size() - kMaxNamed) + " more";
+  return text;
+}
+
+}  // namespace
+
+void add_fd_facts(pid_t pid, FdInfo& fd, std::map<std::string, std::string>& seen) {
+  if (fd.kind == "file") {
+    auto info =
+        proc::read_file("/proc/" + std::to_string(pid) + "/fdinfo/" + std::to_string(fd.fd));
+    if (info) fd.offset = parse_fdinfo_field(*info, "pos:", 10);
+    return;
+  }
+  if (fd.kind != "pipe" && fd.kind != "fifo") return;
+  auto mode = access_mode(pid, std::to_string(fd.fd));
+  if (!mode || *mode == O_RDWR) return;
+  std::string key = fd.target + (*mode == O_RDONLY ? "\0r" : "\0w");
+  auto it = seen.find(key);
+  if (it == seen.end()) it = seen.emplace(key, other_end(fd.target, *mode)).first;
+  fd.other_end = it->second;
+}
 
 std::vector<int> parse_epoll_fdinfo(const std::string& text) {
   std::vector<int> fds;

@@ -8,7 +8,9 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <map>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "collector/snapshot.h"
@@ -29,5 +31,15 @@ std::optional<WaitTimeout> wait_timeout(const SyscallInfo& call, Memory& memory,
 
 // The epoll set of "/proc/PID/fdinfo/EPFD" text: the watched fds, in order.
 std::vector<int> parse_epoll_fdinfo(const std::string& text);
+
+// The "pos:" and "flags:" (octal) lines of a /proc/PID/fdinfo/FD text.
+std::optional<uint64_t> parse_fdinfo_field(const std::string& text, const char* field, int base);
+
+// Adds what /proc says about an fd beyond its link: a regular file's
+// offset; for a pipe or FIFO, the processes (the target among them) that
+// hold it open the other way, found by scanning /proc/*/fd, at most
+// kMaxFdsScanned links, once per pipe per `seen` cache.
+void add_fd_facts(pid_t pid, FdInfo& fd, std::map<std::string, std::string>& seen);
+constexpr size_t kMaxFdsScanned = 50000;
 
 }  // namespace stackaudit

@@ -25,7 +25,8 @@ Snapshot canned() {
   a.syscall->nr = 232;
   a.syscall->name = "epoll_wait";
   a.syscall->args = {3, 0x7ffd, 8, ~0ull, 0, 0};
-  a.syscall->fd = FdInfo{3, "epoll", "anon_inode:[eventpoll]", "anon_inode:[eventpoll]"};
+  a.syscall->fd =
+      FdInfo{3, "epoll", "anon_inode:[eventpoll]", "anon_inode:[eventpoll]", std::nullopt, ""};
   Frame inner;
   inner.function = "epoll_wait";
   inner.module = "libc.so.6";

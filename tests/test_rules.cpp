@@ -23,7 +23,7 @@ Thread blocked_in(const std::string& syscall, std::vector<Frame> frames,
   t.state = "sleeping";
   t.syscall = SyscallInfo{};
   t.syscall->name = syscall;
-  if (!fd_kind.empty()) t.syscall->fd = FdInfo{3, fd_kind, "", ""};
+  if (!fd_kind.empty()) t.syscall->fd = FdInfo{3, fd_kind, "", "", std::nullopt, ""};
   t.frames = std::move(frames);
   return t;
 }

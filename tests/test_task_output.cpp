@@ -83,8 +83,12 @@ Snapshot service() {
                             "tcp 127.0.0.1:43210 -> 127.0.0.1:8080 ESTABLISHED",
                             {py("StreamReader.read", "/usr/lib/python3.11/asyncio/streams.py", 689),
                              py("read_reply", "/srv/app.py", 70)}));
-  loop.tasks.back().awaiting.fd =
-      FdInfo{7, "socket", "socket:[4242]", "tcp 127.0.0.1:43210 -> 127.0.0.1:8080 ESTABLISHED"};
+  loop.tasks.back().awaiting.fd = FdInfo{7,
+                                         "socket",
+                                         "socket:[4242]",
+                                         "tcp 127.0.0.1:43210 -> 127.0.0.1:8080 ESTABLISHED",
+                                         std::nullopt,
+                                         ""};
   loop.tasks.push_back(
       task("0xc2", "offload", "executor", "run_in_executor", {py("offload", "/srv/app.py", 80)}));
   loop.tasks.back().awaiting.executor_tid = 1240;

@@ -33,7 +33,7 @@ class WaitContext : public ::testing::Test {
     fds_ = new std::map<std::string, long>;
     // Its threads say their tids and fds as they start, maybe after "ready".
     bool ready = false;
-    while (!ready || tids_->size() < 19 || fds_->size() + uring_unavailable_ < 6 || port_ == 0) {
+    while (!ready || tids_->size() < 20 || fds_->size() + uring_unavailable_ < 7 || port_ == 0) {
       auto line = fixture_->read_line(std::chrono::seconds(10));
       ASSERT_TRUE(line) << "the fixture did not say ready";
       ready |= *line == "ready";
@@ -55,7 +55,7 @@ class WaitContext : public ::testing::Test {
               return false;
           }
           for (const char* name :
-               {"poll_tcp", "select_pipe", "epoll_set", "cond_timed", "uring_wait"}) {
+               {"poll_tcp", "select_pipe", "epoll_set", "cond_timed", "uring_wait", "flock_wait"}) {
             const nlohmann::json* t = thread_named(*audit_, name);
             if (!t || (*t)["blocking"].is_null()) return false;
           }
@@ -217,6 +217,20 @@ TEST_F(WaitContext, PollAndSelectNameTheFdsInTheirArrays) {
   EXPECT_EQ(s["watched"][0]["kind"], "pipe");
   EXPECT_EQ(s["timeout"]["none"], false);
   EXPECT_EQ(s["timeout"]["requested_s"], 3600.0);
+  // The pipe's write end: held by the fixture itself.
+  EXPECT_EQ(s["watched"][0]["other_end"],
+            "written by PID " + std::to_string(fixture_->pid()) + " (waits)");
+}
+
+TEST_F(WaitContext, AFileWaitSaysItsPathAndOffset) {
+  const nlohmann::json& b = blocking("flock_wait");
+  EXPECT_EQ(b["category"], "lock");
+  EXPECT_EQ(b["site"]["line"], tagged_line(kWaitsSource, "flock_wait"));
+  const nlohmann::json& f = syscall("flock_wait")["fd"];
+  EXPECT_EQ(f["fd"], fd("flock_wait"));
+  EXPECT_EQ(f["kind"], "file");
+  EXPECT_TRUE(std::string(f["detail"]).starts_with("/tmp/stackaudit-waits-")) << f.dump();
+  EXPECT_EQ(f["offset"], 10);
 }
 
 TEST_F(WaitContext, EpollWaitNamesItsSetFromFdinfo) {

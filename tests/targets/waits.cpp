@@ -24,17 +24,21 @@
 //   epoll_set            epoll_wait (no timeout) on a set of a TCP socket, an
 //                        eventfd and a timerfd
 //   cond_timed           pthread_cond_timedwait, deadline 3600 s after it starts
+//   flock_wait           flock(LOCK_EX) on a file another open of it locks,
+//                        at offset 10 (it wrote 10 bytes)
 //   uring_wait           io_uring_enter waiting for a completion that never comes
 //                        (or "uring unavailable" when the kernel refuses a ring)
 // "port P" gives the port of the silent peer, "fd NAME FD" the fds watched.
 // Lines marked @line:NAME are where each thread blocks.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <linux/io_uring.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -230,6 +234,19 @@ __attribute__((noinline)) void cond_timed() {
   sleep_forever();
 }
 
+__attribute__((noinline)) void flock_wait() {
+  named("flock_wait");
+  char path[] = "/tmp/stackaudit-waits-XXXXXX";
+  int holder = mkstemp(path);
+  int fd = open(path, O_RDWR);
+  unlink(path);
+  if (holder < 0 || fd < 0 || write(fd, "0123456789", 10) != 10) return;
+  flock(holder, LOCK_EX);  // another open file description: the locks conflict
+  say_fd("flock_wait", fd);
+  flock(fd, LOCK_EX);  // @line:flock_wait
+  sleep_forever();
+}
+
 __attribute__((noinline)) void uring_wait() {
   named("uring_wait");
   io_uring_params params{};
@@ -269,7 +286,7 @@ int main() {
   threads.emplace_back(rd_holder);
   threads.emplace_back(self_lock);
   for (auto* w : waiters) threads.emplace_back(w);
-  for (auto* w : {poll_tcp, select_pipe, epoll_set, cond_timed, uring_wait})
+  for (auto* w : {poll_tcp, select_pipe, epoll_set, cond_timed, uring_wait, flock_wait})
     threads.emplace_back(w);
   threads.emplace_back(deadlock_member, std::ref(g_ring2), 0u, "dl2_a");
   threads.emplace_back(deadlock_member, std::ref(g_ring2), 1u, "dl2_b");

@@ -20,6 +20,7 @@ struct GlibcMutex {
   int32_t kind;
 };
 constexpr int32_t kMutexKindMask = 3;  // normal, recursive, error-checking, adaptive
+constexpr int32_t kMutexProcessShared = 0x80;
 constexpr int32_t kMutexKnownBits = 0x3 | 0x10 | 0x20 | 0x40 | 0x80 | 0x100 | 0x200;
 constexpr int32_t kMutexOwnerDied = 0x7fffffff;  // PTHREAD_MUTEX_INCONSISTENT
 constexpr int32_t kMutexUnrecoverable = 0x7ffffffe;
@@ -59,16 +60,23 @@ LockKind lock_kind(const Thread& t) {
     if (f.module.starts_with("ld-musl") || f.module.starts_with("libc.musl"))
       return LockKind::kNone;
     std::string_view fn = f.function;
+    // By the pthread entry point, not the low-level lock under it: glibc's
+    // own locks (malloc's, stdio's) wait in __lll_lock_wait_private on a bare
+    // int, with no mutex around it to read.
     if (contains(fn, "pthread_rwlock_") || contains(fn, "shared_mutex")) return LockKind::kRwlock;
-    if (contains(fn, "pthread_mutex_") || fn.starts_with("__lll_lock_wait") ||
-        fn.starts_with("__lll_clocklock_wait") || fn.starts_with("__lll_timedlock_wait"))
-      return LockKind::kMutex;
+    if (contains(fn, "pthread_mutex_")) return LockKind::kMutex;
   }
   return LockKind::kNone;
 }
 
 // Threads by the id the target itself uses (its PID namespace's).
-using ByNsTid = std::map<pid_t, const Thread*>;
+using ByNsTid = std::map<pid_t, Thread*>;
+
+ByNsTid by_ns_tid(std::vector<Thread>& threads) {
+  ByNsTid out;
+  for (Thread& t : threads) out.emplace(t.ns_tid > 0 ? t.ns_tid : t.tid, &t);
+  return out;
+}
 
 LockOwner owner_named(pid_t ns_tid, const ByNsTid& threads) {
   LockOwner o;
@@ -111,6 +119,9 @@ std::optional<LockInfo> read_mutex(uint64_t futex, uint64_t op, Memory& memory,
   }
   info.owner = owner_named(owner, threads);
   info.detail = held_by(*info.owner);
+  if (!info.owner->alive && (m.kind & kMutexProcessShared))
+    info.detail =
+        "held by tid " + std::to_string(owner) + " of another process (a process-shared mutex)";
   if ((m.kind & kMutexKindMask) == 1 && m.count > 1)
     info.detail += ", locked " + std::to_string(m.count) + " times";
   return info;
@@ -154,8 +165,7 @@ std::string thread_label(const Thread& t) {
 }
 
 void read_lock_owners(std::vector<Thread>& threads, Memory& memory) {
-  ByNsTid by_ns;
-  for (const Thread& t : threads) by_ns.emplace(t.ns_tid > 0 ? t.ns_tid : t.tid, &t);
+  ByNsTid by_ns = by_ns_tid(threads);
   for (Thread& t : threads) {
     if (!t.blocking || t.blocking->category != "lock" || !t.syscall || t.syscall->name != "futex")
       continue;
@@ -178,17 +188,12 @@ void read_lock_owners(std::vector<Thread>& threads, Memory& memory) {
 
 void read_python_locks(std::vector<Thread>& threads, const PyProcessInfo& python,
                        CPythonReader& reader) {
-  ByNsTid by_ns;
-  std::map<pid_t, Thread*> waiters;
-  for (Thread& t : threads) {
-    by_ns.emplace(t.ns_tid > 0 ? t.ns_tid : t.tid, &t);
-    waiters.emplace(t.ns_tid > 0 ? t.ns_tid : t.tid, &t);
-  }
+  ByNsTid by_ns = by_ns_tid(threads);
   std::map<uint64_t, pid_t> by_ident;  // threading.get_ident() -> tid (the target's)
   for (const PyThreadInfo& p : python.threads) by_ident.emplace(p.thread_id, p.native_tid);
   for (const PyThreadInfo& p : python.threads) {
-    auto it = waiters.find(static_cast<pid_t>(p.native_tid));
-    if (it == waiters.end()) continue;
+    auto it = by_ns.find(static_cast<pid_t>(p.native_tid));
+    if (it == by_ns.end()) continue;
     Thread& t = *it->second;
     if (!t.blocking || t.blocking->category != "lock" || !t.syscall || t.syscall->name != "futex" ||
         (t.python && t.python->waits_for_gil))

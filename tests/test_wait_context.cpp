@@ -395,7 +395,7 @@ struct CannedLocks : ::testing::Test {
 
 TEST_F(CannedLocks, AnOwnerThatIsNoThreadEndedHoldingTheLock) {
   put_mutex(2, 0, 4242, 0);
-  std::vector<Thread> threads = {waiter("__lll_lock_wait", kLock), other(7, "main")};
+  std::vector<Thread> threads = {waiter("__pthread_mutex_lock", kLock), other(7, "main")};
   read_lock_owners(threads, memory);
   ASSERT_TRUE(threads[0].blocking->lock);
   const LockInfo& l = *threads[0].blocking->lock;
@@ -404,6 +404,23 @@ TEST_F(CannedLocks, AnOwnerThatIsNoThreadEndedHoldingTheLock) {
   EXPECT_EQ(l.owner->tid, 4242);
   EXPECT_NE(l.detail.find("ended holding the lock"), std::string::npos) << l.detail;
   EXPECT_TRUE(find_deadlocks(threads).empty());
+}
+
+TEST_F(CannedLocks, AProcessSharedMutexHeldElsewhereIsNotCalledAbandoned) {
+  put_mutex(2, 0, 4242, 0x80);
+  std::vector<Thread> threads = {waiter("pthread_mutex_lock", kLock), other(7, "main")};
+  read_lock_owners(threads, memory);
+  ASSERT_TRUE(threads[0].blocking->lock);
+  EXPECT_EQ(threads[0].blocking->lock->detail,
+            "held by tid 4242 of another process (a process-shared mutex)");
+}
+
+TEST_F(CannedLocks, GlibcsOwnLowLevelLocksAreNotReadAsMutexes) {
+  // malloc's or stdio's lock: a bare int; what follows it is no mutex.
+  put_mutex(2, 0, 4242, 0);
+  std::vector<Thread> threads = {waiter("__lll_lock_wait_private", kLock), other(7, "main")};
+  read_lock_owners(threads, memory);
+  EXPECT_FALSE(threads[0].blocking->lock);
 }
 
 TEST_F(CannedLocks, APiMutexKeepsItsOwnerInTheLockWord) {
@@ -417,8 +434,8 @@ TEST_F(CannedLocks, APiMutexKeepsItsOwnerInTheLockWord) {
 
 TEST_F(CannedLocks, BytesThatAreNoMutexGiveNoLockAndUnreadableOnesNeither) {
   put_mutex(2, 0, 7, 0x7654321);  // no glibc mutex kind
-  std::vector<Thread> threads = {waiter("__lll_lock_wait", kLock), other(7, "main"),
-                                 waiter("__lll_lock_wait", 0x999000)};
+  std::vector<Thread> threads = {waiter("__pthread_mutex_lock", kLock), other(7, "main"),
+                                 waiter("__pthread_mutex_lock", 0x999000)};
   read_lock_owners(threads, memory);
   EXPECT_FALSE(threads[0].blocking->lock);
   EXPECT_FALSE(threads[2].blocking->lock);
@@ -426,7 +443,7 @@ TEST_F(CannedLocks, BytesThatAreNoMutexGiveNoLockAndUnreadableOnesNeither) {
 
 TEST_F(CannedLocks, OnlyLockWaitsInAFutexAreRead) {
   put_mutex(2, 0, 7, 0);
-  std::vector<Thread> threads = {waiter("__lll_lock_wait", kLock, 1 /* FUTEX_WAKE */),
+  std::vector<Thread> threads = {waiter("__pthread_mutex_lock", kLock, 1 /* FUTEX_WAKE */),
                                  waiter("pthread_cond_wait", kLock), other(7, "main")};
   threads[1].blocking->category = "condition";
   read_lock_owners(threads, memory);

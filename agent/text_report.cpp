@@ -79,18 +79,28 @@ std::string timeout_text(const WaitTimeout& t) {
 
 constexpr size_t kMaxListedAlike = 12;
 
-// What makes two threads "the same" for the report: their state, how they are
-// blocked (category, primitive, detail, the lock's owner, the syscall) and
-// every frame. Their fds and ids may differ; the JSON has each.
+// What makes two threads "the same" for the report: everything it shows of
+// them but their ids and names: state, how they are blocked (category,
+// primitive, detail, the lock), the syscall with its fds and timeout asked
+// for, the GIL, the note, and every frame. (A deadline's time left is left
+// out: it differs by the moment each was read.)
 std::string stack_key(const Thread& t) {
-  std::string key = t.state + '\0' + t.captured + '\0' + std::to_string(t.truncated);
+  std::string key = t.state + '\0' + t.captured + '\0' + std::to_string(t.truncated) + '\0' +
+                    t.note + '\0' + std::to_string(t.python && t.python->holds_gil);
   if (t.blocking) {
     const Blocking& b = *t.blocking;
     key += '\0' + b.category + '\0' + b.primitive + '\0' + b.detail + '\0' +
            std::to_string(b.idle) + std::to_string(b.blocks_event_loop);
     if (b.lock) key += '\0' + hex(b.lock->address);
   }
-  if (t.syscall) key += '\0' + t.syscall->name;
+  if (t.syscall) {
+    key += '\0' + t.syscall->name;
+    if (t.syscall->fd) key += '\0' + fd_text(*t.syscall->fd);
+    for (const FdInfo& w : t.syscall->watched) key += '\0' + fd_text(w);
+    if (const auto& to = t.syscall->timeout)
+      key +=
+          '\0' + std::to_string(to->none) + (to->requested_s ? seconds_text(*to->requested_s) : "");
+  }
   for (const Frame& f : t.frames)
     key += '\0' + f.function + '\0' + f.file + '\0' + std::to_string(f.line) + '\0' + hex(f.ip) +
            '\0' + std::to_string(f.interpreter);

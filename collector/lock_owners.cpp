@@ -8,6 +8,8 @@
 #include <set>
 #include <string_view>
 
+#include "injector/proc.h"
+
 namespace stackaudit {
 namespace {
 
@@ -98,6 +100,25 @@ std::string held_by(const LockOwner& o) {
   return "held by \"" + o.name + "\" (tid " + std::to_string(o.tid) + ")";
 }
 
+// A process-shared lock's owner that is no thread of the target: a thread of
+// the process /proc says it belongs to, when it still exists.
+std::string held_elsewhere(pid_t tid, const char* what) {
+  std::string text = "held by tid " + std::to_string(tid);
+  auto status = proc::read_file("/proc/" + std::to_string(tid) + "/status");
+  pid_t tgid = 0;
+  if (status)
+    if (size_t at = status->find("\nTgid:"); at != std::string::npos)
+      tgid = static_cast<pid_t>(std::atoi(status->c_str() + at + 6));
+  if (tgid > 0) {
+    std::string comm = proc::read_file("/proc/" + std::to_string(tgid) + "/comm").value_or("");
+    while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+    text += " of PID " + std::to_string(tgid) + " (" + comm + ")";
+  } else {
+    text += " of another process";
+  }
+  return text + " (a process-shared " + what + ")";
+}
+
 std::optional<LockInfo> read_mutex(uint64_t futex, uint64_t op, Memory& memory,
                                    const ByNsTid& threads) {
   GlibcMutex m;
@@ -114,14 +135,16 @@ std::optional<LockInfo> read_mutex(uint64_t futex, uint64_t op, Memory& memory,
     return info;
   }
   if (owner <= 0) {
-    info.detail = "free: released since the thread went to sleep";
+    // Locked but no owner yet: taken a moment ago (glibc records the owner
+    // just after the lock word).
+    info.detail = m.lock != 0 ? "held; its new owner is not recorded yet"
+                              : "free: released since the thread went to sleep";
     return info;
   }
   info.owner = owner_named(owner, threads);
   info.detail = held_by(*info.owner);
   if (!info.owner->alive && (m.kind & kMutexProcessShared))
-    info.detail =
-        "held by tid " + std::to_string(owner) + " of another process (a process-shared mutex)";
+    info.detail = held_elsewhere(owner, "mutex");
   if ((m.kind & kMutexKindMask) == 1 && m.count > 1)
     info.detail += ", locked " + std::to_string(m.count) + " times";
   return info;
@@ -144,7 +167,8 @@ std::optional<LockInfo> read_rwlock(uint64_t futex, Memory& memory, const ByNsTi
     uint32_t readers = r.readers >> kRwlockReaderShift;
     if (r.cur_writer > 0) {
       info.owner = owner_named(r.cur_writer, threads);
-      info.detail = "held for writing: " + held_by(*info.owner);
+      info.detail = "held for writing" + held_by(*info.owner).substr(4);
+      if (!info.owner->alive && r.shared == 1) info.detail = held_elsewhere(r.cur_writer, "rwlock");
     } else if (readers > 0) {
       // A writer that has claimed the lock waits for the readers in it to
       // leave (glibc records the writer once they have).
@@ -226,6 +250,33 @@ void read_python_locks(std::vector<Thread>& threads, const PyProcessInfo& python
     }
     t.blocking->lock = std::move(info);
   }
+}
+
+void confirm_deadlocks(std::vector<Deadlock>& rings, pid_t pid, const std::vector<Thread>& threads,
+                       Memory& memory) {
+  if (rings.empty()) return;
+  std::vector<Thread> again = threads;  // the locks read a second time
+  for (Thread& t : again)
+    if (t.blocking && t.blocking->lock && t.blocking->lock->kind.starts_with("pthread_"))
+      t.blocking->lock.reset();
+  read_lock_owners(again, memory);
+  std::map<pid_t, const Thread*> by_tid;
+  for (const Thread& t : again) by_tid.emplace(t.tid, &t);
+  auto still = [&](const Deadlock::Member& m) {
+    auto it = by_tid.find(m.tid);
+    if (it == by_tid.end() || !it->second->syscall) return false;
+    const Thread& t = *it->second;
+    auto now = proc::read_syscall(pid, m.tid);
+    if (!now || now->kind != SyscallState::Kind::kInSyscall || now->nr != t.syscall->nr ||
+        now->args[0] != t.syscall->args[0])
+      return false;
+    if (!m.waits_for.kind.starts_with("pthread_")) return true;  // a Python lock: its futex
+    const auto& lock = t.blocking ? t.blocking->lock : std::nullopt;
+    return lock && lock->owner && m.waits_for.owner && lock->owner->tid == m.waits_for.owner->tid;
+  };
+  std::erase_if(rings, [&](const Deadlock& d) {
+    return !std::all_of(d.threads.begin(), d.threads.end(), still);
+  });
 }
 
 std::vector<Deadlock> find_deadlocks(const std::vector<Thread>& threads) {

@@ -29,6 +29,13 @@ void read_python_locks(std::vector<Thread>& threads, const PyProcessInfo& python
 // once, starting from the member with the lowest tid.
 std::vector<Deadlock> find_deadlocks(const std::vector<Thread>& threads);
 
+// Keeps the rings whose members still wait where they were seen: nothing is
+// stopped, so a ring read across a lock handoff could be one that never
+// was. Each member's syscall is read again (same futex) and its glibc lock
+// too (same owner); a ring with a member that moved is dropped.
+void confirm_deadlocks(std::vector<Deadlock>& rings, pid_t pid, const std::vector<Thread>& threads,
+                       Memory& memory);
+
 // How the report names a thread: its Python name when it has one, else its
 // OS name.
 std::string thread_label(const Thread& t);

@@ -183,11 +183,12 @@ struct LibraryWait {
   const char* category;
   const char* primitive;
   const char* detail;
+  const char* unless = "";  // not when a frame has this function (the program's own call)
 };
 
 constexpr LibraryWait kLibraryWaits[] = {
     {"libsqlite3.so*", "", "sleep", "lock", "sqlite3 busy handler",
-     "sqlite database is locked: its busy handler sleeps and retries"},
+     "sqlite database is locked: its busy handler sleeps and retries", "sqlite3_sleep"},
     {"libpq.so*", "", "poll|socket", "socket", "libpq", "postgres query"},
     {"libmariadb.so*", "", "poll|socket", "socket", "mariadb client", "mysql query"},
     {"libmysqlclient.so*", "", "poll|socket", "socket", "mysql client", "mysql query"},
@@ -393,6 +394,9 @@ void name_library_wait(const Thread& t, Blocking& b) {
       for (const LibraryWait& w : kLibraryWaits) {
         if (!glob(w.module, f.module) || !in_categories(b.category, w.from)) continue;
         if (*w.function && (f.function.empty() || !glob(w.function, f.function))) continue;
+        if (*w.unless && std::any_of(t.frames.begin(), t.frames.end(),
+                                     [&](const Frame& g) { return g.function == w.unless; }))
+          continue;
         b.category = w.category;
         b.primitive = w.primitive;
         b.detail = w.detail;

@@ -496,7 +496,7 @@ bool SnapshotBuilder::complete_without_stop(const RawThread& thread) {
 Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   update_modules(raw.maps);
   own_sockets_.reset();
-  pipe_ends_.clear();
+  pipe_ends_ = PipeIndex{};
   Snapshot s;
   s.captured_at_unix_ns = raw.started_unix_ns;
   const ProcessInfo& p = raw.process;
@@ -613,6 +613,7 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   read_lock_owners(s.threads, memory_);
   if (python_ && python) read_python_locks(s.threads, *python, *python_);
   s.summary.deadlocks = find_deadlocks(s.threads);
+  confirm_deadlocks(s.summary.deadlocks, memory_.pid(), s.threads, memory_);
   if (python_ && tasks_enabled_) add_tasks(s, raw, *python);
   s.warnings.insert(s.warnings.end(), modules_.warnings().begin(), modules_.warnings().end());
   if (raw.target_exited) s.warnings.push_back("the target exited during the capture");

@@ -15,6 +15,7 @@
 #include "collector/snapshot.h"
 #include "collector/symbolizer.h"
 #include "collector/unwinder.h"
+#include "collector/wait_context.h"
 #include "injector/capture_types.h"
 #include "injector/remote_memory.h"
 
@@ -64,7 +65,7 @@ class SnapshotBuilder {
   // The socket table, read by this build when the capture did not need it.
   std::optional<std::vector<SocketEntry>> own_sockets_;
   // Who holds the other end of each pipe waited on, found once per build.
-  std::map<std::string, std::string> pipe_ends_;
+  PipeIndex pipe_ends_;
 };
 
 // Helpers with no live process behind them, public for tests.

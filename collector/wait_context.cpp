@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <set>
 #include <sstream>
 #include <string_view>
 
@@ -117,36 +118,42 @@ std::optional<uint64_t> access_mode(pid_t pid, const std::string& fd) {
   return *flags & O_ACCMODE;
 }
 
-// "written by PID 4242 (producer), PID 4243 (producer)": the processes whose
-// fds open `target` the other way from `mode`, at most kMaxFdsScanned links
-// looked at.
-std::string other_end(const std::string& target, uint64_t mode) {
-  constexpr size_t kMaxNamed = 4;
-  std::vector<std::string> holders;
+// Every link of every process's fds that `keep` wants, into the index; stops
+// at kMaxFdsScanned links.
+template <class Keep>
+void scan_fds(PipeIndex& pipes, Keep keep) {
   size_t scanned = 0;
   for (pid_t p : proc::list_processes()) {
     UniqueDir dir(("/proc/" + std::to_string(p) + "/fd").c_str());
     if (!dir) continue;
-    bool holds = false;
     while (dirent* e = dir.next()) {
       if (e->d_name[0] == '.') continue;
-      if (++scanned > kMaxFdsScanned) break;
-      auto link = fd_link(p, e->d_name);
-      if (!link || *link != target) continue;
-      auto other = access_mode(p, e->d_name);
-      if (other && (*other == O_RDWR || *other != mode)) {
-        holds = true;
-        break;
+      if (++scanned > kMaxFdsScanned) {
+        pipes.cut = true;
+        return;
       }
+      auto link = fd_link(p, e->d_name);
+      if (link && keep(*link)) pipes.holders.emplace(*link, std::make_pair(p, e->d_name));
     }
-    if (holds) {
-      std::string comm = proc::read_file("/proc/" + std::to_string(p) + "/comm").value_or("");
-      while (!comm.empty() && comm.back() == '\n') comm.pop_back();
-      holders.push_back("PID " + std::to_string(p) + " (" + comm + ")");
-    }
-    if (scanned > kMaxFdsScanned) break;
   }
-  if (holders.empty()) return "";
+}
+
+// "written by PID 4242 (producer), PID 4243 (producer)": the processes whose
+// fds open `target` the other way from `mode`.
+std::string other_end(const PipeIndex& pipes, const std::string& target, uint64_t mode) {
+  constexpr size_t kMaxNamed = 4;
+  std::vector<std::string> holders;
+  std::set<pid_t> named;
+  auto [from, to] = pipes.holders.equal_range(target);
+  for (auto it = from; it != to; ++it) {
+    auto [p, fd] = it->second;
+    auto other = access_mode(p, fd);
+    if (!other || (*other != O_RDWR && *other == mode) || !named.insert(p).second) continue;
+    std::string comm = proc::read_file("/proc/" + std::to_string(p) + "/comm").value_or("");
+    while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+    holders.push_back("PID " + std::to_string(p) + " (" + comm + ")");
+  }
+  if (holders.empty()) return pipes.cut ? "not found among the processes looked at" : "";
   std::string text = mode == O_RDONLY ? "written by " : "read by ";
   for (size_t i = 0; i < holders.size() && i < kMaxNamed; ++i) text += (i ? ", " : "") + holders[i];
   if (holders.size() > kMaxNamed)
@@ -156,7 +163,7 @@ std::string other_end(const std::string& target, uint64_t mode) {
 
 }  // namespace
 
-void add_fd_facts(pid_t pid, FdInfo& fd, std::map<std::string, std::string>& seen) {
+void add_fd_facts(pid_t pid, FdInfo& fd, PipeIndex& pipes) {
   if (fd.kind == "file") {
     auto info =
         proc::read_file("/proc/" + std::to_string(pid) + "/fdinfo/" + std::to_string(fd.fd));
@@ -166,9 +173,17 @@ void add_fd_facts(pid_t pid, FdInfo& fd, std::map<std::string, std::string>& see
   if (fd.kind != "pipe" && fd.kind != "fifo") return;
   auto mode = access_mode(pid, std::to_string(fd.fd));
   if (!mode || *mode == O_RDWR) return;
-  std::string key = fd.target + (*mode == O_RDONLY ? "\0r" : "\0w");
-  auto it = seen.find(key);
-  if (it == seen.end()) it = seen.emplace(key, other_end(fd.target, *mode)).first;
+  std::string key = fd.target + '\0' + (*mode == O_RDONLY ? 'r' : 'w');
+  auto it = pipes.answers.find(key);
+  if (it == pipes.answers.end()) {
+    if (fd.kind == "pipe" && !pipes.built) {
+      pipes.built = true;
+      scan_fds(pipes, [](const std::string& link) { return link.starts_with("pipe:"); });
+    } else if (fd.kind == "fifo" && !pipes.holders.count(fd.target)) {
+      scan_fds(pipes, [&](const std::string& link) { return link == fd.target; });
+    }
+    it = pipes.answers.emplace(key, other_end(pipes, fd.target, *mode)).first;
+  }
   fd.other_end = it->second;
 }
 
@@ -191,7 +206,10 @@ std::vector<FdLink> watched_fds(pid_t pid, const SyscallInfo& call, Memory& memo
   const std::string& n = call.name;
   if (n == "poll" || n == "ppoll") {
     uint64_t count = call.args[1];
-    if (count > kMaxPollFds) return out;
+    if (count > kMaxPollFds) {
+      *more = count;  // too many to read: said, not shown
+      return out;
+    }
     std::vector<pollfd> fds(count);
     if (count == 0 || !memory.read_exact(call.args[0], fds.data(), count * sizeof(pollfd)))
       return out;
@@ -243,6 +261,7 @@ std::optional<WaitTimeout> wait_timeout(const SyscallInfo& call, Memory& memory,
     if (op == FUTEX_WAIT_BITSET || op == FUTEX_WAIT_REQUEUE_PI)
       return absolute(memory, a[3], clock, now_ns);
     if (op == FUTEX_LOCK_PI) return absolute(memory, a[3], CLOCK_REALTIME, now_ns);
+    if (op == FUTEX_LOCK_PI2) return absolute(memory, a[3], clock, now_ns);
   }
   return std::nullopt;
 }

@@ -35,11 +35,20 @@ std::vector<int> parse_epoll_fdinfo(const std::string& text);
 // The "pos:" and "flags:" (octal) lines of a /proc/PID/fdinfo/FD text.
 std::optional<uint64_t> parse_fdinfo_field(const std::string& text, const char* field, int base);
 
+// Which process holds which pipe: one scan of /proc/*/fd per snapshot (at most
+// kMaxFdsScanned links), made when a thread first waits on a pipe. A FIFO,
+// known by its path, costs a scan of its own within the same bound.
+struct PipeIndex {
+  bool built = false;
+  bool cut = false;  // the bound was reached: some processes were not looked at
+  std::multimap<std::string, std::pair<pid_t, std::string>> holders;  // link -> (pid, fd)
+  std::map<std::string, std::string> answers;                         // (link, end) -> text
+};
+constexpr size_t kMaxFdsScanned = 50000;
+
 // Adds what /proc says about an fd beyond its link: a regular file's
 // offset; for a pipe or FIFO, the processes (the target among them) that
-// hold it open the other way, found by scanning /proc/*/fd, at most
-// kMaxFdsScanned links, once per pipe per `seen` cache.
-void add_fd_facts(pid_t pid, FdInfo& fd, std::map<std::string, std::string>& seen);
-constexpr size_t kMaxFdsScanned = 50000;
+// hold it open the other way.
+void add_fd_facts(pid_t pid, FdInfo& fd, PipeIndex& pipes);
 
 }  // namespace stackaudit

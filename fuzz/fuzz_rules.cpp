@@ -25,7 +25,7 @@ std::vector<Thread> canned_threads() {
     t.state = "sleeping";
     t.syscall = SyscallInfo{};
     t.syscall->name = syscall;
-    if (*fd_kind) t.syscall->fd = FdInfo{3, fd_kind, "", ""};
+    if (*fd_kind) t.syscall->fd = FdInfo{3, fd_kind, "", "", std::nullopt, ""};
     t.frames = std::move(frames);
     return t;
   };

@@ -189,7 +189,9 @@ TEST(TaskJson, LoopsAndTheirTasks) {
             nlohmann::json({{"fd", 7},
                             {"kind", "socket"},
                             {"detail", "tcp 127.0.0.1:43210 -> 127.0.0.1:8080 ESTABLISHED"},
-                            {"target", "socket:[4242]"}}));
+                            {"target", "socket:[4242]"},
+                            {"offset", nullptr},
+                            {"other_end", ""}}));
   EXPECT_EQ(loop["tasks"][6]["awaiting"]["executor_tid"], 1240);
 
   const auto& blocked = j["event_loops"][1];

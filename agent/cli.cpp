@@ -182,6 +182,13 @@ int run_cli(int argc, char** argv) {
                        "(format: docs/rules.md)");
   std::string dump_max_stop = "50ms";
   dump_cmd->add_option("--max-stop", dump_max_stop, kMaxStopHelp);
+  dump_cmd->add_flag(
+      "--consistent", dump.consistent,
+      "Capture every thread as it was at one instant, for a coherent wait-for graph: threads "
+      "that run are held stopped until all are captured (the window is reported, and bounded "
+      "by --max-stop, past which they are let go and the snapshot says it is not consistent); "
+      "blocked threads are copied without a stop and checked not to have run meanwhile. Waits "
+      "that a stop would break are never stopped. Default: one thread at a time");
   add_source_lines(dump_cmd, dump.source_lines);
   long long dump_max_tasks = SnapshotBuilder::kDefaultMaxTasksPerLoop;
   add_task_options(dump_cmd, dump.tasks, dump_max_tasks);

@@ -26,9 +26,9 @@
 namespace stackaudit {
 
 Snapshot audit_process(pid_t pid, const RuleSet& rules, std::chrono::milliseconds max_stop,
-                       SourceLines lines, TaskOptions tasks) {
+                       SourceLines lines, TaskOptions tasks, bool consistent) {
   check_auditable(pid);
-  AuditPipeline pipeline(pid, rules, max_stop, lines, tasks);
+  AuditPipeline pipeline(pid, rules, max_stop, lines, tasks, nullptr, consistent);
   const RawCapture& raw = pipeline.capture();
   bool any_captured = false;
   bool denied = false;
@@ -61,7 +61,7 @@ void pause_after_listing() {
 // cannot be audited is "gone", with why.
 ProcessAudit audit_one(const TreeProcess& p, const RuleSet& rules,
                        std::chrono::milliseconds max_stop, SourceLines lines, TaskOptions tasks,
-                       const std::shared_ptr<StopperProcess>& stopper) {
+                       const std::shared_ptr<StopperProcess>& stopper, bool consistent) {
   ProcessAudit audit{p, std::nullopt, ""};
   if (!proc::process_exists(p.pid)) {
     audit.gone = "exited before its capture";
@@ -69,7 +69,7 @@ ProcessAudit audit_one(const TreeProcess& p, const RuleSet& rules,
   }
   try {
     check_target(p.pid);
-    AuditPipeline pipeline(p.pid, rules, max_stop, lines, tasks, stopper);
+    AuditPipeline pipeline(p.pid, rules, max_stop, lines, tasks, stopper, consistent);
     const RawCapture& raw = pipeline.capture();
     if (pipeline.captured_any()) {
       audit.snapshot = pipeline.build();
@@ -92,7 +92,7 @@ ProcessAudit audit_one(const TreeProcess& p, const RuleSet& rules,
 }  // namespace
 
 TreeAudit audit_tree(pid_t root, const RuleSet& rules, std::chrono::milliseconds max_stop,
-                     SourceLines lines, size_t max_processes, TaskOptions tasks) {
+                     SourceLines lines, size_t max_processes, TaskOptions tasks, bool consistent) {
   check_auditable(root);
   ProcessTable table = ProcessTable::scan();
   std::vector<TreeProcess> tree = process_tree(table, {root}, own_processes(table));
@@ -110,7 +110,7 @@ TreeAudit audit_tree(pid_t root, const RuleSet& rules, std::chrono::milliseconds
   // One stopper for the whole tree, processes captured one after the other.
   auto stopper = shared_stopper(max_stop);
   for (const TreeProcess& p : tree) {
-    audit.processes.push_back(audit_one(p, rules, max_stop, lines, tasks, stopper));
+    audit.processes.push_back(audit_one(p, rules, max_stop, lines, tasks, stopper, consistent));
     ProcessAudit& a = audit.processes.back();
     // Text from the target (comm, a reason naming it) goes into JSON: valid
     // UTF-8 (collector/utf8.h).
@@ -125,7 +125,8 @@ TreeAudit audit_tree(pid_t root, const RuleSet& rules, std::chrono::milliseconds
 }
 
 int audit_exit_code(const Snapshot& s) {
-  return (s.capture.threads_failed > 0 || s.target.exited) ? kExitPartial : kExitOk;
+  bool inconsistent = s.capture.consistent && !s.capture.consistent->achieved;
+  return (s.capture.threads_failed > 0 || s.target.exited || inconsistent) ? kExitPartial : kExitOk;
 }
 
 void apply_stack_view(Snapshot& s, StackView view) {
@@ -203,11 +204,12 @@ int run_dump(const DumpOptions& o) {
   std::optional<Snapshot> snapshot;
   std::optional<TreeAudit> tree;
   if (o.children) {
-    tree = audit_tree(o.pid, rules, o.max_stop, o.source_lines, o.max_processes, o.tasks);
+    tree = audit_tree(o.pid, rules, o.max_stop, o.source_lines, o.max_processes, o.tasks,
+                      o.consistent);
     for (ProcessAudit& p : tree->processes)
       if (p.snapshot) apply_view(*p.snapshot, o.stack, o.format);
   } else {
-    snapshot = audit_process(o.pid, rules, o.max_stop, o.source_lines, o.tasks);
+    snapshot = audit_process(o.pid, rules, o.max_stop, o.source_lines, o.tasks, o.consistent);
     apply_view(*snapshot, o.stack, o.format);
   }
   // The JSON goes out thread by thread: for thousands of threads the whole

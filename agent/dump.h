@@ -32,21 +32,24 @@ struct DumpOptions {
   std::string rules_file;
   std::chrono::milliseconds max_stop{50};  // --max-stop
   SourceLines source_lines = SourceLines::kProgram;
-  TaskOptions tasks;  // --tasks, --no-tasks, --max-tasks
+  TaskOptions tasks;        // --tasks, --no-tasks, --max-tasks
+  bool consistent = false;  // --consistent
 };
 
 // Checks the target, captures every thread, builds the snapshot. Throws
 // UserError for a target that cannot be audited.
 Snapshot audit_process(pid_t pid, const RuleSet& rules,
                        std::chrono::milliseconds max_stop = std::chrono::milliseconds(50),
-                       SourceLines lines = SourceLines::kProgram, TaskOptions tasks = {});
+                       SourceLines lines = SourceLines::kProgram, TaskOptions tasks = {},
+                       bool consistent = false);
 
 // The process and its descendants, found at start (stackaudit's own
 // processes excluded), each audited in turn: at most max_processes of them,
 // breadth first. A descendant that exits or cannot be traced is reported as
 // gone; only the root failing its checks throws UserError.
 TreeAudit audit_tree(pid_t root, const RuleSet& rules, std::chrono::milliseconds max_stop,
-                     SourceLines lines, size_t max_processes, TaskOptions tasks);
+                     SourceLines lines, size_t max_processes, TaskOptions tasks,
+                     bool consistent = false);
 
 // The exit code a finished audit deserves (0, or 1 when some threads are missing).
 int audit_exit_code(const Snapshot& snapshot);

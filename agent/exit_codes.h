@@ -8,7 +8,8 @@ namespace stackaudit {
 // Exit codes (ARCHITECTURE §5, docs/cli.md).
 enum ExitCode : int {
   kExitOk = 0,       // done
-  kExitPartial = 1,  // done, but some threads could not be captured (said in the output)
+  kExitPartial = 1,  // done, but some threads could not be captured, or --consistent could not
+                     // pin every thread to one instant (said in the output)
   kExitUsage = 2,    // bad command line, unreadable or malformed rules file, unwritable output
   kExitTarget = 3,   // target not found or not traceable (permission, tracer, kernel thread...)
 };

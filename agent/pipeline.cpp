@@ -13,9 +13,10 @@ namespace stackaudit {
 namespace {
 
 CaptureOptions capture_options(std::chrono::milliseconds max_stop, SnapshotBuilder& builder,
-                               std::shared_ptr<StopperProcess> stopper) {
+                               std::shared_ptr<StopperProcess> stopper, bool consistent) {
   CaptureOptions options;
   options.max_stop = max_stop;
+  options.consistent = consistent;
   options.stopper = std::move(stopper);
   // A thread whose wait is fully known from /proc (the builder says so) is
   // not stopped at all.
@@ -123,9 +124,9 @@ std::shared_ptr<StopperProcess> shared_stopper(std::chrono::milliseconds max_sto
 
 AuditPipeline::AuditPipeline(pid_t pid, const RuleSet& rules, std::chrono::milliseconds max_stop,
                              SourceLines lines, TaskOptions tasks,
-                             std::shared_ptr<StopperProcess> stopper)
+                             std::shared_ptr<StopperProcess> stopper, bool consistent)
     : builder_(pid, rules, lines),
-      capturer_(pid, capture_options(max_stop, builder_, std::move(stopper))) {
+      capturer_(pid, capture_options(max_stop, builder_, std::move(stopper), consistent)) {
   builder_.set_tasks(tasks.enabled, tasks.max_per_loop);
   builder_.prepare(proc::read_maps(pid));
 }

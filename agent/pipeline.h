@@ -88,9 +88,10 @@ struct TreeAudit {
 class AuditPipeline {
  public:
   // stopper: shared with the other pipelines of a tree (null: its own).
+  // consistent: every capture is a consistent one (dump --consistent).
   AuditPipeline(pid_t pid, const RuleSet& rules, std::chrono::milliseconds max_stop,
                 SourceLines lines, TaskOptions tasks,
-                std::shared_ptr<StopperProcess> stopper = nullptr);
+                std::shared_ptr<StopperProcess> stopper = nullptr, bool consistent = false);
   AuditPipeline(const AuditPipeline&) = delete;  // the capturer asks builder_
   AuditPipeline& operator=(const AuditPipeline&) = delete;
 

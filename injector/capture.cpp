@@ -1,6 +1,7 @@
 #include "injector/capture.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -8,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 #include <set>
+#include <thread>
 #include <unordered_map>
 
 #include "injector/clock.h"
@@ -20,6 +22,27 @@ namespace {
 
 // The x86-64 ABI lets leaf code use 128 bytes below rsp (the red zone).
 constexpr uint64_t kRedZone = 128;
+
+class RealtimeWhileHolding {
+ public:
+  RealtimeWhileHolding() {
+    policy_ = sched_getscheduler(0);
+    sched_getparam(0, &param_);
+    sched_param fifo{};
+    fifo.sched_priority = 1;
+    raised_ = policy_ >= 0 && sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &fifo) == 0;
+  }
+  ~RealtimeWhileHolding() {
+    if (raised_) sched_setscheduler(0, policy_, &param_);
+  }
+  RealtimeWhileHolding(const RealtimeWhileHolding&) = delete;
+  RealtimeWhileHolding& operator=(const RealtimeWhileHolding&) = delete;
+
+ private:
+  int policy_ = -1;
+  sched_param param_{};
+  bool raised_ = false;
+};
 
 const Mapping* find_mapping(const std::vector<Mapping>& maps, uint64_t addr) {
   auto it = std::upper_bound(maps.begin(), maps.end(), addr,
@@ -200,6 +223,7 @@ ProcessCapturer::Stop ProcessCapturer::capture_stopped(RawThread& t, int attempt
     request.vetted_args = t.syscall.args;
   }
   request.reach_deadline = options_.stop_deadline * (1 << attempt);
+  request.hold = hold_open();
   StopCopy copy = stopper_->stop(request);
   const StopResult& r = copy.result;
   t.stop_attempts = attempt + 1;
@@ -237,6 +261,12 @@ ProcessCapturer::Stop ProcessCapturer::capture_stopped(RawThread& t, int attempt
             "it entered a wait as it was being stopped; under its seccomp filter the wait was "
             "entered again as the original call, not through restart_syscall";
       t.mode = CaptureMode::kStopped;
+      t.held = r.held;
+      if (r.held) {
+        uint64_t now = monotonic_ns();
+        if (first_hold_ns_ == 0) first_hold_ns_ = now - r.hold_ns;
+        held_at_[t.tid] = now;
+      }
       return Stop::kDone;
     }
     case StopOutcome::kRefused:
@@ -338,6 +368,13 @@ RawThread ProcessCapturer::capture_thread(pid_t tid, RawThread* previous, int at
       // looks again just before its stop and refuses a call a stop must
       // not touch.
     }
+    if (defer_stops_) {
+      // --consistent: threads read without a stop first, then the ones to
+      // hold, one right after the other, so that the window is short.
+      deferred_.push_back(tid);
+      t.mode = CaptureMode::kFailed;
+      return t;
+    }
     switch (capture_stopped(t, attempt)) {
       case Stop::kDone:
         return t;
@@ -355,6 +392,73 @@ RawThread ProcessCapturer::capture_thread(pid_t tid, RawThread* previous, int at
   else
     t.failure = "busy entering and leaving system calls under a seccomp filter; not stopped";
   return t;
+}
+
+bool ProcessCapturer::hold_open() const {
+  if (!options_.consistent) return false;
+  uint64_t budget = static_cast<uint64_t>(options_.max_stop.count()) * 750;  // 3/4, in ns
+  return first_hold_ns_ == 0 || monotonic_ns() - first_hold_ns_ < budget;
+}
+
+void ProcessCapturer::pin_unheld(RawCapture& cap, std::set<pid_t>& seen) {
+  constexpr int kPasses = 3;
+  ConsistentCapture& c = cap.consistent;
+  for (c.passes = 1;; ++c.passes) {
+    if (!hold_open()) {
+      c.why_not = "the window reached 3/4 of --max-stop (" +
+                  std::to_string(options_.max_stop.count() / 1000) +
+                  " ms) before every thread was pinned; raise --max-stop";
+      return;
+    }
+    // Threads started meanwhile are captured too.
+    for (pid_t tid : proc::list_tasks(pid_))
+      if (seen.insert(tid).second) cap.threads.push_back(capture_thread(tid, nullptr, 0));
+    std::vector<RawThread*> moved;
+    for (RawThread& t : cap.threads) {
+      if (t.held || t.vanished || t.mode == CaptureMode::kFailed) continue;
+      auto now = schedstat(t.tid);
+      if (!now || !(*now == t.schedstat)) moved.push_back(&t);
+    }
+    c.moved = moved.size();
+    if (moved.empty()) {
+      c.achieved = true;
+      return;
+    }
+    if (c.passes == kPasses) {
+      c.why_not = std::to_string(moved.size()) + " thread(s) ran again each time they were read (" +
+                  std::to_string(kPasses) + " passes) without being stopped";
+      return;
+    }
+    for (RawThread* t : moved) *t = capture_thread(t->tid, nullptr, 0);
+  }
+}
+
+void ProcessCapturer::end_hold(RawCapture& cap) {
+  ConsistentCapture& c = cap.consistent;
+  StopperProcess::Released released = stopper_->release_held();
+  uint64_t now = monotonic_ns();
+  c.window_ns = released.window_ns;
+  for (RawThread& t : cap.threads) {
+    if (t.held) {
+      ++c.held;
+      if (auto it = held_at_.find(t.tid); it != held_at_.end()) t.stop_ns += now - it->second;
+      c.window_ns = std::max(c.window_ns, t.stop_ns);
+    } else if (!t.vanished && t.mode != CaptureMode::kFailed) {
+      ++c.verified;
+    } else if (!t.vanished && c.achieved) {
+      c.achieved = false;
+      c.why_not = "some threads could not be captured";
+    }
+  }
+  c.verified -= std::min(c.verified, c.moved);
+  if (released.lost) {
+    c.achieved = false;
+    c.why_not = "the stopper's watchdog let the held threads go at --max-stop (" +
+                std::to_string(options_.max_stop.count() / 1000) +
+                " ms) before the capture was done";
+  }
+  first_hold_ns_ = 0;
+  held_at_.clear();
 }
 
 void ProcessCapturer::read_maps() {
@@ -378,6 +482,8 @@ RawCapture ProcessCapturer::capture(RawCapture* previous) {
   slow_.clear();
   size_t ended_before = stopper_->watchdog_ended();
 
+  defer_stops_ = options_.consistent;
+  deferred_.clear();
   std::unordered_map<pid_t, RawThread*> before;
   if (previous)
     for (RawThread& p : previous->threads) before.emplace(p.tid, &p);
@@ -406,6 +512,18 @@ RawCapture ProcessCapturer::capture(RawCapture* previous) {
     }
     if (!found_new) break;
   }
+  // While threads are held, this thread runs at the stopper's real-time
+  // priority too (when it may), so that the window does not wait for a CPU
+  // behind the target's running threads; the window bounds it.
+  std::optional<RealtimeWhileHolding> realtime;
+  if (defer_stops_ && !deferred_.empty()) realtime.emplace();
+  if (defer_stops_) {
+    defer_stops_ = false;
+    std::sort(deferred_.begin(), deferred_.end());
+    for (RawThread& t : cap.threads)
+      if (std::binary_search(deferred_.begin(), deferred_.end(), t.tid))
+        t = capture_thread(t.tid, nullptr, 0);
+  }
   // Threads that did not reach their stop in time were not held: their
   // interrupt stands, and the stopper lets them go the moment they stop,
   // keeping a copy if they do so before we ask again. Ask again, waiting
@@ -417,6 +535,14 @@ RawCapture ProcessCapturer::capture(RawCapture* previous) {
     for (pid_t tid : again)
       for (RawThread& t : cap.threads)
         if (t.tid == tid) t = capture_thread(tid, nullptr, attempt);
+  }
+  if (options_.consistent) {
+    cap.consistent.requested = true;
+    pin_unheld(cap, seen);
+    if (long ms = test_hooks().hang_while_holding_ms; ms > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    end_hold(cap);
+    realtime.reset();
   }
   if (!proc::process_exists(pid_)) cap.target_exited = true;
   close_schedstat_fds(seen);  // threads that exited

@@ -42,6 +42,12 @@ struct CaptureOptions {
   int list_rounds = 8;       // re-list tasks until no new thread shows up
   int nonstop_attempts = 3;  // copies of a blocked thread's stack to get a stable one
   int looks = 3;             // times a thread may be looked at again after a refused stop
+  // A consistent capture (ConsistentCapture): threads that must be stopped
+  // are held until every thread is captured, within 3/4 of max_stop from the
+  // first one held (the stopper's watchdog lets them all go at max_stop);
+  // threads that were not stopped are checked, while they are held, not to
+  // have run since their copy. Never a stop of a call a stop would break.
+  bool consistent = false;
   // A stopper process shared with other capturers that capture one after the
   // other from the same thread (the processes of a tree): one stopper for all
   // of them instead of one each. Null: the capturer starts its own.
@@ -80,6 +86,13 @@ class ProcessCapturer {
   size_t copy_stack(uint64_t sp, uint64_t* start, uint64_t* map_start, uint64_t* map_end);
   void read_maps();
   void read_fds(RawThread& t);
+  // --consistent: whether a stop may still hold its thread.
+  bool hold_open() const;
+  // Checks the threads that were not held, captures again those that ran
+  // (and new ones), until none ran or the passes or the window run out.
+  void pin_unheld(RawCapture& cap, std::set<pid_t>& seen);
+  // Lets the held threads go and accounts for the window.
+  void end_hold(RawCapture& cap);
 
   pid_t pid_;
   CaptureOptions options_;
@@ -95,9 +108,13 @@ class ProcessCapturer {
   std::optional<SchedStat> schedstat(pid_t tid);
   void close_schedstat_fds(const std::set<pid_t>& keep);
   std::unique_ptr<uint8_t[]> scratch_;
-  int process_seccomp_ = -1;   // the main thread's, read once per capture
-  std::set<pid_t> sandboxed_;  // threads seen under a filter (it is never removed)
-  std::vector<pid_t> slow_;    // threads that did not reach their stop in time this round
+  int process_seccomp_ = -1;     // the main thread's, read once per capture
+  std::set<pid_t> sandboxed_;    // threads seen under a filter (it is never removed)
+  std::vector<pid_t> slow_;      // threads that did not reach their stop in time this round
+  bool defer_stops_ = false;     // --consistent, first pass: stops are left for later
+  std::vector<pid_t> deferred_;  // ... these
+  uint64_t first_hold_ns_ = 0;   // --consistent: when the first thread was held
+  std::unordered_map<pid_t, uint64_t> held_at_;  // ... and when each held thread's copy came
 };
 
 // A thread is "blocked in a syscall that a stop would interrupt" (EINTR).

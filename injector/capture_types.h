@@ -115,6 +115,7 @@ struct RawThread {
   uint64_t look_gap_ns = 0;         // from the stopper's last look at /proc to the interrupt
   int stop_attempts = 0;            // interrupts asked for (more than one: it was slow to stop)
   bool late = false;                // it reached its stop after a first deadline had passed
+  bool held = false;                // --consistent: kept stopped until the end of the window
 };
 
 // Process-wide facts read around the capture.
@@ -149,6 +150,21 @@ struct StopperInfo {
   size_t retries = 0;         // stops asked for again (a thread slow to reach its stop)
 };
 
+// A consistent capture (--consistent): every thread as it was at one instant.
+// Threads that run are held stopped until the end of the window; threads
+// blocked in the kernel are copied without a stop and checked, while the
+// others are held, not to have run since (their CPU time and timeslices).
+struct ConsistentCapture {
+  bool requested = false;
+  bool achieved = false;   // every captured thread is pinned to one instant
+  size_t held = 0;         // threads held stopped to the end of the window
+  size_t verified = 0;     // threads not stopped, seen not to have run since their copy
+  size_t moved = 0;        // threads that ran during the window and could not be pinned
+  int passes = 0;          // checks of the unstopped threads (each re-captures those that ran)
+  uint64_t window_ns = 0;  // from the first thread held to the last let go
+  std::string why_not;     // when not achieved
+};
+
 struct RawCapture {
   ProcessInfo process;
   std::vector<Mapping> maps;
@@ -158,6 +174,7 @@ struct RawCapture {
   uint64_t duration_ns = 0;     // monotonic, whole capture
   bool target_exited = false;   // the process went away during the capture
   StopperInfo stopper;
+  ConsistentCapture consistent;
 };
 
 }  // namespace stackaudit

@@ -136,6 +136,7 @@ PtraceStopper::PtraceStopper(Watchdog* watchdog, LateStops* late)
 }
 
 PtraceStopper::~PtraceStopper() {
+  release_held();
   uint64_t end = monotonic_ns() + 100'000'000;
   while (count_ > 0 && monotonic_ns() < end) wait_and_collect(std::chrono::milliseconds(10));
 }
@@ -173,7 +174,23 @@ void PtraceStopper::sleep_for_sigchld(uint64_t until_ns) {
   sigtimedwait(&chld, nullptr, &timeout);  // woken by any SIGCHLD; waitpid tells whose
 }
 
-void PtraceStopper::let_go(Outstanding& o, int status, StopWindow* window, StopResult& result) {
+void PtraceStopper::renew() {
+  if (watchdog_) watchdog_->renew(count_ > 0 || !held_.empty(), holding_since_ns_);
+}
+
+size_t PtraceStopper::release_held() {
+  size_t released = 0;
+  for (const Held& h : held_)
+    released += ::ptrace(PTRACE_DETACH, h.tid, nullptr,
+                         reinterpret_cast<void*>(static_cast<uintptr_t>(h.signal))) == 0;
+  held_.clear();
+  holding_since_ns_ = 0;
+  renew();
+  return released;
+}
+
+void PtraceStopper::let_go(Outstanding& o, int status, StopWindow* window, StopResult& result,
+                           bool hold) {
   uint64_t seen = monotonic_ns();
   result.reach_ns = seen - o.interrupted_ns;
   user_regs_struct regs;
@@ -183,6 +200,17 @@ void PtraceStopper::let_go(Outstanding& o, int status, StopWindow* window, StopR
     if (window) window->on_stopped(o.tid, regs);
   }
   result.pending_signal = signal_to_reinject(status);
+  if (hold && have_regs) {
+    // Stays stopped: it reports nothing more until it is let go (or dies,
+    // which a later waitpid reaps as a thread we no longer know).
+    if (held_.empty()) holding_since_ns_ = seen;
+    held_.push_back(Held{o.tid, result.pending_signal});
+    result.held = true;
+    result.hold_ns = monotonic_ns() - seen;
+    result.outcome = StopOutcome::kStopped;
+    forget(o.tid);
+    return;
+  }
   bool detached =
       ::ptrace(PTRACE_DETACH, o.tid, nullptr,
                reinterpret_cast<void*>(static_cast<uintptr_t>(result.pending_signal))) == 0;
@@ -215,7 +243,7 @@ void PtraceStopper::handle(pid_t tid, int status, const Request* current, StopWi
     return;
   }
   if (mine) {
-    let_go(*o, status, window, *result);
+    let_go(*o, status, window, *result, current->hold);
     *done = true;
     return;
   }
@@ -224,7 +252,7 @@ void PtraceStopper::handle(pid_t tid, int status, const Request* current, StopWi
   StopResult late;
   late.late = true;
   StopWindow* late_window = late_ ? late_->window_for(copy.pid, copy.tid, copy.tag) : nullptr;
-  let_go(*o, status, late_window, late);
+  let_go(*o, status, late_window, late, false);
   if (late_ && late_window) late_->captured(copy.pid, copy.tid, copy.tag, late);
 }
 
@@ -240,7 +268,7 @@ size_t PtraceStopper::collect() {
     if (tid < 0 && errno == ECHILD) count_ = 0;  // nothing of ours is left
     break;
   }
-  if (watchdog_) watchdog_->renew(count_ > 0);
+  renew();
   return count_;
 }
 
@@ -283,9 +311,9 @@ StopResult PtraceStopper::stop(const Request& request, StopWindow& window) {
       return result;
     }
     // From here on the thread is ours until it is let go or exits.
-    if (watchdog_) watchdog_->renew(true);  // armed before the interrupt
-    outstanding_[count_++] =
-        Outstanding{request.pid, request.tid, monotonic_ns(), request.tag, request.seccomp};
+    outstanding_[count_++] = Outstanding{request.pid, request.tid,     monotonic_ns(),
+                                         request.tag, request.seccomp, request.hold};
+    renew();  // armed before the interrupt
     if (::ptrace(PTRACE_INTERRUPT, request.tid, nullptr, nullptr) != 0) {
       result.error = errno;
       result.outcome = errno == ESRCH ? StopOutcome::kVanished : StopOutcome::kError;
@@ -319,7 +347,7 @@ StopResult PtraceStopper::stop(const Request& request, StopWindow& window) {
       }
       break;
     }
-    if (watchdog_) watchdog_->renew(count_ > 0);
+    renew();
     if (done) return result;
     if (!find(tid)) {  // let go without a report (cannot happen; be safe)
       result.outcome = StopOutcome::kVanished;

@@ -19,6 +19,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <vector>
 
 namespace stackaudit {
 
@@ -58,6 +59,7 @@ struct StopResult {
   // call instead.
   bool restart_redirected = false;
   bool late = false;  // it reached its stop after an earlier deadline had passed
+  bool held = false;  // kept stopped after its window, until release_held()
 };
 
 // Called while the thread is stopped. Must not allocate, log, or do file I/O.
@@ -92,6 +94,10 @@ class PtraceStopper {
     // Look at /proc right before the stop and refuse as above. Only tests turn
     // it off, to aim a stop at a waiting thread as a race would.
     bool look_first = true;
+    // Keep the thread stopped after its window, until release_held() (a
+    // consistent snapshot). A thread that reaches its stop late is let go
+    // as always, not held.
+    bool hold = false;
   };
 
   // The stopper process's dead-man switch. The core calls renew() each time it
@@ -101,9 +107,12 @@ class PtraceStopper {
   // stopper process keeps a SIGKILL timer armed max-stop ahead of the last
   // renew: if this core stops answering (the process is stopped, starved or
   // hung inside a window), the kernel kills it and lets every thread go.
+  // While threads are held (Request::hold), renewing cannot push the timer
+  // past max-stop after the first of them was held: holding_since_ns is that
+  // moment (monotonic), 0 when nothing is held.
   class Watchdog {
    public:
-    virtual void renew(bool outstanding) = 0;
+    virtual void renew(bool outstanding, uint64_t holding_since_ns) = 0;
     virtual std::chrono::microseconds period() const = 0;
 
    protected:
@@ -139,6 +148,12 @@ class PtraceStopper {
   size_t outstanding() const { return count_; }
   // How long ago the oldest outstanding thread was interrupted (0: none).
   uint64_t oldest_outstanding_ns() const;
+  // Lets go of every held thread (Request::hold), handing back any signal
+  // that arrived as it stopped. Returns how many were let go.
+  size_t release_held();
+  size_t held() const { return held_.size(); }
+  // When the first thread still held was held (monotonic ns; 0: none).
+  uint64_t holding_since_ns() const { return holding_since_ns_; }
   bool full() const { return count_ == outstanding_.size(); }
 
  private:
@@ -148,6 +163,11 @@ class PtraceStopper {
     uint64_t interrupted_ns = 0;
     uint64_t tag = 0;
     bool seccomp = false;
+    bool hold = false;
+  };
+  struct Held {
+    pid_t tid = 0;
+    int signal = 0;  // to hand back when it is let go
   };
   Outstanding* find(pid_t tid);
   void forget(pid_t tid);
@@ -155,7 +175,9 @@ class PtraceStopper {
   // thread is copied through `window`; others through the late sink.
   void handle(pid_t tid, int status, const Request* current, StopWindow* window, StopResult* result,
               bool* done);
-  void let_go(Outstanding& o, int status, StopWindow* window, StopResult& result);
+  // hold: keep it stopped after the window (into held_) instead.
+  void let_go(Outstanding& o, int status, StopWindow* window, StopResult& result, bool hold);
+  void renew();
   // Sleeps until SIGCHLD arrives or `until_ns` (bounded by the watchdog's period).
   void sleep_for_sigchld(uint64_t until_ns);
 
@@ -163,6 +185,10 @@ class PtraceStopper {
   LateStops* late_;
   std::array<Outstanding, 64> outstanding_{};
   size_t count_ = 0;
+  // Threads held stopped (not outstanding: they will not report again until
+  // they are let go, unless they die).
+  std::vector<Held> held_;
+  uint64_t holding_since_ns_ = 0;
 };
 
 }  // namespace stackaudit

@@ -62,8 +62,11 @@ size_t shared_size(size_t max_stack) {
   return kBuffersOffset + (1 + kLateSlots) * max_stack;
 }
 
+enum WireKind : uint32_t { kStopThread, kHoldThread, kReleaseHeld };
+
 struct WireRequest {
   uint32_t magic;
+  uint32_t kind;  // WireKind
   pid_t pid;
   pid_t tid;
   uint32_t seccomp;
@@ -80,6 +83,7 @@ struct WireReply {
   user_regs_struct regs;
   uint64_t stack_start;
   uint64_t stack_bytes;
+  uint64_t released;  // kReleaseHeld: threads let go
 };
 
 struct WireHello {
@@ -112,13 +116,16 @@ class KillTimer final : public PtraceStopper::Watchdog {
     ok_ = timer_create(CLOCK_MONOTONIC, &ev, &timer_) == 0;
   }
   bool ok() const { return ok_; }
-  void renew(bool outstanding) override {
+  void renew(bool outstanding, uint64_t holding_since_ns) override {
     if (!outstanding && !armed_) return;
-    itimerspec when{};
-    if (outstanding)
-      when.it_value = {static_cast<time_t>(max_stop_ns_ / 1000000000),
-                       static_cast<long>(max_stop_ns_ % 1000000000)};
-    timer_settime(timer_, 0, &when, nullptr);
+    itimerspec when{};  // zero: disarmed
+    if (outstanding) {
+      uint64_t fire = monotonic_ns() + max_stop_ns_;
+      if (holding_since_ns != 0) fire = std::min(fire, holding_since_ns + max_stop_ns_);
+      when.it_value = {static_cast<time_t>(fire / 1000000000),
+                       static_cast<long>(fire % 1000000000)};
+    }
+    timer_settime(timer_, TIMER_ABSTIME, &when, nullptr);
     armed_ = outstanding;
   }
   // Renewed four times per max-stop (at least 10 ms, so at least every
@@ -146,6 +153,15 @@ class Stopper final : public PtraceStopper::LateStops {
   PtraceStopper& core() { return core_; }
 
   WireReply serve(const WireRequest& r) {
+    if (r.kind == kReleaseHeld) {
+      WireReply w{};
+      w.magic = kMagic;
+      uint64_t since = core_.holding_since_ns();
+      w.released = core_.release_held();
+      w.result.outcome = StopOutcome::kStopped;
+      w.result.hold_ns = since ? monotonic_ns() - since : 0;
+      return w;
+    }
     // The slot given in the last reply has been copied by now (the capturer
     // asks again only after it has): it may take a new late copy.
     for (auto& s : slots_) s.used &= !s.handed_out;
@@ -170,6 +186,7 @@ class Stopper final : public PtraceStopper::LateStops {
     std::copy(std::begin(r.vetted_args), std::end(r.vetted_args), request.vetted_args.begin());
     request.reach_deadline = std::chrono::microseconds(r.reach_deadline_us);
     request.tag = r.round;
+    request.hold = r.kind == kHoldThread;
     return window_.reply(core_.stop(request, window_));
   }
 
@@ -366,8 +383,9 @@ int stopper_main(int argc, char** argv) {
   for (;;) {
     PtraceStopper& core = stopper->core();
     pollfd fds[2] = {{kSocketFd, POLLIN, 0}, {sigfd, POLLIN, 0}};
-    int timeout_ms =
-        core.outstanding() > 0 ? static_cast<int>(timer.period().count() / 1000) : 1000;
+    int timeout_ms = core.outstanding() > 0 || core.held() > 0
+                         ? static_cast<int>(timer.period().count() / 1000)
+                         : 1000;
     poll(fds, 2, timeout_ms);
     if (fds[1].revents & POLLIN) {
       signalfd_siginfo info[8];
@@ -487,6 +505,8 @@ bool StopperProcess::launch(std::string* why) {
 
 void StopperProcess::end() {
   ready_ = false;
+  if (holding_ > 0) hold_lost_ = true;  // the kernel lets them go with the stopper
+  holding_ = 0;
   socket_.reset();  // the stopper sees the end of its socket and exits
   if (child_ > 0) {
     uint64_t deadline = monotonic_ns() + 200'000'000;
@@ -566,6 +586,7 @@ StopCopy StopperProcess::stop(const PtraceStopper::Request& request) {
   StopCopy copy;
   WireRequest wire{};
   wire.magic = kMagic;
+  wire.kind = request.hold ? kHoldThread : kStopThread;
   wire.pid = request.pid;
   wire.tid = request.tid;
   wire.seccomp = request.seccomp ? 1u : 0u;
@@ -622,11 +643,41 @@ StopCopy StopperProcess::stop(const PtraceStopper::Request& request) {
     copy.stack_start = reply.stack_start;
     copy.stack_bytes = std::min<size_t>(reply.stack_bytes, options_.max_stack_bytes);
     copy.stack = buffer(shared_, options_.max_stack_bytes, reply.buffer);
+    if (reply.result.held) ++holding_;
     return copy;
   }
   copy.result.outcome = StopOutcome::kError;
   copy.problem = "the stopper process could not take this stop (it was replaced twice)";
   return copy;
+}
+
+StopperProcess::Released StopperProcess::release_held() {
+  Released r;
+  r.lost = hold_lost_;
+  hold_lost_ = false;
+  if (holding_ == 0) return r;
+  WireRequest wire{};
+  wire.magic = kMagic;
+  wire.kind = kReleaseHeld;
+  pollfd p{socket_.get(), POLLIN, 0};
+  WireReply reply{};
+  ssize_t n = -1;
+  auto timeout = options_.max_stop + std::chrono::seconds(2);
+  if (send(socket_.get(), &wire, sizeof wire, MSG_NOSIGNAL) == sizeof wire &&
+      poll(&p, 1, static_cast<int>(timeout.count() / 1000)) == 1)
+    n = recv(socket_.get(), &reply, sizeof reply, 0);
+  if (n != sizeof reply || reply.magic != kMagic) {
+    // Its watchdog ended it mid-hold: the kernel let every held thread go.
+    if (reap().killed) ++watchdog_ended_;
+    end();
+    hold_lost_ = false;
+    r.lost = true;
+    return r;
+  }
+  holding_ = 0;
+  r.released = reply.released;
+  r.window_ns = reply.result.hold_ns;
+  return r;
 }
 
 }  // namespace stackaudit

@@ -68,6 +68,15 @@ class StopperProcess {
   // Starts the stopper process if none is running, asks it to stop one
   // thread, and waits (bounded) for its reply.
   StopCopy stop(const PtraceStopper::Request& request);
+  // Lets go of every thread held by stops asked with Request::hold. The
+  // stopper's watchdog lets them go by itself max-stop after the first was
+  // held; lost says it did (or the stopper ended otherwise) before this call.
+  struct Released {
+    size_t released = 0;
+    uint64_t window_ns = 0;  // from the first thread held to the last let go
+    bool lost = false;
+  };
+  Released release_held();
   // Where stacks may live, to bound copies: the writable mappings of the target.
   void set_maps(const std::vector<Mapping>& maps);
   // A new pass over the threads: late copies from an earlier one are stale.
@@ -106,6 +115,8 @@ class StopperProcess {
   bool ready_ = false;  // the running stopper said hello
   std::string priority_;
   size_t watchdog_ended_ = 0;
+  size_t holding_ = 0;      // threads the stopper holds for us
+  bool hold_lost_ = false;  // a stopper holding threads ended before release_held()
 };
 
 // The stopper process's entry point (argv as StopperProcess builds it).

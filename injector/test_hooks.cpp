@@ -19,6 +19,8 @@ TestHooks parse_hooks() {
     if (hook == "stop-d-state") hooks.stop_d_state = true;
     if (hook.starts_with("hang-in-stop:"))
       hooks.hang_in_stop_ms = std::atol(std::string(hook.substr(13)).c_str());
+    if (hook.starts_with("hang-while-holding:"))
+      hooks.hang_while_holding_ms = std::atol(std::string(hook.substr(19)).c_str());
     if (hook.starts_with("pause-after-listing:"))
       hooks.pause_after_listing = std::string(hook.substr(20));
   }

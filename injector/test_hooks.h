@@ -5,6 +5,9 @@
 //
 //   hang-in-stop:MS   the stopper sleeps MS inside every stop window, as if it
 //                     were stopped, starved or hung while holding a thread
+//   hang-while-holding:MS
+//                     dump --consistent sleeps MS after it has held its threads,
+//                     before it lets them go, as if it were stopped or starved
 //   stop-d-state      threads in uninterruptible sleep (D) are stopped rather
 //                     than read where they are, so their stop arrives late
 //   pause-after-listing:PATH
@@ -19,6 +22,7 @@ namespace stackaudit {
 
 struct TestHooks {
   long hang_in_stop_ms = 0;
+  long hang_while_holding_ms = 0;
   bool stop_d_state = false;
   std::string pause_after_listing;
 };

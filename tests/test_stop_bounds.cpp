@@ -178,5 +178,100 @@ TEST(StopBounds, AgentStoppedMidRoundNeverHoldsATargetThread) {
   EXPECT_TRUE(nothing_stopped(fixture.pid()));
 }
 
+// dump --consistent: the running threads are held together and every other
+// thread is checked not to have run meanwhile; the window is reported.
+TEST(Consistent, RunningThreadsAreHeldTogetherAndTheWindowIsReported) {
+  Child fixture({kParkThreads, "--spin", "3"});
+  ASSERT_TRUE(fixture.wait_for("ready", seconds(10)));
+  RunResult r = run({kStackaudit, "dump", "--pid", std::to_string(fixture.pid()), "--format",
+                     "json", "--consistent"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto audit = nlohmann::json::parse(r.out);
+  const auto& capture = audit["capture"];
+  EXPECT_EQ(capture["mode"], "consistent");
+  const auto& c = capture["consistent"];
+  ASSERT_TRUE(c.is_object()) << capture.dump(2);
+  EXPECT_TRUE(c["achieved"].get<bool>()) << c.dump(2);
+  EXPECT_TRUE(c["why_not"].is_null());
+  // busy and the three spinners never wait: each was held to the end.
+  for (const char* name : {"busy", "spinner_0", "spinner_1", "spinner_2"}) {
+    const auto* t = thread_named(audit, name);
+    ASSERT_NE(t, nullptr) << name;
+    EXPECT_EQ((*t)["captured"], "stopped") << name;
+  }
+  EXPECT_GE(c["threads_held"].get<long>(), 4);
+  EXPECT_EQ(c["threads_held"].get<long>(), capture["threads_stopped"].get<long>());
+  EXPECT_EQ(c["threads_verified"].get<long>() + c["threads_held"].get<long>(),
+            static_cast<long>(audit["threads"].size()));
+  EXPECT_GT(c["window_us"].get<long>(), 0);
+  EXPECT_LE(c["window_us"].get<long>(), capture["stopper"]["max_stop_us"].get<long>());
+  // A held thread's stop is the time it was held: the first one held, nearly
+  // the whole window (the stopper's own count, from its first stop).
+  EXPECT_LE(capture["stop_us"]["max"].get<long>(), c["window_us"].get<long>());
+  EXPECT_GT(capture["stop_us"]["max"].get<long>(), c["window_us"].get<long>() / 2);
+  EXPECT_EQ(fixture.ask("eintr", "eintr "), 0);
+  EXPECT_TRUE(nothing_stopped(fixture.pid()));
+
+  RunResult text =
+      run({kStackaudit, "dump", "--pid", std::to_string(fixture.pid()), "--consistent"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("consistent: every thread as it was at one instant"), std::string::npos)
+      << text.out;
+  EXPECT_NE(text.out.find("stopped (held together)"), std::string::npos) << text.out;
+}
+
+TEST(Consistent, WaitsAStopWouldBreakAreNeverStopped) {
+  // Threads that enter timed EINTR-prone waits again and again, between
+  // bursts of work: the stops of a consistent dump race with them, and none
+  // may see EINTR.
+  Child fixture({kParkThreads, "--race", "2", "--spin", "1"});
+  ASSERT_TRUE(fixture.wait_for("ready", seconds(10)));
+  for (int i = 0; i < 3; ++i) {
+    RunResult r = run({kStackaudit, "dump", "--pid", std::to_string(fixture.pid()), "--format",
+                       "json", "--consistent"});
+    ASSERT_LE(r.exit_code, 1) << r.err;
+    auto audit = nlohmann::json::parse(r.out);
+    EXPECT_EQ(audit["capture"]["eintr_inflicted"], 0);
+    // The epoll_wait thread with no timeout is copied where it waits.
+    const auto* epoll = thread_named(audit, "epoll_wait");
+    ASSERT_NE(epoll, nullptr);
+    EXPECT_EQ((*epoll)["captured"], "nonstop");
+    const auto& c = audit["capture"]["consistent"];
+    // Pinned, or it says why not (a racer that ran again on every pass).
+    EXPECT_TRUE(c["achieved"].get<bool>() || !c["why_not"].get<std::string>().empty()) << c;
+    EXPECT_EQ(r.exit_code, c["achieved"].get<bool>() ? 0 : 1) << c;
+  }
+  EXPECT_EQ(fixture.ask("eintr", "eintr "), 0);
+  EXPECT_TRUE(nothing_stopped(fixture.pid()));
+}
+
+TEST(Consistent, AHoldIsEndedByTheWatchdogAtMaxStopWhateverTheCapturerDoes) {
+  // The hook makes dump sleep 3 s while its stopper holds the running
+  // threads, as if it were stopped or starved mid-window. The stopper keeps
+  // answering (and would renew its timer forever), but a hold may not
+  // outlive --max-stop from its first thread: its timer kills it there and
+  // the kernel lets every held thread go.
+  REQUIRE_TEST_HOOKS();
+  Child fixture({kParkThreads, "--spin", "2"});
+  ASSERT_TRUE(fixture.wait_for("ready", seconds(10)));
+  stall_us(fixture);
+  RunResult r = run({"/usr/bin/env", "STACKAUDIT_TEST_HOOK=hang-while-holding:3000", kStackaudit,
+                     "dump", "--pid", std::to_string(fixture.pid()), "--format", "json",
+                     "--consistent", "--max-stop", "100ms"});
+  long stall = stall_us(fixture);
+  EXPECT_LT(stall, 600'000) << "a spinning thread was held " << stall << " us";
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  auto audit = nlohmann::json::parse(r.out);
+  const auto& c = audit["capture"]["consistent"];
+  EXPECT_FALSE(c["achieved"].get<bool>());
+  EXPECT_NE(c["why_not"].get<std::string>().find("watchdog"), std::string::npos) << c;
+  EXPECT_GE(audit["capture"]["watchdog_ended"].get<long>(), 1);
+  bool warned = false;
+  for (const auto& w : audit["warnings"])
+    warned |= w.get<std::string>().starts_with("the snapshot is not consistent");
+  EXPECT_TRUE(warned) << audit["warnings"];
+  EXPECT_TRUE(nothing_stopped(fixture.pid()));
+}
+
 }  // namespace
 }  // namespace stackaudit::test

@@ -28,6 +28,7 @@ PACKAGES=(
   python3-aiohttp                             # examples/migration: the asyncio service
   python3-uvloop                              # an asyncio fixture on uvloop's loop, said unsupported
   chromium python3-pil                        # the agent's page in a real browser (headless), its screenshot checked
+  openjdk-17-jdk-headless                     # a real JVM fixture: JIT code, its perf map, its waits (tests/test_jvm.cpp)
 )
 
 # Debian unstable's interpreters, in a rootfs of their own: the newer CPythons

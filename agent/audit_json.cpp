@@ -35,6 +35,7 @@ nlohmann::json frame_json(const Frame& f) {
       {"ip", python ? nlohmann::json(nullptr) : nlohmann::json(hex(f.ip))},
       {"module_offset", python ? nlohmann::json(nullptr) : nlohmann::json(hex(f.module_offset))},
       {"interpreter", python ? nlohmann::json(f.interpreter) : nlohmann::json(nullptr)},
+      {"frame_pointer", f.frame_pointer},
   };
 }
 
@@ -54,6 +55,17 @@ nlohmann::json owner_json(const std::optional<LockOwner>& o) {
   return {{"tid", o->tid},
           {"name", o->alive ? nlohmann::json(o->name) : nlohmann::json(nullptr)},
           {"alive", o->alive}};
+}
+
+nlohmann::json consistency_json(const std::optional<Consistency>& c) {
+  if (!c) return nullptr;
+  return {{"achieved", c->achieved},
+          {"threads_held", c->held},
+          {"threads_verified", c->verified},
+          {"threads_moved", c->moved},
+          {"passes", c->passes},
+          {"window_us", c->window_us},
+          {"why_not", c->achieved ? nlohmann::json(nullptr) : nlohmann::json(c->why_not)}};
 }
 
 nlohmann::json lock_json(const LockInfo& l) {
@@ -250,7 +262,8 @@ nlohmann::json audit_json_without_threads(const Snapshot& s) {
         {"stopper",
          {{"priority",
            s.capture.stopper_priority.empty() ? json(nullptr) : json(s.capture.stopper_priority)},
-          {"max_stop_us", s.capture.max_stop_us}}}}},
+          {"max_stop_us", s.capture.max_stop_us}}},
+        {"consistent", consistency_json(s.capture.consistent)}}},
       {"threads", threads},
       {"event_loops", json::array()},
       {"summary",

@@ -48,6 +48,7 @@ std::string where(const Frame& f) {
     std::snprintf(off, sizeof off, "+0x%llx", static_cast<unsigned long long>(f.module_offset));
     out += " (" + shown(f.module) + off + ")";
   }
+  if (f.frame_pointer) out += " [frame pointer]";
   return out;
 }
 
@@ -127,12 +128,16 @@ std::string text_report(const Snapshot& s) {
       << s.target.rss_bytes / (1024 * 1024) << " MiB, " << s.threads.size() << " threads, captured "
       << rfc3339_utc(s.captured_at_unix_ns) << " in " << s.capture.duration_us / 1000.0 << " ms\n";
   out << "pause: " << s.capture.threads_not_stopped << " threads read without a stop, "
-      << s.capture.threads_stopped << " stopped one at a time";
+      << s.capture.threads_stopped
+      << (s.capture.consistent ? " stopped (held together)" : " stopped one at a time");
   if (s.capture.threads_stopped > 0)
     out << " (held p50 " << s.capture.stop_us.p50_us << " us, p99 " << s.capture.stop_us.p99_us
         << " us, max " << s.capture.stop_us.max_us << " us; bound " << s.capture.max_stop_us / 1000
         << " ms)";
   out << "\n";
+  if (const auto& c = s.capture.consistent; c && c->achieved)
+    out << "consistent: every thread as it was at one instant (" << c->held << " held for at most "
+        << c->window_us << " us, " << c->verified << " checked not to have run meanwhile)\n";
   for (const auto& w : s.warnings) out << "warning: " << shown(w) << "\n";
 
   if (s.summary.event_loops_blocked > 0)

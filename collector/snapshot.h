@@ -27,6 +27,7 @@ struct Frame {
   int64_t interpreter = 0;     // a Python frame's interpreter id (0: the main interpreter)
   uint64_t sp = 0;             // a native frame's stack pointer, 0 when unknown (not reported)
   bool coroutine = false;      // a Python frame of a coroutine or generator (not reported)
+  bool frame_pointer = false;  // found along the frame-pointer chain (code without unwind tables)
 };
 
 struct FdInfo {
@@ -179,8 +180,21 @@ struct StopStats {
   uint64_t max_us = 0, p50_us = 0, p99_us = 0, total_us = 0;
 };
 
+// dump --consistent: whether every thread was captured as it was at one
+// instant (injector/capture_types.h, ConsistentCapture).
+struct Consistency {
+  bool achieved = false;
+  size_t held = 0;      // threads held stopped until all were captured
+  size_t verified = 0;  // threads not stopped, checked not to have run since their copy
+  size_t moved = 0;     // threads that ran during the window and could not be pinned
+  int passes = 0;
+  uint64_t window_us = 0;  // the longest a thread was held
+  std::string why_not;
+};
+
 struct CaptureSummary {
-  std::string mode = "seize-per-thread";
+  std::string mode = "seize-per-thread";  // or "consistent"
+  std::optional<Consistency> consistent;  // dump --consistent only
   uint64_t duration_us = 0;
   size_t threads_stopped = 0;
   size_t threads_not_stopped = 0;  // captured without a stop (nonstop or reused)

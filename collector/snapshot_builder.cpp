@@ -206,7 +206,10 @@ Thread SnapshotBuilder::build_thread(const RawThread& raw, const RawCapture& cap
     if (u.truncated && t.note.empty()) t.note = u.reason;
     for (size_t i = 0; i < u.ips.size(); ++i) {
       const auto& frames = symbolizer_.symbolize(u.ips[i], i > 0);
+      size_t first = t.frames.size();
       t.frames.insert(t.frames.end(), frames.begin(), frames.end());
+      if (i < u.frame_pointer.size() && u.frame_pointer[i])
+        for (size_t f = first; f < t.frames.size(); ++f) t.frames[f].frame_pointer = true;
       if (i < u.sps.size()) t.frames.back().sp = u.sps[i];  // the physical frame
     }
   } else {
@@ -495,6 +498,7 @@ bool SnapshotBuilder::complete_without_stop(const RawThread& thread) {
 
 Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   update_modules(raw.maps);
+  symbolizer_.new_snapshot();
   own_sockets_.reset();
   pipe_ends_ = PipeIndex{};
   Snapshot s;
@@ -572,6 +576,12 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   s.capture.watchdog_ended = raw.stopper.watchdog_ended;
   s.capture.stopper_priority = raw.stopper.priority;
   s.capture.max_stop_us = raw.stopper.max_stop_us;
+  if (const ConsistentCapture& c = raw.consistent; c.requested) {
+    s.capture.mode = "consistent";
+    s.capture.consistent = Consistency{c.achieved,         c.held,   c.verified, c.moved, c.passes,
+                                       c.window_ns / 1000, c.why_not};
+    if (!c.achieved) s.warnings.push_back("the snapshot is not consistent: " + c.why_not);
+  }
 
   s.summary.threads = s.threads.size();
   for (const auto& c : categories()) s.summary.by_category[c] = 0;

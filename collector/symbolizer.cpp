@@ -187,7 +187,7 @@ std::string strip_parameters(const std::string& s) {
 }
 
 Symbolizer::Symbolizer(const ModuleMap& modules, SourceLines lines)
-    : modules_(modules), lines_(lines) {
+    : modules_(modules), lines_(lines), perf_map_(modules.pid()) {
   // DEBUGINFOD_URLS is unset by the program at start (agent/cli.cpp): no
   // network lookups, and no change to the environment once threads run.
   // libdw's own default, with the target's /usr/lib/debug first when its root
@@ -248,15 +248,25 @@ void Symbolizer::reload() {
   dwfl_report_end(dwfl_, nullptr, nullptr);
   reported_ = std::move(reported);
   cache_.clear();
+  anonymous_cached_.clear();
 }
 
 const std::vector<Frame>& Symbolizer::symbolize(uint64_t ip, bool return_address) {
   uint64_t pc = return_address && ip > 0 ? ip - 1 : ip;
+  bool anonymous = !modules_.find(pc);
+  if (anonymous && !perf_map_checked_ && modules_.is_executable(pc)) {
+    perf_map_checked_ = true;
+    if (perf_map_.refresh()) {  // names may have moved: forget the old ones
+      for (uint64_t a : anonymous_cached_) cache_.erase(a);
+      anonymous_cached_.clear();
+    }
+  }
   auto it = cache_.find(pc);
   if (it != cache_.end()) {
     return it->second;
   }
   auto frames = lookup(ip, pc);
+  if (anonymous) anonymous_cached_.push_back(pc);
   return cache_.emplace(pc, std::move(frames)).first->second;
 }
 
@@ -269,6 +279,17 @@ std::vector<Frame> Symbolizer::lookup(uint64_t ip, uint64_t pc) {
     base.module = mod->name;
     base.module_path = mod->path;
     base.module_offset = ip - mod->start;
+  }
+  if (!mod) {
+    uint64_t start = 0;
+    if (const std::string* name = perf_map_.find(pc, &start)) {
+      base.function = *name;
+      base.module = perf_map_.path().substr(perf_map_.path().rfind('/') + 1);
+      base.module_path = perf_map_.path();
+      base.module_offset = ip - start;  // into that piece of code
+    }
+    out.push_back(base);
+    return out;
   }
   Dwfl_Module* dm = dwfl_addrmodule(dwfl_, pc);
   if (!dm) {

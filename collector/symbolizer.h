@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "collector/module_map.h"
+#include "collector/perf_map.h"
 #include "collector/snapshot.h"
 
 namespace stackaudit {
@@ -42,7 +43,12 @@ class Symbolizer {
   // The frames for one address, innermost first: calls inlined at that
   // address, then the function that contains it. A return address (every frame
   // but a thread's first) is looked up at ip - 1, inside the call instruction.
+  // Code in anonymous executable memory (a JIT's) is named from the
+  // target's perf map (collector/perf_map.h).
   const std::vector<Frame>& symbolize(uint64_t ip, bool return_address);
+  // A new snapshot: the perf map is looked at again (once, at its first
+  // address in anonymous code).
+  void new_snapshot() { perf_map_checked_ = false; }
 
  private:
   std::vector<Frame> lookup(uint64_t ip, uint64_t pc);
@@ -57,6 +63,9 @@ class Symbolizer {
   // The modules of the last report, by file and load bias.
   std::map<std::pair<const ElfFile*, uint64_t>, Dwfl_Module*> reported_;
   std::unordered_map<uint64_t, std::vector<Frame>> cache_;
+  PerfMap perf_map_;
+  bool perf_map_checked_ = false;
+  std::vector<uint64_t> anonymous_cached_;  // cache_ keys named from the perf map (or not)
 };
 
 // "std::mutex::lock()" -> "std::mutex::lock"; "f(int) const" -> "f".

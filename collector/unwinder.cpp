@@ -22,11 +22,17 @@ struct Unwinder::Context {
   // For a thread read without a stop: the frame pointer found on its stack
   // (0: none), where code built with frame pointers needs it.
   uint64_t rbp_guess = 0;
+  // A walk started again from a frame found through the frame-pointer
+  // chain: its pc, sp and rbp are all the registers there are.
+  bool restart = false;
+  uint64_t restart_ip = 0, restart_sp = 0, restart_bp = 0;
 };
 
 namespace {
 
 using Context = Unwinder::Context;
+
+constexpr const char* kFrameLimit = "frame limit reached";
 
 // DWARF .eh_frame_hdr as GCC and LLVM emit it: version 1, eh_frame_ptr
 // pcrel|sdata4, fde_count udata4, table datarel|sdata4 (a binary search table
@@ -80,7 +86,14 @@ int access_mem(unw_addr_space_t, unw_word_t addr, unw_word_t* val, int write, vo
 
 int access_reg(unw_addr_space_t, unw_regnum_t reg, unw_word_t* val, int write, void* arg) {
   if (write) return -UNW_EINVAL;
-  const RawThread& t = *static_cast<Context*>(arg)->thread;
+  const Context& ctx = *static_cast<Context*>(arg);
+  if (ctx.restart) {
+    if (reg == UNW_X86_64_RIP) return *val = ctx.restart_ip, 0;
+    if (reg == UNW_X86_64_RSP) return *val = ctx.restart_sp, 0;
+    if (reg == UNW_X86_64_RBP && ctx.restart_bp) return *val = ctx.restart_bp, 0;
+    return -UNW_EBADREG;
+  }
+  const RawThread& t = *ctx.thread;
   const user_regs_struct& r = t.regs;
   if (reg == UNW_X86_64_RIP) return *val = r.rip, 0;
   if (reg == UNW_X86_64_RSP) return *val = r.rsp, 0;
@@ -177,26 +190,110 @@ void Unwinder::flush() {
 UnwindResult Unwinder::unwind(const RawThread& thread) {
   Context ctx{this, &thread, CapturedThreadMemory(thread, modules_, memory_)};
   UnwindResult out = unwind_once(ctx);
+  bool needs_rbp = !thread.full_registers && out.truncated && !out.sps.empty() &&
+                   out.reason.find(unw_strerror(-UNW_EBADREG)) != std::string::npos;
+  uint64_t last_sp = out.sps.empty() ? 0 : out.sps.back();
+  extend_by_frame_pointers(ctx, out);
   // Without a stop only sp and pc are known. Code built with frame pointers
   // (CPython 3.14+, distributions that turn them on) finds its frame through
-  // rbp: when the walk stops there, look for the frame-pointer pair on the
+  // rbp: when the walk stopped there, look for the frame-pointer pair on the
   // stack above the last frame reached (a saved rbp above it, then a return
-  // address into code), and walk again with it; keep what went further.
-  if (thread.full_registers || !out.truncated || out.sps.empty() ||
-      out.reason.find(unw_strerror(-UNW_EBADREG)) == std::string::npos)
-    return out;
-  ctx.rbp_guess = frame_pointer_above(ctx, out.sps.back());
-  if (!ctx.rbp_guess) return out;
-  UnwindResult again = unwind_once(ctx);
-  return again.ips.size() > out.ips.size() ? again : out;
+  // address into code), and walk again from the start with it as rbp; keep
+  // whichever walk went further.
+  if (needs_rbp) {
+    ctx.rbp_guess = frame_pointer_above(ctx, last_sp);
+    if (ctx.rbp_guess) {
+      UnwindResult again = unwind_once(ctx);
+      extend_by_frame_pointers(ctx, again);
+      if (again.ips.size() > out.ips.size()) out = std::move(again);
+    }
+  }
+  out.frame_pointer.resize(out.ips.size(), false);
+  return out;
+}
+
+void Unwinder::extend_by_frame_pointers(Context& ctx, UnwindResult& out) {
+  if (!out.truncated || out.reason == kFrameLimit) return;
+  UnwindResult fp = out;
+  follow_frame_pointers(ctx, fp);
+  if (fp.ips.size() > out.ips.size()) out = std::move(fp);
+}
+
+bool Unwinder::has_unwind_table(uint64_t ip) const {
+  const Module* m = modules_.find(ip);
+  return m && m->elf && m->elf->eh_frame_hdr_vaddr() != 0;
+}
+
+void Unwinder::follow_frame_pointers(Context& ctx, UnwindResult& out) {
+  // Code without unwind information (a JIT's, in anonymous memory; a module
+  // whose table is missing) keeps the x86-64 frame-pointer chain when it was
+  // built to: a saved rbp, then the return address, each link further up the
+  // stack. Where the walk stopped, find such a chain above the last frame
+  // (validated: return addresses right after call instructions in
+  // executable memory, links going up), follow it while its return
+  // addresses have no table, and walk on with the unwind tables from the
+  // first one that has, starting from what the chain gives: pc, sp and rbp.
+  constexpr int kHops = 16;
+  for (int hop = 0; hop < kHops && out.truncated && !out.sps.empty(); ++hop) {
+    if (out.ips.size() >= max_frames_) return;
+    uint64_t link = frame_pointer_above(ctx, out.sps.back());
+    if (!link) return;
+    bool restarted = false;
+    while (link) {
+      uint64_t pair[2];
+      if (!ctx.memory.read_exact(link, pair, sizeof pair)) return;
+      uint64_t ip = pair[1], sp = link + 16, bp = pair[0];
+      if (!modules_.is_executable(ip) || sp <= out.sps.back()) return;
+      out.ips.push_back(ip);
+      out.sps.push_back(sp);
+      out.frame_pointer.resize(out.ips.size(), false);
+      out.frame_pointer.back() = true;
+      out.truncated = false;
+      out.reason.clear();
+      if (out.ips.size() >= max_frames_) {
+        out.truncated = true;
+        out.reason = kFrameLimit;
+        return;
+      }
+      if (has_unwind_table(ip)) {
+        ctx.restart = true;
+        ctx.restart_ip = ip;
+        ctx.restart_sp = sp;
+        ctx.restart_bp = bp;
+        UnwindResult rest = unwind_once(ctx);
+        ctx.restart = false;
+        // Its first frame is the one the chain gave.
+        for (size_t i = 1; i < rest.ips.size() && out.ips.size() < max_frames_; ++i) {
+          out.ips.push_back(rest.ips[i]);
+          out.sps.push_back(rest.sps[i]);
+        }
+        out.truncated = rest.truncated;
+        out.reason = rest.reason;
+        restarted = true;
+        break;
+      }
+      if (bp == 0) return;  // the chain's end: the thread's first frame
+      if (bp <= link || bp > link + (uint64_t{1} << 24)) {
+        out.truncated = true;
+        out.reason = "the frame-pointer chain broke off";
+        return;
+      }
+      link = bp;
+    }
+    if (!restarted) return;
+  }
 }
 
 uint64_t Unwinder::frame_pointer_above(Context& ctx, uint64_t sp) {
   // A return address is right after a call instruction: e8 rel32, or ff /2
-  // with its ModRM, SIB and displacement (2 to 7 bytes).
+  // with its ModRM, SIB and displacement (2 to 7 bytes). Not so in a JIT's
+  // code (anonymous memory): HotSpot's interpreter returns to an entry that
+  // follows other code, so there being executable is all that is asked.
   auto after_call = [&](uint64_t ra) {
     uint8_t b[7];
-    if (!modules_.is_executable(ra) || !ctx.memory.read_exact(ra - 7, b, sizeof b)) return false;
+    if (!modules_.is_executable(ra)) return false;
+    if (!modules_.find(ra)) return true;
+    if (!ctx.memory.read_exact(ra - 7, b, sizeof b)) return false;
     if (b[2] == 0xe8) return true;
     for (int at : {5, 4, 3, 1, 0})  // the ff of a 2, 3, 4, 6 or 7-byte indirect call
       if (b[at] == 0xff && (b[at + 1] & 0x38) == 0x10) return true;
@@ -224,7 +321,7 @@ UnwindResult Unwinder::unwind_once(Context& ctx) {
   const RawThread& thread = *ctx.thread;
   UnwindResult out;
   unw_cursor_t cursor;
-  if (thread.regs.rip == 0 || unw_init_remote(&cursor, space_, &ctx) < 0) {
+  if ((!ctx.restart && thread.regs.rip == 0) || unw_init_remote(&cursor, space_, &ctx) < 0) {
     out.truncated = true;
     out.reason = "no registers";
     return out;
@@ -250,7 +347,7 @@ UnwindResult Unwinder::unwind_once(Context& ctx) {
     last_sp = sp;
     if (out.ips.size() >= max_frames_) {
       out.truncated = true;
-      out.reason = "frame limit reached";
+      out.reason = kFrameLimit;
       break;
     }
     int r = unw_step(&cursor);

@@ -21,6 +21,9 @@ namespace stackaudit {
 struct UnwindResult {
   std::vector<uint64_t> ips;  // ips[0] is the thread's pc; the rest are return addresses
   std::vector<uint64_t> sps;  // each frame's stack pointer: its locals lie in [sps[i], sps[i + 1])
+  // Frames found by following the frame-pointer chain through code without
+  // unwind information (a JIT's): frame_pointer[i] for ips[i].
+  std::vector<bool> frame_pointer;
   bool truncated = false;
   std::string reason;  // why it stopped early, when truncated
 };
@@ -43,6 +46,11 @@ class Unwinder {
 
  private:
   UnwindResult unwind_once(Context& ctx);
+  // Goes on from where the tables ended, along the frame-pointer chain,
+  // when that goes further.
+  void extend_by_frame_pointers(Context& ctx, UnwindResult& out);
+  void follow_frame_pointers(Context& ctx, UnwindResult& out);
+  bool has_unwind_table(uint64_t ip) const;
   uint64_t frame_pointer_above(Context& ctx, uint64_t sp);
 
   const ModuleMap& modules_;

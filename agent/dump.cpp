@@ -42,7 +42,7 @@ Snapshot audit_process(pid_t pid, const RuleSet& rules, std::chrono::millisecond
   if (!any_captured && raw.target_exited)
     throw UserError{kExitTarget,
                     "PID " + std::to_string(pid) + " exited before any thread could be captured"};
-  return pipeline.build();
+  return pipeline.build_once();
 }
 
 namespace {
@@ -72,7 +72,7 @@ ProcessAudit audit_one(const TreeProcess& p, const RuleSet& rules,
     AuditPipeline pipeline(p.pid, rules, max_stop, lines, tasks, stopper, consistent);
     const RawCapture& raw = pipeline.capture();
     if (pipeline.captured_any()) {
-      audit.snapshot = pipeline.build();
+      audit.snapshot = pipeline.build_once();
       return audit;
     }
     bool denied = std::any_of(raw.threads.begin(), raw.threads.end(),

@@ -100,6 +100,9 @@ class AuditPipeline {
   const RawCapture& capture();
   // The snapshot of the last capture.
   Snapshot build() { return builder_.build(*last_); }
+  // The snapshot of a capture that will not be followed by another (dump):
+  // lighter, and the capture's stack copies are gone after it.
+  Snapshot build_once() { return builder_.build_once(*last_); }
   // Whether some thread of the last capture was captured at all, and whether
   // the process went away (then build() says what was seen).
   bool captured_any() const;

@@ -394,6 +394,7 @@ class ToolOutput:
     stdout: bytes = b""
     stderr: bytes = b""
     peak_rss_kib: int = 0  # with measure_rss: GNU time's %M, 0 when unknown
+    cpu_s: float = 0.0  # with measure_rss: GNU time's %U + %S (the tool and its reaped children)
 
 
 # GNU time (Debian package `time`) reports a tool's peak RSS: the largest of
@@ -407,11 +408,13 @@ GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 RSS_FILE = Path(tempfile.gettempdir()) / f"stackaudit-bench-rss-{os.getpid()}"
 
 
-def read_peak_rss() -> int:
+def read_time_file() -> tuple[int, float]:
+    """GNU time's "%M %U %S" line: peak RSS in KiB, user + system CPU seconds."""
     try:
-        return int(RSS_FILE.read_text().split()[-1])
+        rss, user, system = RSS_FILE.read_text().splitlines()[-1].split()
+        return int(rss), float(user) + float(system)
     except (OSError, ValueError, IndexError):
-        return 0
+        return 0, 0.0
 
     def error_line(self) -> str:
         """The last line the tool wrote to stderr, to note a failed run with."""
@@ -432,7 +435,7 @@ def run_tool(tool: Tool, pid: int, timeout: float, idle_window: float,
     argv = tool.argv(pid)
     if measure_rss and GNU_TIME:
         RSS_FILE.unlink(missing_ok=True)
-        argv = [GNU_TIME, "-f", "%M", "-o", str(RSS_FILE)] + argv
+        argv = [GNU_TIME, "-f", "%M %U %S", "-o", str(RSS_FILE)] + argv
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=tool_env(), start_new_session=True,
@@ -448,8 +451,8 @@ def run_tool(tool: Tool, pid: int, timeout: float, idle_window: float,
             at_window = True
             out, err = proc.communicate(timeout=5)
         wall = time.perf_counter() - t0
-        rss = read_peak_rss() if measure_rss and GNU_TIME else 0
-        return ToolOutput(wall, proc.returncode, False, at_window, out, err, rss)
+        rss, cpu = read_time_file() if measure_rss and GNU_TIME else (0, 0.0)
+        return ToolOutput(wall, proc.returncode, False, at_window, out, err, rss, cpu)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
@@ -473,6 +476,7 @@ class Run:
     note: str = ""
     foreign_cpus: float = 0.0  # other processes' CPU use during this dump
     peak_rss_kib: int = 0  # the tool's (ToolOutput.peak_rss_kib)
+    cpu_s: float = 0.0  # the tool's (ToolOutput.cpu_s)
 
 
 def add_note(note: str, more: str) -> str:

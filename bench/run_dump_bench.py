@@ -23,6 +23,7 @@ import json
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -87,7 +88,36 @@ def parse_stackaudit(out: str) -> dict:
         "sa_stop_p99": stop.get("p99"),
         "sa_stop_max": stop.get("max"),
         "sa_stop_total": stop.get("total"),
+        "sa_window_us": (cap.get("consistent") or {}).get("window_us"),
+        "sa_consistent": (cap.get("consistent") or {}).get("achieved"),
     }
+
+
+CONSISTENT = "stackaudit-consistent"  # dump --consistent
+STACKAUDITS = ("stackaudit", CONSISTENT)
+
+
+def probe_tid(pid: int) -> int | None:
+    """The bench target's spinning probe thread."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "comm").read_text().strip() == "probe":
+                return int(task.name)
+        except OSError:
+            continue
+    return None
+
+
+def measure_floor(floor: Path, pid: int, stops: int) -> float | None:
+    """Median hold of `stops` bare seize-interrupt-getregs-detach stops of the
+    probe thread (bench/stop_floor.cpp), in microseconds."""
+    tid = probe_tid(pid)
+    if tid is None:
+        return None
+    out = subprocess.run([str(floor), str(tid), str(stops)], capture_output=True, text=True,
+                         timeout=60)
+    m = re.search(r"p50_us=([\d.]+)", out.stdout)
+    return float(m.group(1)) if out.returncode == 0 and m else None
 
 
 def make_tools(args) -> tuple[list[Tool], list[str]]:
@@ -101,6 +131,17 @@ def make_tools(args) -> tuple[list[Tool], list[str]]:
             tools.append(stackaudit_tool(sa.resolve(), parse_stackaudit))
         else:
             skipped.append(f"stackaudit (no executable at {sa})")
+
+    if CONSISTENT in wanted:
+        sa = resolve(args.stackaudit)
+        if is_executable(sa):
+            plain = stackaudit_tool(sa.resolve(), parse_stackaudit)
+            bound = args.consistent_max_stop
+            tools.append(Tool(CONSISTENT,
+                              lambda pid: plain.argv(pid) + ["--consistent", "--max-stop", bound],
+                              (0, 1), parse_stackaudit, plain.version))
+        else:
+            skipped.append(f"{CONSISTENT} (no executable at {sa})")
 
     if "eu-stack" in wanted:
         eu = shutil.which("eu-stack")
@@ -149,7 +190,7 @@ def run_once(tool: Tool, target: BenchTarget, timeout: float, idle_window: float
     rep = target.report()
     stats = target.stats()
     return Run(tool.name, ok, out.wall_s, rep["eintr"], rep["max_stall_us"], stats, parsed, note,
-               others.cores(), out.peak_rss_kib)
+               others.cores(), out.peak_rss_kib, out.cpu_s)
 
 
 # --------------------------------------------------------------------------
@@ -163,14 +204,15 @@ class Row:
     prone: int
     tool: str
     runs: list[Run]
+    floor_us: list[float]  # the stop floor's median hold, once per round
 
 
 def summary_tables(rows: list[Row]) -> str:
     main = [
         "| threads | tool | ok runs | wall median | wall max | probe stall median | probe stall max "
         "| EINTR per run (prone threads) | threads shown | stop p50 / p99 / max (tool's own) "
-        "| not stopped | peak RSS median |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| stop p50 / floor | not stopped | tool CPU median | peak RSS median |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     detail = [
         "| threads | tool | probe stopped, max | probe preempted, max | probe other, max "
@@ -184,7 +226,7 @@ def summary_tables(rows: list[Row]) -> str:
         if n_disturbed:
             n_ok += f" ({n_disturbed} disturbed)"
         if not good:
-            main.append(f"| {row.threads} | {row.tool} | {n_ok} | " + " | ".join(["–"] * 9) + " |")
+            main.append(f"| {row.threads} | {row.tool} | {n_ok} | " + " | ".join(["–"] * 11) + " |")
             continue
         walls = [r.wall_s * 1e6 for r in good]
         stalls = [r.max_stall_us for r in good]
@@ -195,18 +237,30 @@ def summary_tables(rows: list[Row]) -> str:
             shown = fmt_range(caps) + f"/{row.total_threads}"
         stop = "–"
         not_stopped = "–"
-        if row.tool == "stackaudit":
+        ratio = "–"
+        if row.tool in STACKAUDITS:
             p50, p99, mx = (parsed_values(good, k)
                             for k in ("sa_stop_p50", "sa_stop_p99", "sa_stop_max"))
             if p50 and p99 and mx:
                 stop = (f"{fmt_us(statistics.median(p50))} / {fmt_us(statistics.median(p99))}"
                         f" / {fmt_us(max(mx))}")
+                if row.floor_us:
+                    floor = statistics.median(row.floor_us)
+                    ratio = (f"{statistics.median(p50) / floor:.2f} "
+                             f"({fmt_us(statistics.median(p50))} / {fmt_us(floor)})")
+            windows = parsed_values(good, "sa_window_us")
+            if windows:
+                stop += f"; window max {fmt_us(max(windows))}"
+                pinned = sum(1 for r in good if r.parsed.get("sa_consistent"))
+                stop += f", consistent {pinned}/{len(good)}"
             ns = parsed_values(good, "sa_not_stopped")
             if ns:
                 not_stopped = fmt_range(ns)
         rss = "–"
+        cpu = "–"
         if row.tool != BASELINE and all(r.peak_rss_kib for r in good):
             rss = f"{statistics.median(r.peak_rss_kib for r in good) / 1024:.1f} MiB"
+            cpu = fmt_us(statistics.median(r.cpu_s for r in good) * 1e6)
         if row.tool == BASELINE:
             walls_cell = ("–", "–")
             eintr = fmt_range([r.eintr for r in good])
@@ -215,7 +269,7 @@ def summary_tables(rows: list[Row]) -> str:
         main.append(
             f"| {row.threads} | {row.tool} | {n_ok} | {walls_cell[0]} | {walls_cell[1]} "
             f"| {fmt_us(statistics.median(stalls))} | {fmt_us(max(stalls))} | {eintr} "
-            f"| {shown} | {stop} | {not_stopped} | {rss} |")
+            f"| {shown} | {stop} | {ratio} | {not_stopped} | {cpu} | {rss} |")
         st = [r.stats for r in good]
         detail.append(
             f"| {row.threads} | {row.tool} "
@@ -242,8 +296,16 @@ def main() -> int:
     ap.add_argument("--stackaudit", default="build/stackaudit", help="stackaudit binary")
     ap.add_argument("--target", default="build/bench/bench_target", help="bench_target binary")
     ap.add_argument("--tools", nargs="+", default=["stackaudit", "eu-stack", "gdb", BASELINE],
-                    choices=["stackaudit", "eu-stack", "gdb", BASELINE],
+                    choices=["stackaudit", CONSISTENT, "eu-stack", "gdb", BASELINE],
                     help="tools to compare; 'none' is an idle window showing the noise floor")
+    ap.add_argument("--consistent-max-stop", default="500ms",
+                    help="--max-stop for stackaudit-consistent (500ms): its window must hold "
+                         "a check of every unstopped thread")
+    ap.add_argument("--floor", metavar="BIN",
+                    help="bench/stop_floor: measure the floor of a stop on the probe thread "
+                         "once per round, and report stackaudit's stop p50 over it")
+    ap.add_argument("--floor-stops", type=int, default=50,
+                    help="stops per floor measurement (50)")
     ap.add_argument("--timeout", type=float, default=300, help="seconds allowed per dump (300)")
     ap.add_argument("--settle", type=float, default=0.3,
                     help="seconds to wait before each reset (0.3)")
@@ -284,6 +346,7 @@ def main() -> int:
     for n in args.threads:
         print(f"== {n} threads", file=sys.stderr)
         runs: dict[str, list[Run]] = {t.name: [] for t in tools}
+        floors: list[float] = []
         target = None
         try:
             target = BenchTarget(target_path, n, start_timeout=120, cmd_timeout=30)
@@ -307,8 +370,15 @@ def main() -> int:
                     if rnd >= 0:
                         runs[tool.name].append(run)
                         raw.append({"threads": n, "round": rnd + 1, **run.__dict__})
+                if args.floor and rnd >= 0:
+                    time.sleep(args.settle)
+                    f = measure_floor(resolve(args.floor), target.pid, args.floor_stops)
+                    print(f"  floor   p50={f} µs", file=sys.stderr)
+                    if f:
+                        floors.append(f)
+                        raw.append({"threads": n, "round": rnd + 1, "floor_p50_us": f})
             for tool in tools:
-                rows.append(Row(n, target.mix["total"], prone, tool.name, runs[tool.name]))
+                rows.append(Row(n, target.mix["total"], prone, tool.name, runs[tool.name], floors))
         except TargetError as e:
             print(f"error at {n} threads: {e}", file=sys.stderr)
         finally:

@@ -497,6 +497,14 @@ bool SnapshotBuilder::complete_without_stop(const RawThread& thread) {
 }
 
 Snapshot SnapshotBuilder::build(const RawCapture& raw) {
+  return build(raw, nullptr);
+}
+
+Snapshot SnapshotBuilder::build_once(RawCapture& raw) {
+  return build(raw, &raw);
+}
+
+Snapshot SnapshotBuilder::build(const RawCapture& raw, RawCapture* release) {
   update_modules(raw.maps);
   symbolizer_.new_snapshot();
   own_sockets_.reset();
@@ -540,7 +548,9 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
   }
 
   std::vector<uint64_t> stops, reaches, looks;
-  for (const RawThread& r : raw.threads) {
+  s.threads.reserve(raw.threads.size());
+  for (size_t i = 0; i < raw.threads.size(); ++i) {
+    const RawThread& r = raw.threads[i];
     if (r.vanished) {
       ++s.capture.threads_exited;
       continue;  // said in the summary; nothing to show for it
@@ -565,9 +575,13 @@ Snapshot SnapshotBuilder::build(const RawCapture& raw) {
         break;
     }
     s.threads.push_back(build_thread(r, raw, python ? &*python : nullptr));
+    // Unwound: a one-shot build lets go of the copy now, so that a process
+    // with thousands of threads never has all copies and all stacks at once.
+    if (release) std::vector<uint8_t>().swap(release->threads[i].stack);
   }
   previous_.clear();
-  for (const Thread& t : s.threads) previous_.emplace(t.tid, t);
+  if (!release)  // the next round reuses what did not change
+    for (const Thread& t : s.threads) previous_.emplace(t.tid, t);
   s.capture.duration_us = raw.duration_ns / 1000;
   s.capture.stop_us = stop_stats(std::move(stops));
   s.capture.reach_us = stop_stats(std::move(reaches));

@@ -26,6 +26,10 @@ class SnapshotBuilder {
   SnapshotBuilder(pid_t pid, RuleSet rules, SourceLines lines = SourceLines::kProgram);
 
   Snapshot build(const RawCapture& raw);
+  // The same for a capture that is not captured again: each thread's stack
+  // copy is freed as soon as it is unwound, and nothing is kept for a next
+  // round (dump; the agent's rounds use build()).
+  Snapshot build_once(RawCapture& raw);
 
   // Whether build() reads the asyncio tasks of a CPython target (on by
   // default), and how many tasks it reads per event loop at most.
@@ -42,6 +46,8 @@ class SnapshotBuilder {
   bool complete_without_stop(const RawThread& thread);
 
  private:
+  // release: the capture to free stack copies from (build_once), or null.
+  Snapshot build(const RawCapture& raw, RawCapture* release);
   void update_modules(const std::vector<Mapping>& maps);
   Thread build_thread(const RawThread& raw, const RawCapture& capture, const PyProcessInfo* python);
   // A blocked call's watched fds and timeout (collector/wait_context.h).

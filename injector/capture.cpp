@@ -403,19 +403,21 @@ bool ProcessCapturer::hold_open() const {
 void ProcessCapturer::pin_unheld(RawCapture& cap, std::set<pid_t>& seen) {
   constexpr int kPasses = 3;
   ConsistentCapture& c = cap.consistent;
+  auto out_of_time = [&] {
+    c.why_not = "the window reached 3/4 of --max-stop (" +
+                std::to_string(options_.max_stop.count() / 1000) +
+                " ms) before every thread was pinned; raise --max-stop";
+  };
   for (c.passes = 1;; ++c.passes) {
-    if (!hold_open()) {
-      c.why_not = "the window reached 3/4 of --max-stop (" +
-                  std::to_string(options_.max_stop.count() / 1000) +
-                  " ms) before every thread was pinned; raise --max-stop";
-      return;
-    }
+    if (!hold_open()) return out_of_time();
     // Threads started meanwhile are captured too.
     for (pid_t tid : proc::list_tasks(pid_))
       if (seen.insert(tid).second) cap.threads.push_back(capture_thread(tid, nullptr, 0));
     std::vector<RawThread*> moved;
+    size_t checked = 0;
     for (RawThread& t : cap.threads) {
       if (t.held || t.vanished || t.mode == CaptureMode::kFailed) continue;
+      if (++checked % 256 == 0 && !hold_open()) return out_of_time();
       auto now = schedstat(t.tid);
       if (!now || !(*now == t.schedstat)) moved.push_back(&t);
     }

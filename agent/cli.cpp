@@ -184,11 +184,12 @@ int run_cli(int argc, char** argv) {
   dump_cmd->add_option("--max-stop", dump_max_stop, kMaxStopHelp);
   dump_cmd->add_flag(
       "--consistent", dump.consistent,
-      "Capture every thread as it was at one instant, for a coherent wait-for graph: threads "
-      "that run are held stopped until all are captured (the window is reported, and bounded "
-      "by --max-stop, past which they are let go and the snapshot says it is not consistent); "
-      "blocked threads are copied without a stop and checked not to have run meanwhile. Waits "
-      "that a stop would break are never stopped. Default: one thread at a time");
+      "Capture every thread's stack and call as they were at one instant: threads that must be "
+      "stopped (running ones, and blocked ones whose stack needs registers) are held until all "
+      "are captured (the window is reported, and bounded by --max-stop, past which they are let "
+      "go and the snapshot says it is not consistent); the others are copied without a stop "
+      "and checked not to have run meanwhile. Lock owners are read right after. Waits that a "
+      "stop would break are never stopped. Default: one thread at a time");
   add_source_lines(dump_cmd, dump.source_lines);
   long long dump_max_tasks = SnapshotBuilder::kDefaultMaxTasksPerLoop;
   add_task_options(dump_cmd, dump.tasks, dump_max_tasks);

@@ -129,7 +129,8 @@ std::string text_report(const Snapshot& s) {
       << rfc3339_utc(s.captured_at_unix_ns) << " in " << s.capture.duration_us / 1000.0 << " ms\n";
   out << "pause: " << s.capture.threads_not_stopped << " threads read without a stop, "
       << s.capture.threads_stopped
-      << (s.capture.consistent ? " stopped (held together)" : " stopped one at a time");
+      << (s.capture.consistent && s.capture.consistent->held > 0 ? " stopped (held together)"
+                                                                 : " stopped one at a time");
   if (s.capture.threads_stopped > 0)
     out << " (held p50 " << s.capture.stop_us.p50_us << " us, p99 " << s.capture.stop_us.p99_us
         << " us, max " << s.capture.stop_us.max_us << " us; bound " << s.capture.max_stop_us / 1000

@@ -1,7 +1,9 @@
 #include "collector/perf_map.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -41,16 +43,30 @@ std::map<uint64_t, PerfMapEntry> parse_perf_map(std::string_view text, size_t ma
   return entries;
 }
 
+UniqueFd PerfMap::open_in_target_root() const {
+  UniqueFd root(::open(("/proc/" + std::to_string(pid_) + "/root").c_str(),
+                       O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root) return UniqueFd();
+  open_how how{};
+  how.flags = O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  std::string relative = path_.substr(1);  // "tmp/perf-N.map"
+  // No openat2 (Linux before 5.6): no perf map, rather than a path that
+  // could leave the target's root.
+  return UniqueFd(
+      static_cast<int>(::syscall(SYS_openat2, root.get(), relative.c_str(), &how, sizeof how)));
+}
+
 bool PerfMap::refresh() {
   if (path_.empty()) {
     auto info = proc::read_process_info(pid_);
     pid_t ns_pid = info && info->ns_pid != 0 ? info->ns_pid : pid_;
     path_ = "/tmp/perf-" + std::to_string(ns_pid) + ".map";
-    open_path_ = "/proc/" + std::to_string(pid_) + "/root" + path_;
   }
-  // The target owns its /tmp: a regular file only (no FIFO to block on, no
-  // symbolic link to somewhere else), read up to a bound.
-  UniqueFd fd(::open(open_path_.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
+  // The target owns its /tmp: the path is resolved inside its root (a /tmp
+  // or a map that is a symbolic link cannot lead out of it, nor to /proc),
+  // to a regular file only (no FIFO to block on), read up to a bound.
+  UniqueFd fd = open_in_target_root();
   struct stat st;
   if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
     bool had = !entries_.empty();

@@ -14,6 +14,8 @@
 #include <string>
 #include <string_view>
 
+#include "injector/unique_fd.h"
+
 namespace stackaudit {
 
 struct PerfMapEntry {
@@ -39,13 +41,14 @@ class PerfMap {
   // The file, as the target names it ("/tmp/perf-123.map"); "" before refresh().
   const std::string& path() const { return path_; }
 
-  static constexpr size_t kMaxEntries = 1'000'000;
-  static constexpr uint64_t kMaxBytes = 256ull << 20;
+  static constexpr size_t kMaxEntries = 200'000;
+  static constexpr uint64_t kMaxBytes = 32ull << 20;
 
  private:
   pid_t pid_;
-  std::string path_;       // in the target's namespace
-  std::string open_path_;  // through /proc/PID/root
+  UniqueFd open_in_target_root() const;
+
+  std::string path_;  // in the target's namespace
   uint64_t size_ = 0;
   int64_t mtime_ns_ = -1;
   std::map<uint64_t, PerfMapEntry> entries_;

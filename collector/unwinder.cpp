@@ -239,11 +239,17 @@ void Unwinder::follow_frame_pointers(Context& ctx, UnwindResult& out) {
     uint64_t link = frame_pointer_above(ctx, out.sps.back());
     if (!link) return;
     bool restarted = false;
+    auto broke_off = [&](const char* why) {
+      out.truncated = true;
+      out.reason = std::string("the frame-pointer chain broke off: ") + why;
+    };
     while (link) {
       uint64_t pair[2];
-      if (!ctx.memory.read_exact(link, pair, sizeof pair)) return;
+      if (!ctx.memory.read_exact(link, pair, sizeof pair))
+        return broke_off("a link could not be read");
       uint64_t ip = pair[1], sp = link + 16, bp = pair[0];
-      if (!modules_.is_executable(ip) || sp <= out.sps.back()) return;
+      if (!modules_.is_executable(ip)) return broke_off("a return address outside code");
+      if (sp <= out.sps.back()) return broke_off("the stack pointer did not move outward");
       out.ips.push_back(ip);
       out.sps.push_back(sp);
       out.frame_pointer.resize(out.ips.size(), false);
@@ -273,11 +279,8 @@ void Unwinder::follow_frame_pointers(Context& ctx, UnwindResult& out) {
         break;
       }
       if (bp == 0) return;  // the chain's end: the thread's first frame
-      if (bp <= link || bp > link + (uint64_t{1} << 24)) {
-        out.truncated = true;
-        out.reason = "the frame-pointer chain broke off";
-        return;
-      }
+      if (bp <= link || bp > link + (uint64_t{1} << 24))
+        return broke_off("a link that does not go up the stack");
       link = bp;
     }
     if (!restarted) return;

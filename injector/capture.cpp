@@ -224,6 +224,13 @@ ProcessCapturer::Stop ProcessCapturer::capture_stopped(RawThread& t, int attempt
   }
   request.reach_deadline = options_.stop_deadline * (1 << attempt);
   request.hold = hold_open();
+  if (request.hold && first_hold_ns_ != 0) {
+    // While threads are held, no wait may outlast the window's budget.
+    uint64_t elapsed = monotonic_ns() - first_hold_ns_;
+    uint64_t left = elapsed < hold_budget_ns() ? hold_budget_ns() - elapsed : 0;
+    request.reach_deadline =
+        std::min(request.reach_deadline, std::chrono::microseconds(left / 1000 + 1));
+  }
   StopCopy copy = stopper_->stop(request);
   const StopResult& r = copy.result;
   t.stop_attempts = attempt + 1;
@@ -394,10 +401,13 @@ RawThread ProcessCapturer::capture_thread(pid_t tid, RawThread* previous, int at
   return t;
 }
 
+uint64_t ProcessCapturer::hold_budget_ns() const {
+  return static_cast<uint64_t>(options_.max_stop.count()) * 750;  // 3/4 of max-stop, in ns
+}
+
 bool ProcessCapturer::hold_open() const {
   if (!options_.consistent) return false;
-  uint64_t budget = static_cast<uint64_t>(options_.max_stop.count()) * 750;  // 3/4, in ns
-  return first_hold_ns_ == 0 || monotonic_ns() - first_hold_ns_ < budget;
+  return first_hold_ns_ == 0 || monotonic_ns() - first_hold_ns_ < hold_budget_ns();
 }
 
 void ProcessCapturer::pin_unheld(RawCapture& cap, std::set<pid_t>& seen) {
@@ -418,8 +428,16 @@ void ProcessCapturer::pin_unheld(RawCapture& cap, std::set<pid_t>& seen) {
     for (RawThread& t : cap.threads) {
       if (t.held || t.vanished || t.mode == CaptureMode::kFailed) continue;
       if (++checked % 256 == 0 && !hold_open()) return out_of_time();
+      // Kernels without schedstat accounting read zeros: that proves nothing.
+      if (t.schedstat.timeslices == 0) {
+        c.why_not =
+            "this kernel does not account schedstat, so unstopped threads cannot be "
+            "checked not to have run";
+        return;
+      }
+      // A late copy was taken before the look it would be checked against.
       auto now = schedstat(t.tid);
-      if (!now || !(*now == t.schedstat)) moved.push_back(&t);
+      if (t.late || !now || !(*now == t.schedstat)) moved.push_back(&t);
     }
     c.moved = moved.size();
     if (moved.empty()) {
@@ -440,16 +458,19 @@ void ProcessCapturer::end_hold(RawCapture& cap) {
   StopperProcess::Released released = stopper_->release_held();
   uint64_t now = monotonic_ns();
   c.window_ns = released.window_ns;
+  uint64_t bound_ns = static_cast<uint64_t>(options_.max_stop.count()) * 1000;
   for (RawThread& t : cap.threads) {
     if (t.held) {
       ++c.held;
       if (auto it = held_at_.find(t.tid); it != held_at_.end()) t.stop_ns += now - it->second;
+      // A lost hold ended when the stopper's timer fired, at the latest.
+      if (released.lost) t.stop_ns = std::min(t.stop_ns, bound_ns);
       c.window_ns = std::max(c.window_ns, t.stop_ns);
     } else if (!t.vanished && t.mode != CaptureMode::kFailed) {
       ++c.verified;
     } else if (!t.vanished && c.achieved) {
       c.achieved = false;
-      c.why_not = "some threads could not be captured";
+      c.why_not = "some threads could not be captured within the window";
     }
   }
   c.verified -= std::min(c.verified, c.moved);
@@ -526,6 +547,16 @@ RawCapture ProcessCapturer::capture(RawCapture* previous) {
       if (std::binary_search(deferred_.begin(), deferred_.end(), t.tid))
         t = capture_thread(t.tid, nullptr, 0);
   }
+  // --consistent: pinned and let go before slow threads are asked again
+  // (they were not held, so they are not pinned either: the snapshot says so).
+  if (options_.consistent) {
+    cap.consistent.requested = true;
+    pin_unheld(cap, seen);
+    if (long ms = test_hooks().hang_while_holding_ms; ms > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    end_hold(cap);
+    realtime.reset();
+  }
   // Threads that did not reach their stop in time were not held: their
   // interrupt stands, and the stopper lets them go the moment they stop,
   // keeping a copy if they do so before we ask again. Ask again, waiting
@@ -537,14 +568,6 @@ RawCapture ProcessCapturer::capture(RawCapture* previous) {
     for (pid_t tid : again)
       for (RawThread& t : cap.threads)
         if (t.tid == tid) t = capture_thread(tid, nullptr, attempt);
-  }
-  if (options_.consistent) {
-    cap.consistent.requested = true;
-    pin_unheld(cap, seen);
-    if (long ms = test_hooks().hang_while_holding_ms; ms > 0)
-      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
-    end_hold(cap);
-    realtime.reset();
   }
   if (!proc::process_exists(pid_)) cap.target_exited = true;
   close_schedstat_fds(seen);  // threads that exited

@@ -88,6 +88,7 @@ class ProcessCapturer {
   void read_fds(RawThread& t);
   // --consistent: whether a stop may still hold its thread.
   bool hold_open() const;
+  uint64_t hold_budget_ns() const;
   // Checks the threads that were not held, captures again those that ran
   // (and new ones), until none ran or the passes or the window run out.
   void pin_unheld(RawCapture& cap, std::set<pid_t>& seen);

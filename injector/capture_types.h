@@ -161,7 +161,7 @@ struct ConsistentCapture {
   size_t verified = 0;     // threads not stopped, seen not to have run since their copy
   size_t moved = 0;        // threads that ran during the window and could not be pinned
   int passes = 0;          // checks of the unstopped threads (each re-captures those that ran)
-  uint64_t window_ns = 0;  // from the first thread held to the last let go
+  uint64_t window_ns = 0;  // from the first held thread's interrupt to the last let go
   std::string why_not;     // when not achieved
 };
 

@@ -203,7 +203,9 @@ void PtraceStopper::let_go(Outstanding& o, int status, StopWindow* window, StopR
   if (hold && have_regs) {
     // Stays stopped: it reports nothing more until it is let go (or dies,
     // which a later waitpid reaps as a thread we no longer know).
-    if (held_.empty()) holding_since_ns_ = seen;
+    // The cap counts from the interrupt: the thread may have stopped a while
+    // before this process saw it.
+    if (held_.empty()) holding_since_ns_ = o.interrupted_ns;
     held_.push_back(Held{o.tid, result.pending_signal});
     result.held = true;
     result.hold_ns = monotonic_ns() - seen;
@@ -243,7 +245,9 @@ void PtraceStopper::handle(pid_t tid, int status, const Request* current, StopWi
     return;
   }
   if (mine) {
-    let_go(*o, status, window, *result, current->hold);
+    // Only a thread that stopped within its request's deadline is held; one
+    // interrupted by an earlier attempt is let go like any late stop.
+    let_go(*o, status, window, *result, current->hold && !result->late);
     *done = true;
     return;
   }

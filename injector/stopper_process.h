@@ -73,7 +73,7 @@ class StopperProcess {
   // held; lost says it did (or the stopper ended otherwise) before this call.
   struct Released {
     size_t released = 0;
-    uint64_t window_ns = 0;  // from the first thread held to the last let go
+    uint64_t window_ns = 0;  // from the first held thread's interrupt to the last let go
     bool lost = false;
   };
   Released release_held();

@@ -88,7 +88,8 @@ void set_max_tasks(TaskOptions& tasks, long long max_tasks) {
 
 constexpr const char* kFooter =
     "Exit codes: 0 done; 1 done but some threads could not be captured (with --children:\n"
-    "or a process was gone, or more than --max-processes); 2 usage error (bad option,\n"
+    "or a process was gone, or more than --max-processes; with --consistent: or the threads\n"
+    "could not be pinned to one instant); 2 usage error (bad option,\n"
     "malformed rules file, unwritable output); 3 target not found or not traceable (no\n"
     "such PID, permission, another tracer, kernel thread, zombie).\n"
     "Docs: README.md, docs/cli.md, docs/audit-json.md, docs/rules.md, docs/flamegraphs.md.";

@@ -70,13 +70,19 @@ bool ModuleMap::update(const std::vector<Mapping>& maps, Memory* memory) {
     root_ = target_root(pid_);
   }
   std::vector<Module> modules;
-  std::vector<std::pair<uint64_t, uint64_t>> exec;
+  std::vector<std::pair<uint64_t, uint64_t>> exec, anonymous_code;
   std::map<std::string, size_t> index;  // path -> position in modules
   // Files that could not be opened, by path: why, and whether any of their
   // mappings holds code (only then is it a module whose frames lose symbols).
   std::map<std::string, std::pair<std::string, bool>> failed;
   for (const Mapping& m : maps) {
     if (m.executable) exec.emplace_back(m.start, m.end);
+    // A JIT's code: executable memory backed by no file (V8 and others also
+    // map code from memfds). It may lie between two mappings of one module
+    // (V8 maps part of node's text again, far above it).
+    if (m.executable &&
+        (m.path.empty() || m.path.starts_with("[anon") || m.path.starts_with("/memfd:")))
+      anonymous_code.emplace_back(m.start, m.end);
     if (m.path == "[vdso]" && memory && m.end - m.start <= (1u << 20)) {
       // The same image for every process of this boot: copy it once.
       if (!vdso_) {
@@ -137,6 +143,8 @@ bool ModuleMap::update(const std::vector<Mapping>& maps, Memory* memory) {
                              });
   modules_ = std::move(modules);
   exec_ranges_ = std::move(exec);
+  std::sort(anonymous_code.begin(), anonymous_code.end());
+  anonymous_code_ = std::move(anonymous_code);
   return changed;
 }
 
@@ -148,12 +156,23 @@ const Module* ModuleMap::find(uint64_t addr) const {
   return addr < it->end ? &*it : nullptr;
 }
 
-bool ModuleMap::is_executable(uint64_t addr) const {
-  auto it =
-      std::upper_bound(exec_ranges_.begin(), exec_ranges_.end(), std::make_pair(addr, UINT64_MAX));
-  if (it == exec_ranges_.begin()) return false;
+namespace {
+
+bool in_ranges(const std::vector<std::pair<uint64_t, uint64_t>>& ranges, uint64_t addr) {
+  auto it = std::upper_bound(ranges.begin(), ranges.end(), std::make_pair(addr, UINT64_MAX));
+  if (it == ranges.begin()) return false;
   --it;
   return addr >= it->first && addr < it->second;
+}
+
+}  // namespace
+
+bool ModuleMap::is_executable(uint64_t addr) const {
+  return in_ranges(exec_ranges_, addr);
+}
+
+bool ModuleMap::is_anonymous_code(uint64_t addr) const {
+  return in_ranges(anonymous_code_, addr);
 }
 
 bool ModuleMap::read_readonly(uint64_t addr, void* out, size_t len) const {

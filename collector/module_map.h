@@ -50,6 +50,8 @@ class ModuleMap {
 
   const Module* find(uint64_t addr) const;
   bool is_executable(uint64_t addr) const;
+  // Executable memory backed by no file: a JIT's code (collector/perf_map.h).
+  bool is_anonymous_code(uint64_t addr) const;
   const std::vector<Module>& modules() const { return modules_; }
   pid_t pid() const { return pid_; }
   // Modules whose mapped file could not be opened (one sentence each); their
@@ -73,10 +75,11 @@ class ModuleMap {
                                      std::string* problem);
 
   pid_t pid_;
-  std::string executable_;                                  // /proc/PID/exe as the maps name it
-  std::vector<Module> modules_;                             // sorted by start
-  std::vector<std::pair<uint64_t, uint64_t>> exec_ranges_;  // sorted executable mappings
-  std::string root_;                                        // target_root(), read once
+  std::string executable_;                                     // /proc/PID/exe as the maps name it
+  std::vector<Module> modules_;                                // sorted by start
+  std::vector<std::pair<uint64_t, uint64_t>> exec_ranges_;     // sorted executable mappings
+  std::vector<std::pair<uint64_t, uint64_t>> anonymous_code_;  // ... those backed by no file
+  std::string root_;                                           // target_root(), read once
   // By device and inode: a file is opened once, and its failure said once.
   std::map<std::string, OpenedFile> files_;
   std::vector<std::string> warnings_;

@@ -253,7 +253,7 @@ void Symbolizer::reload() {
 
 const std::vector<Frame>& Symbolizer::symbolize(uint64_t ip, bool return_address) {
   uint64_t pc = return_address && ip > 0 ? ip - 1 : ip;
-  bool anonymous = !modules_.find(pc);
+  bool anonymous = modules_.is_anonymous_code(pc) || !modules_.find(pc);
   if (anonymous && !perf_map_checked_ && modules_.is_executable(pc)) {
     perf_map_checked_ = true;
     if (perf_map_.refresh()) {  // names may have moved: forget the old ones
@@ -274,7 +274,7 @@ std::vector<Frame> Symbolizer::lookup(uint64_t ip, uint64_t pc) {
   std::vector<Frame> out;
   Frame base;
   base.ip = ip;
-  const Module* mod = modules_.find(pc);
+  const Module* mod = modules_.is_anonymous_code(pc) ? nullptr : modules_.find(pc);
   if (mod) {
     base.module = mod->name;
     base.module_path = mod->path;

@@ -63,7 +63,8 @@ bool table_info(const Module& m, unw_dyn_info_t* di) {
 int find_proc_info(unw_addr_space_t as, unw_word_t ip, unw_proc_info_t* pi, int need_unwind_info,
                    void* arg) {
   auto* ctx = static_cast<Context*>(arg);
-  const Module* m = ctx->unwinder->modules().find(ip);
+  const ModuleMap& modules = ctx->unwinder->modules();
+  const Module* m = modules.is_anonymous_code(ip) ? nullptr : modules.find(ip);
   unw_dyn_info_t di;
   if (!m || !table_info(*m, &di)) return -UNW_ENOINFO;
   return _Ux86_64_dwarf_search_unwind_table(as, ip, &di, pi, need_unwind_info, arg);
@@ -220,7 +221,7 @@ void Unwinder::extend_by_frame_pointers(Context& ctx, UnwindResult& out) {
 }
 
 bool Unwinder::has_unwind_table(uint64_t ip) const {
-  const Module* m = modules_.find(ip);
+  const Module* m = modules_.is_anonymous_code(ip) ? nullptr : modules_.find(ip);
   return m && m->elf && m->elf->eh_frame_hdr_vaddr() != 0;
 }
 
@@ -295,7 +296,7 @@ uint64_t Unwinder::frame_pointer_above(Context& ctx, uint64_t sp) {
   auto after_call = [&](uint64_t ra) {
     uint8_t b[7];
     if (!modules_.is_executable(ra)) return false;
-    if (!modules_.find(ra)) return true;
+    if (modules_.is_anonymous_code(ra) || !modules_.find(ra)) return true;
     if (!ctx.memory.read_exact(ra - 7, b, sizeof b)) return false;
     if (b[2] == 0xe8) return true;
     for (int at : {5, 4, 3, 1, 0})  // the ff of a 2, 3, 4, 6 or 7-byte indirect call
